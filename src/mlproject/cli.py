@@ -1,0 +1,124 @@
+"""`mlproject` command line: parse -> TrainConfig -> experiment.run_training. Nothing else.
+
+    mlproject train --model lenet5 --epochs 3
+    mlproject models 'resnet*'
+
+The `train` options are generated from TrainConfig's fields, so the CLI, the MLproject
+parameters and the logged params cannot drift apart.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import click
+
+from .config import ConfigError, TrainConfig
+
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def config_options(cls=TrainConfig):
+    """Decorator adding one click option per dataclass field (bools as --x/--no-x flags)."""
+    def decorate(fn):
+        for f in reversed(dataclasses.fields(cls)):
+            flag = "--" + f.name.replace("_", "-")
+            help_ = f.metadata.get("help", "")
+            if f.metadata.get("choices"):
+                help_ += f" [{'|'.join(f.metadata['choices'])}]"
+            if f.type in (bool, "bool"):
+                fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=f.default, show_default=True, help=help_)(fn)
+            else:
+                typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+                fn = click.option(flag, f.name, type=typ, default=f.default, show_default=True, help=help_)(fn)
+        return fn
+    return decorate
+
+
+def bool_flags_from_values(args: list[str], cls=TrainConfig) -> list[str]:
+    """'--pretrained=true' -> '--pretrained', '--pretrained=false' -> '--no-pretrained'.
+
+    MLproject commands can only substitute values, so its `main` entry point passes booleans
+    as `--flag={value}`; this turns them back into click's flags. Other values are left for
+    click to reject.
+    """
+    names = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(cls) if f.type in (bool, "bool")}
+    out = []
+    for a in args:
+        flag, eq, value = a.partition("=")
+        if eq and flag in names and value.lower() in BOOL_WORDS:
+            a = flag if BOOL_WORDS[value.lower()] else "--no-" + flag[2:]
+        out.append(a)
+    return out
+
+
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, the `mlflow run` run (if any) marked FAILED, exit 2."""
+    import tracking
+
+    click.echo(f"Error: {message}", err=True)
+    tracking.fail_env_run(message)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def cli():
+    """Train and track image classifiers (timm, torchvision, built-in) with MLflow."""
+
+
+@cli.command()
+@config_options()
+def train(**options):
+    """Train one model and record it in MLflow."""
+    from . import experiment
+
+    cfg = TrainConfig(**options)
+    try:
+        prepared = experiment.prepare(cfg)
+    except ConfigError as e:
+        fail(str(e))
+    result = experiment.run_training(cfg, prepared)
+    click.echo(summary(cfg, result))
+
+
+def summary(cfg: TrainConfig, result) -> str:
+    import mlflow
+
+    m = result.metrics
+    uri = mlflow.get_tracking_uri()
+    ui = "mlflow ui" if uri.startswith("sqlite:///mlflow.db") else f"mlflow ui --backend-store-uri {uri}"
+    return "\n".join([
+        f"{cfg.model} on {cfg.dataset}: test accuracy {m['test_accuracy']:.4f}, "
+        f"train accuracy {m['final_train_accuracy']:.4f}, val accuracy {m['final_val_accuracy']:.4f}",
+        f"train time {m['train_time_s']:.1f} s ({m['train_throughput_ips']:.0f} images/s), "
+        f"test time {m['test_time_s']:.2f} s, model size {m['model_size_mb']:.2f} MB, "
+        f"{m['params_total']:,} parameters ({m['params_trainable']:,} trainable)",
+        f"run {result.run_id} (experiment id {result.experiment_id}) in {uri}",
+        f"open the UI: {ui}   (then http://127.0.0.1:5000)",
+    ])
+
+
+@cli.command()
+@click.argument("pattern", default="*")
+@click.option("--pretrained", is_flag=True, help="only timm models with pretrained weights")
+def models(pattern, pretrained):
+    """List what --model accepts (glob PATTERN, e.g. 'resnet*')."""
+    from .models import list_models
+
+    found = list_models(pattern, pretrained=pretrained)
+    for source, names in found.items():
+        prefix = {"builtin": "", "timm": "", "torchvision": "tv:"}[source]
+        click.echo(f"# {source} ({len(names)})")
+        for n in names:
+            click.echo(prefix + n)
+    if not any(found.values()):
+        fail(f"no model matches {pattern!r}")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=bool_flags_from_values(sys.argv[1:] if args is None else list(args)), prog_name="mlproject")
+
+
+if __name__ == "__main__":
+    main()

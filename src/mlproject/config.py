@@ -1,0 +1,132 @@
+"""TrainConfig: every training option, its default and its validation, in one place.
+
+The same dataclass is the `mlproject train` CLI's options (cli.py generates them from the fields),
+the `main` entry point's parameters in `MLproject` (tests/test_config.py checks they match one to
+one) and the params logged to MLflow (`asdict(cfg)`, logged whole).
+
+    cfg = TrainConfig(model="lenet5", epochs=3)
+    cfg.validate()          # raises ConfigError("... valid choices ...") on bad input
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("none", "cosine", "step")
+FREEZE = ("none", "backbone")
+HEADS = ("linear", "mlp")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class ConfigError(ValueError):
+    """Bad user input: the message is one line naming the bad value and the valid choices.
+
+    The CLI prints it and exits with status 2 before any work starts.
+    """
+
+
+def suggest(value: str, choices, n: int = 3) -> str:
+    """' (did you mean: a, b?)' for close matches of `value` in `choices`, else ''."""
+    close = difflib.get_close_matches(value, list(choices), n=n, cutoff=0.6)
+    return f" (did you mean: {', '.join(close)}?)" if close else ""
+
+
+def unknown(kind: str, value: str, choices, show: int = 12) -> ConfigError:
+    """ConfigError for an unknown name: suggests close matches and lists the valid choices."""
+    choices = list(choices)
+    listed = ", ".join(choices[:show]) + (f", ... ({len(choices)} in all)" if len(choices) > show else "")
+    return ConfigError(f"unknown {kind} {value!r}{suggest(value, choices)}; valid: {listed}")
+
+
+def _opt(default, help: str, choices: tuple | None = None, **extra):
+    return field(default=default, metadata={"help": help, "choices": choices, **extra})
+
+
+@dataclass
+class TrainConfig:
+    """All options of one training run. Field order is the CLI's and MLproject's order."""
+
+    # what to train on and with
+    model: str = _opt("resnet18", "timm or torchvision model name (prefix timm: / tv: to choose), "
+                      "or a built-in: basecnn, lenet5, smallcnn, softmax, mlp. `mlproject models` lists them.")
+    dataset: str = _opt("digits", "digits (bundled, default), mnist, fashion_mnist, cifar10, cifar100, "
+                        "or a path to an ImageFolder directory")
+    data_dir: str = _opt("data", "where torchvision datasets are downloaded to / read from")
+    pretrained: bool = _opt(False, "load ImageNet weights (timm / torchvision models)")
+    freeze: str = _opt("none", "none: fine-tune everything; backbone: train only the new head "
+                       "(BatchNorm statistics frozen too)", FREEZE)
+    head: str = _opt("linear", "classifier head that replaces the model's own", HEADS)
+    head_hidden: int = _opt(256, "hidden units of the mlp head")
+    head_dropout: float = _opt(0.0, "dropout before the head's last layer")
+    image_size: int = _opt(0, "input size in pixels; 0 = the model's (pretrained: its native size, "
+                           "built-in: its design size, else the data's, at least 32)")
+    augment: bool = _opt(False, "random crop (4 px padding) + horizontal flip on training batches")
+    val_fraction: float = _opt(0.1, "share of the training data held out for validation")
+    test_fraction: float = _opt(0.2, "share held out for test when the dataset has no test split")
+    balance: bool = _opt(False, "cut every class to the smallest class's size before splitting "
+                         "(ImageFolder / digits)")
+    # how to train
+    optimizer: str = _opt("sgd", "optimizer", OPTIMIZERS)
+    lr: float = _opt(0.01, "learning rate (> 0)")
+    momentum: float = _opt(0.9, "SGD momentum in [0, 1); Adam/AdamW use it as beta1")
+    nesterov: bool = _opt(False, "Nesterov momentum (sgd)")
+    weight_decay: float = _opt(0.0, "weight decay (>= 0)")
+    batch_size: int = _opt(64, "training batch size (>= 1)")
+    epochs: int = _opt(5, "training epochs (>= 1)")
+    scheduler: str = _opt("none", "learning-rate schedule per epoch: cosine to 0, or step "
+                          "(x0.1 every third of the epochs)", SCHEDULERS)
+    seed: int = _opt(0, "random seed: same seed on CPU gives the same metrics")
+    device: str = _opt("auto", "auto picks CUDA, then MPS, then CPU", DEVICES)
+    num_workers: int = _opt(2, "DataLoader workers for ImageFolders too large to hold in memory")
+    # what to record
+    experiment: str = _opt("mlproject", "MLflow experiment (standalone runs; under `mlflow run` "
+                           "the run MLflow created is used)")
+    run_name: str = _opt("", "MLflow run name (default: MLflow's)")
+    log_model: bool = _opt(True, "log the trained model with mlflow.pytorch.log_model")
+
+    @classmethod
+    def option_fields(cls) -> list[dataclasses.Field]:
+        return list(fields(cls))
+
+    def to_params(self) -> dict[str, Any]:
+        """The whole config, as MLflow params."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "TrainConfig":
+        """Check every value that can be checked without touching data or models.
+
+        Model and dataset names are checked by `models.resolve_model` and `data.resolve_dataset`,
+        which know the registries; this checks choices and ranges. Returns self.
+        """
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise unknown(f.name.replace("_", " "), getattr(self, f.name), choices)
+        checks = [
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.val_fraction < 1, f"val fraction must be in [0, 1), got {self.val_fraction}"),
+            (0 < self.test_fraction < 1, f"test fraction must be in (0, 1), got {self.test_fraction}"),
+            (self.val_fraction + self.test_fraction < 1,
+             f"val fraction + test fraction must be < 1, got {self.val_fraction + self.test_fraction}"),
+            (self.image_size == 0 or self.image_size >= 8, f"image size must be 0 (auto) or >= 8, got {self.image_size}"),
+            (self.head_hidden >= 1, f"head hidden must be >= 1, got {self.head_hidden}"),
+            (0 <= self.head_dropout < 1, f"head dropout must be in [0, 1), got {self.head_dropout}"),
+            (self.num_workers >= 0, f"num workers must be >= 0, got {self.num_workers}"),
+            (not (self.nesterov and self.optimizer == "sgd" and self.momentum == 0),
+             "nesterov needs momentum > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self

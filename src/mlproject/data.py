@@ -1,0 +1,430 @@
+"""Datasets: the bundled digits, torchvision downloads, and ImageFolder directories.
+
+Two steps, so that bad input fails before anything heavy runs:
+
+    shape = peek_dataset(cfg)              # cheap: checks name/path/classes, no download, no decode
+    data = create_dataset(cfg, size=32)    # loads: train/val/test Splits + DatasetInfo
+
+Every split holds images as uint8 (N, C, H, W) tensors and int64 labels. Datasets that fit in
+memory (all the named ones, and ImageFolders under MAX_IN_MEMORY_BYTES) are held as tensors and
+batched by indexing, with no per-sample PIL work; larger ImageFolders stream through a DataLoader
+with `num_workers` decoding processes. Validation always comes from the training data.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.model_selection import train_test_split
+
+from .config import DATASETS, ConfigError, TrainConfig, unknown
+
+# ImageFolders whose decoded uint8 pixels (at the model's input size) exceed this stream from disk
+# instead. 4 GiB keeps CIFAR-10-sized sets (150 MB) and CINIC-10 at 32 px (810 MB) in memory on a
+# 24 GiB machine with room for the model and a copy.
+MAX_IN_MEMORY_BYTES = 4 << 30
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+VAL_DIRS = ("val", "valid", "validation")
+
+# name -> (torchvision class, channels, height, width, classes); classes are checked after loading.
+TORCHVISION = {
+    "mnist": ("MNIST", 1, 28, 28, 10),
+    "fashion_mnist": ("FashionMNIST", 1, 28, 28, 10),
+    "cifar10": ("CIFAR10", 3, 32, 32, 10),
+    "cifar100": ("CIFAR100", 3, 32, 32, 100),
+}
+
+
+class DataError(ConfigError):
+    """The dataset cannot be used as given (missing, empty, undecodable, not downloadable)."""
+
+
+@dataclass
+class DatasetShape:
+    """What a model needs to know before the data is loaded."""
+
+    channels: int
+    height: int
+    width: int
+    num_classes: int
+
+
+@dataclass
+class Split:
+    """One split: uint8 images (N, C, H, W) in memory, or image files decoded on the fly."""
+
+    labels: torch.Tensor
+    images: torch.Tensor | None = None
+    files: list[str] | None = None
+    size: tuple[int, int] = (0, 0)  # streaming only: (height, width) decoded images are resized to
+    mode: str = "RGB"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (uint8 images, labels) batches on the CPU; the trainer moves them to its device."""
+        if self.images is not None:
+            n = len(self.labels)
+            order = torch.randperm(n, generator=generator) if shuffle else None
+            for start in range(0, n, batch_size):
+                if order is None:
+                    yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
+                else:
+                    idx = order[start:start + batch_size]
+                    yield self.images[idx], self.labels[idx]
+            return
+        loader = torch.utils.data.DataLoader(
+            _Files(self.files, self.labels.tolist(), self.size, self.mode), batch_size=batch_size,
+            shuffle=shuffle, generator=generator, num_workers=num_workers,
+            persistent_workers=False, collate_fn=_collate_ok)
+        for images, labels, _ in loader:
+            yield images, labels
+
+    def take(self, idx) -> "Split":
+        """A sub-split of the rows `idx` (numpy int array)."""
+        idx_t = torch.as_tensor(idx, dtype=torch.long)
+        if self.images is not None:
+            return Split(self.labels[idx_t], images=self.images[idx_t])
+        return Split(self.labels[idx_t], files=[self.files[i] for i in idx], size=self.size, mode=self.mode)
+
+    def head_images(self, n: int) -> torch.Tensor:
+        """The first n images as a uint8 tensor (for sample grids and input examples)."""
+        if self.images is not None:
+            return self.images[:n]
+        return next(Split(self.labels[:n], files=self.files[:n], size=self.size, mode=self.mode).batches(n))[0]
+
+
+@dataclass
+class DatasetInfo:
+    """What the seeds' 'input analysis' reported, plus what tracking needs to log the dataset."""
+
+    name: str
+    source: str
+    class_names: list[str]
+    channels: int
+    height: int
+    width: int
+    split_sizes: dict[str, int]
+    class_counts: dict[str, int]  # training split, by class name
+    mean: list[float]  # training-set per-channel statistics in [0, 1] (seed 002)
+    std: list[float]
+    digest: str = ""
+    in_memory: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_images(self) -> int:
+        return sum(self.split_sizes.values())
+
+    @property
+    def bytes_per_image(self) -> int:
+        """Uncompressed uint8 bytes per stored image (seed 001: '~785B' for MNIST)."""
+        return self.channels * self.height * self.width
+
+    @property
+    def total_bytes(self) -> int:
+        return self.bytes_per_image * self.num_images
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+    info: DatasetInfo
+
+
+# ---------------------------------------------------------------------------------------------
+# peek: cheap checks before any heavy work
+
+def is_path(dataset: str) -> bool:
+    return dataset not in DATASETS and (os.sep in dataset or "/" in dataset or dataset.startswith(".")
+                                        or os.path.isdir(dataset))
+
+
+def peek_dataset(cfg: TrainConfig) -> DatasetShape:
+    """Check the dataset name or folder and return its image shape and class count (no download)."""
+    if cfg.dataset == "digits":
+        return DatasetShape(1, 8, 8, 10)
+    if cfg.dataset in TORCHVISION:
+        _, c, h, w, k = TORCHVISION[cfg.dataset]
+        return DatasetShape(c, h, w, k)
+    if not is_path(cfg.dataset):
+        raise unknown("dataset", cfg.dataset, DATASETS + ("<path to an ImageFolder directory>",))
+    layout = _scan_folder(Path(cfg.dataset))
+    first = next(iter(layout.values()))[0][0]
+    mode, (w, h) = _image_mode_size(first)
+    return DatasetShape(1 if mode == "L" else 3, h, w, len(_classes_of(layout)))
+
+
+def _image_mode_size(path: str) -> tuple[str, tuple[int, int]]:
+    try:
+        with Image.open(path) as im:
+            return ("L" if im.mode in ("L", "1", "I", "I;16", "F") else "RGB"), im.size
+    except Exception as e:  # PIL raises several types for undecodable files
+        raise DataError(f"cannot decode image {path}: {e}") from None
+
+
+def _scan_folder(root: Path) -> dict[str, list[tuple[str, str]]]:
+    """{split name or 'all': [(file, class name), ...]} for an ImageFolder directory.
+
+    With train/ (and val/ or valid/, test/) subfolders those are the splits (CINIC-10 layout);
+    otherwise the class folders directly under root form one pool to be split.
+    """
+    if not root.is_dir():
+        raise DataError(f"ImageFolder directory not found: {root}")
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    if "train" in subdirs:
+        layout = {"train": _scan_classes(subdirs["train"])}
+        for name in VAL_DIRS:
+            if name in subdirs:
+                layout["val"] = _scan_classes(subdirs[name])
+                break
+        if "test" in subdirs:
+            layout["test"] = _scan_classes(subdirs["test"])
+        classes = _classes_of({"train": layout["train"]})
+        for split, items in layout.items():
+            extra = sorted({c for _, c in items} - set(classes))
+            if extra:
+                raise DataError(f"{root / split}: classes {extra} are not in {root / 'train'}")
+    else:
+        layout = {"all": _scan_classes(root)}
+    _classes_of(layout, root)
+    return layout
+
+
+def _scan_classes(folder: Path) -> list[tuple[str, str]]:
+    items = []
+    for cls in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for dirpath, _, filenames in sorted(os.walk(cls)):
+            items += [(os.path.join(dirpath, f), cls.name) for f in sorted(filenames)
+                      if f.lower().endswith(IMG_EXTENSIONS)]
+    return items
+
+
+def _classes_of(layout, root: Path | None = None) -> list[str]:
+    pool = layout.get("train") or layout.get("all") or []
+    classes = sorted({c for _, c in pool})
+    if root is not None:
+        if not pool:
+            raise DataError(f"no images found in {root} (expected class folders holding "
+                            f"{', '.join(IMG_EXTENSIONS[:4])}, ... files)")
+        if len(classes) < 2:
+            raise DataError(f"{root} has {len(classes)} class folder(s) with images ({', '.join(classes)}); "
+                            "a classifier needs at least 2")
+    return classes
+
+
+# ---------------------------------------------------------------------------------------------
+# load
+
+def create_dataset(cfg: TrainConfig, size: int | None = None) -> Splits:
+    """Load cfg.dataset into train/val/test Splits.
+
+    `size`: ImageFolder images are decoded and resized once to size x size (the model's input
+    size), so batches need no per-sample work; None keeps the first image's resolution. Named
+    datasets keep their native resolution (the model resizes on the device).
+    """
+    if cfg.dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        # 0..16 grey levels -> 0..255 uint8, so every dataset is uint8 in [0, 255]
+        images = torch.from_numpy(np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
+        pool = Split(torch.from_numpy(d.target.astype(np.int64)), images=images)
+        names = [str(i) for i in d.target_names]
+        train, val, test = _split_pool(pool, cfg, names)
+        return _finish("digits", "sklearn.datasets.load_digits", names, train, val, test)
+    if cfg.dataset in TORCHVISION:
+        return _load_torchvision(cfg)
+    return _load_folder(cfg, size)
+
+
+def _load_torchvision(cfg: TrainConfig) -> Splits:
+    import torchvision
+
+    cls_name, *_ = TORCHVISION[cfg.dataset]
+    cls = getattr(torchvision.datasets, cls_name)
+    root = os.path.abspath(os.path.expanduser(cfg.data_dir))
+    try:
+        train_ds = cls(root, train=True, download=True)
+        test_ds = cls(root, train=False, download=True)
+    except Exception as e:  # URLError, RuntimeError, OSError: all mean "not here and not fetchable"
+        urls = getattr(cls, "mirrors", None) or [getattr(cls, "url", "")]
+        raise DataError(
+            f"could not fetch {cls_name} from {urls[0]} into {root} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else 'no network?'}); download it elsewhere and point "
+            f"--data-dir at the folder that holds {cls_name if 'MNIST' in cls_name else cls.base_folder}/") from None
+
+    def as_split(ds) -> Split:
+        data = torch.as_tensor(np.asarray(ds.data))
+        data = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
+        return Split(torch.as_tensor(np.asarray(ds.targets), dtype=torch.long), images=data.contiguous())
+
+    names = list(train_ds.classes)
+    train, val = _split_off(as_split(train_ds), cfg.val_fraction, cfg.seed)
+    return _finish(cfg.dataset, urls_of(cls), names, train, val, as_split(test_ds))
+
+
+def urls_of(cls) -> str:
+    mirrors = getattr(cls, "mirrors", None)
+    return mirrors[0] if mirrors else getattr(cls, "url", cls.__name__)
+
+
+def _load_folder(cfg: TrainConfig, size: int | None) -> Splits:
+    root = Path(cfg.dataset)
+    layout = _scan_folder(root)
+    classes = _classes_of(layout)
+    index = {c: i for i, c in enumerate(classes)}
+    first = next(iter(layout.values()))[0][0]
+    mode, (w, h) = _image_mode_size(first)
+    channels = 1 if mode == "L" else 3
+    if size:
+        h = w = size
+    n_total = sum(len(v) for v in layout.values())
+    in_memory = n_total * channels * h * w <= MAX_IN_MEMORY_BYTES
+
+    def make(items) -> Split:
+        labels = torch.tensor([index[c] for _, c in items], dtype=torch.long)
+        files = [f for f, _ in items]
+        split = Split(labels, files=files, size=(h, w), mode=mode)
+        return _decode_all(split, cfg.num_workers) if in_memory else _check_headers(split)
+
+    if "all" in layout:
+        train, val, test = _split_pool(make(layout["all"]), cfg, classes)
+    else:
+        train = make(layout["train"])
+        if cfg.balance:
+            train = _balance(train, cfg.seed)
+        if "val" in layout:
+            val = make(layout["val"])
+        else:
+            train, val = _split_off(train, cfg.val_fraction, cfg.seed)
+        if "test" in layout:
+            test = make(layout["test"])
+        else:
+            train, test = _split_off(train, cfg.test_fraction / (1 - cfg.val_fraction), cfg.seed)
+    return _finish(root.name, str(root.resolve()), classes, train, val, test, in_memory=in_memory,
+                   channels=channels, height=h, width=w)
+
+
+class _Files(torch.utils.data.Dataset):
+    """Decodes one image file to uint8 (C, H, W) at a fixed size; flags files that fail to decode."""
+
+    def __init__(self, files, labels, size, mode):
+        self.files, self.labels, self.size, self.mode = files, labels, size, mode
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        h, w = self.size
+        try:
+            with Image.open(self.files[i]) as im:
+                im = im.convert(self.mode)
+                if im.size != (w, h):
+                    im = im.resize((w, h), Image.BILINEAR)
+                arr = np.asarray(im, dtype=np.uint8)
+            ok = True
+        except Exception:  # reported by name in _decode_all
+            arr, ok = np.zeros((h, w) if self.mode == "L" else (h, w, 3), np.uint8), False
+        t = torch.from_numpy(arr.copy())
+        t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+        return t, self.labels[i], ok
+
+
+def _collate_ok(batch):
+    images, labels, ok = zip(*batch)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long), torch.tensor(ok)
+
+
+def _decode_all(split: Split, num_workers: int) -> Split:
+    """Decode every file once (in worker processes) into one uint8 tensor; stop on a bad file."""
+    loader = torch.utils.data.DataLoader(_Files(split.files, split.labels.tolist(), split.size, split.mode),
+                                         batch_size=256, num_workers=num_workers, collate_fn=_collate_ok)
+    images, oks = [], []
+    for x, _, ok in loader:
+        images.append(x)
+        oks.append(ok)
+    ok = torch.cat(oks)
+    if not bool(ok.all()):
+        bad = [split.files[i] for i in torch.nonzero(~ok).flatten().tolist()]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DataError(f"cannot decode image {bad[0]}{more}: remove or replace it")
+    return Split(split.labels, images=torch.cat(images))
+
+
+def _check_headers(split: Split) -> Split:
+    """Streaming ImageFolders: open every header (cheap) so non-images fail before training."""
+    for f in split.files:
+        _image_mode_size(f)
+    return split
+
+
+def _balance(split: Split, seed: int) -> Split:
+    """Seed 004: cut every class to the size of the smallest one (random members, fixed seed)."""
+    labels = split.labels.numpy()
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels)
+    n = counts[counts > 0].min()
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:n]
+                                   for c in np.flatnonzero(counts)]))
+    return split.take(keep)
+
+
+def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """(rest, held out): a stratified random share `fraction` of `split`."""
+    if fraction <= 0:
+        return split, split.take(np.array([], dtype=np.int64))
+    idx = np.arange(len(split))
+    labels = split.labels.numpy()
+    stratify = labels if np.bincount(labels).min() >= 2 else None
+    try:
+        rest, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    except ValueError as e:  # too few images for the requested shares
+        raise DataError(f"cannot split {len(split)} images with fraction {fraction}: {e}") from None
+    return split.take(np.sort(rest)), split.take(np.sort(held))
+
+
+def _split_pool(pool: Split, cfg: TrainConfig, names) -> tuple[Split, Split, Split]:
+    if cfg.balance:
+        pool = _balance(pool, cfg.seed)
+    rest, test = _split_off(pool, cfg.test_fraction, cfg.seed)
+    # val is a share of the whole pool, taken from what remains for training (never from test)
+    train, val = _split_off(rest, cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed)
+    return train, val, test
+
+
+def _finish(name, source, class_names, train: Split, val: Split, test: Split, in_memory=True,
+            channels=None, height=None, width=None) -> Splits:
+    if len(train) == 0 or len(test) == 0:
+        raise DataError(f"dataset {name} leaves {len(train)} training and {len(test)} test images; need both")
+    if train.images is not None:
+        _, channels, height, width = train.images.shape
+        stats_images = train.images
+    else:  # streaming: statistics from up to 2,048 training images
+        stats_images = train.head_images(min(2048, len(train)))
+    x = stats_images.float().div_(255)
+    mean = x.mean(dim=(0, 2, 3)).tolist()
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    counts = Counter(train.labels.tolist())
+    digest = hashlib.sha256()
+    for s in (train, val, test):
+        digest.update(s.labels.numpy().tobytes())
+        digest.update(str(len(s)).encode())
+    digest.update(stats_images[: 256].numpy().tobytes())
+    info = DatasetInfo(
+        name=name, source=source, class_names=list(class_names), channels=channels, height=height,
+        width=width, split_sizes={"train": len(train), "val": len(val), "test": len(test)},
+        class_counts={class_names[k]: counts.get(k, 0) for k in range(len(class_names))},
+        mean=mean, std=std, digest=digest.hexdigest()[:16], in_memory=in_memory)
+    return Splits(train, val, test, info)

@@ -1,0 +1,220 @@
+"""The training loop and evaluation: plain PyTorch, no tracking inside.
+
+    device = select_device(cfg.device)
+    history = fit(model, data, cfg, device, on_epoch=lambda stats: ...)   # on_epoch may raise to stop
+    result = evaluate(model, data.test, device)
+
+Batches arrive as uint8 and are preprocessed (and augmented) on the device. Losses and correct
+counts accumulate on the device and are read once per epoch, so there is no host sync per step.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .data import Split, Splits
+from .models import Classifier
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    epoch_time_s: float  # training steps only (validation excluded)
+
+
+@dataclass
+class History:
+    epochs: list[EpochStats] = field(default_factory=list)
+    train_time_s: float = 0.0
+    train_images: int = 0  # images processed by training steps, over all epochs
+
+    def series(self) -> dict[str, list[float]]:
+        """{'train_loss': [...], 'val_accuracy': [...], ...} per epoch."""
+        rows = [asdict(e) for e in self.epochs]
+        return {k: [r[k] for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    probs: np.ndarray  # (N, classes) softmax probabilities
+    time_s: float
+
+    @property
+    def throughput(self) -> float:
+        return len(self.y_true) / self.time_s if self.time_s > 0 else float("nan")
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA if available, else MPS, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    # --momentum is Adam's beta1, so one search dimension serves every optimizer
+    return cls(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(cfg: TrainConfig, optimizer):
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, cfg.epochs // 3), gamma=0.1)
+    return None
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop (zero padding of size/8 px, 4 px at 32 px) and horizontal flip, per sample,
+    vectorised on x's device."""
+    n, c, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device, generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device, generator=generator)
+    rows = (oy + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (ox + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    out = padded[batch, chans, rows, cols]
+    flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def _autocast(device: torch.device):
+    # bf16 on CUDA: no loss scaling needed, and Ampere+ tensor cores run it at full rate
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _progress(iterable=None, **kw):
+    # bars only on a terminal: under `mlflow run`, CI or a log file they would be noise
+    return tqdm(iterable, disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True, **kw)
+
+
+def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
+        on_epoch: Callable[[EpochStats], None] | None = None) -> History:
+    """Train `model` on data.train for cfg.epochs, validating on data.val after every epoch.
+
+    `on_epoch(stats)` runs after each epoch (logging, Optuna pruning); an exception it raises
+    stops training. Raises TrainingDiverged when an epoch's mean loss is not finite.
+    """
+    seed_everything(cfg.seed)
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    optimizer = make_optimizer(cfg, model.parameters())
+    scheduler = make_scheduler(cfg, optimizer)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.augment else None
+    history = History()
+    epochs = _progress(range(1, cfg.epochs + 1), desc="epochs", unit="epoch")
+    for epoch in epochs:
+        model.train()
+        lr = optimizer.param_groups[0]["lr"]
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        start = time.perf_counter()
+        batches = _progress(data.train.batches(cfg.batch_size, shuffle=True, generator=shuffle_gen,
+                                               num_workers=cfg.num_workers),
+                            desc=f"epoch {epoch}", total=math.ceil(len(data.train) / cfg.batch_size), unit="batch")
+        for images, labels in batches:
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            with _autocast(device):
+                x = model.preprocess(images)
+                if cfg.augment:
+                    x = augment(x, aug_gen)
+                logits = model.net(x)
+                loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+            seen += len(labels)
+        train_loss = loss_sum.item() / seen  # the one host sync of the epoch
+        epoch_time = time.perf_counter() - start
+        history.train_time_s += epoch_time
+        history.train_images += seen
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch} "
+                                   f"(lr={cfg.lr}, optimizer={cfg.optimizer}); lower the learning rate")
+        val = evaluate(model, data.val, device, cfg.batch_size) if len(data.val) else None
+        stats = EpochStats(epoch, train_loss, correct.item() / seen, val.loss if val else float("nan"),
+                           val.accuracy if val else float("nan"), lr, epoch_time)
+        history.epochs.append(stats)
+        epochs.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{stats.val_accuracy:.3f}")
+        if scheduler is not None:
+            scheduler.step()
+        if on_epoch is not None:
+            on_epoch(stats)
+    return history
+
+
+@torch.no_grad()
+def evaluate(model: Classifier, split: Split, device: torch.device, batch_size: int = 256) -> Evaluation:
+    """Loss, accuracy, predictions and probabilities of `model` on `split` (eval mode)."""
+    model.eval()
+    model.to(device)
+    batch_size = max(batch_size, 256)  # inference holds no activations for backward
+    losses, probs, labels_all = [], [], []
+    start = time.perf_counter()
+    for images, labels in split.batches(batch_size):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with _autocast(device):
+            logits = model(images).float()
+        losses.append(F.cross_entropy(logits, labels, reduction="sum"))
+        probs.append(torch.softmax(logits, 1))
+        labels_all.append(labels)
+    p = torch.cat(probs).cpu().numpy()  # one sync, after the last batch
+    elapsed = time.perf_counter() - start
+    y_true = torch.cat(labels_all).cpu().numpy()
+    y_pred = p.argmax(1)
+    n = max(len(y_true), 1)
+    return Evaluation(float(torch.stack(losses).sum().item()) / n, float((y_pred == y_true).mean()),
+                      y_true, y_pred, p, elapsed)
