@@ -9,11 +9,13 @@ parameters and the logged params cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 import click
 
 from .config import ConfigError, TrainConfig
+from .train import TrainingDiverged
 
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -77,7 +79,11 @@ def train(**options):
         prepared = experiment.prepare(cfg)
     except ConfigError as e:
         fail(str(e))
-    result = experiment.run_training(cfg, prepared)
+    try:
+        result = experiment.run_training(cfg, prepared)
+    except TrainingDiverged as e:  # the run is already FAILED with the reason as a tag
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
     click.echo(summary(cfg, result))
 
 
@@ -86,7 +92,8 @@ def summary(cfg: TrainConfig, result) -> str:
 
     m = result.metrics
     uri = mlflow.get_tracking_uri()
-    ui = "mlflow ui" if uri.startswith("sqlite:///mlflow.db") else f"mlflow ui --backend-store-uri {uri}"
+    default = os.environ.get("MLFLOW_TRACKING_URI") is None and uri.endswith(os.path.abspath("mlflow.db"))
+    ui = "mlflow ui  (in this folder)" if default else f"mlflow ui --backend-store-uri {uri}"
     return "\n".join([
         f"{cfg.model} on {cfg.dataset}: test accuracy {m['test_accuracy']:.4f}, "
         f"train accuracy {m['final_train_accuracy']:.4f}, val accuracy {m['final_val_accuracy']:.4f}",

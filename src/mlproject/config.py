@@ -64,7 +64,7 @@ class TrainConfig:
     head_dropout: float = _opt(0.0, "dropout before the head's last layer")
     image_size: int = _opt(0, "input size in pixels; 0 = the model's (pretrained: its native size, "
                            "built-in: its design size, else the data's, at least 32)")
-    augment: bool = _opt(False, "random crop (4 px padding) + horizontal flip on training batches")
+    augment: bool = _opt(False, "random crop (padding 1/8 of the input size: 4 px at 32 px) + horizontal flip, training batches only")
     val_fraction: float = _opt(0.1, "share of the training data held out for validation")
     test_fraction: float = _opt(0.2, "share held out for test when the dataset has no test split")
     balance: bool = _opt(False, "cut every class to the smallest class's size before splitting "

@@ -212,8 +212,9 @@ def _weights_error(name: str, e: Exception, where: str) -> ConfigError:
 def _timm(name: str, cfg: TrainConfig, native: int):
     import timm
 
+    overlay = _cached_timm_weights(name) if cfg.pretrained else None
     try:
-        net = timm.create_model(name, pretrained=cfg.pretrained)
+        net = timm.create_model(name, pretrained=cfg.pretrained, pretrained_cfg_overlay=overlay)
     except Exception as e:  # hub/network errors come in many types (OSError, HfHubHTTPError, ...)
         if not cfg.pretrained:
             raise
@@ -227,6 +228,37 @@ def _timm(name: str, cfg: TrainConfig, native: int):
         size = max(native, MIN_SCRATCH_SIZE)
     norm = (tuple(pc.get("mean", IMAGENET_MEAN)), tuple(pc.get("std", IMAGENET_STD))) if cfg.pretrained else (None, None)
     return net, size, norm
+
+
+def _reachable(host: str, port: int = 443, timeout_s: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def _cached_timm_weights(name: str) -> dict | None:
+    """Offline, point timm at weights already in the Hugging Face cache, or fail at once.
+
+    huggingface_hub retries an unreachable hub five times with backoff (53 s measured here)
+    before timm gives up; one 3-second connection attempt answers the same question.
+    """
+    import timm
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE or _reachable(constants.ENDPOINT.split("://")[-1].split("/")[0]):
+        return None
+    repo = timm.models.get_pretrained_cfg(name).hf_hub_id if timm.models.get_pretrained_cfg(name) else None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(repo, filename) if repo else None
+        if isinstance(path, str):
+            return {"file": path}
+    raise ConfigError(f"pretrained weights for {name!r} are not in the Hugging Face cache and "
+                      f"{constants.ENDPOINT} is unreachable; put them in ~/.cache/huggingface (HF_HOME) "
+                      "or train without --pretrained")
 
 
 def _torchvision(name: str, cfg: TrainConfig, native: int):

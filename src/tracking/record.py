@@ -9,6 +9,7 @@ Names are stable (the README lists them); every function logs into the active ru
 from __future__ import annotations
 
 import re
+import warnings
 
 import mlflow
 import numpy as np
@@ -29,9 +30,11 @@ def _source(source: str):
 
         return HTTPDatasetSource(source)
     if source.startswith("/"):
-        from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
 
-        return LocalArtifactDatasetSource(source)
+        with warnings.catch_warnings():  # MLflow registers its local source class twice and warns
+            warnings.simplefilter("ignore", UserWarning)
+            return resolve_dataset_source(source)
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
     return CodeDatasetSource(tags={"loader": source})

@@ -1,0 +1,78 @@
+"""Shared fixtures: ImageFolders of real PNG files, and a machine with no network."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# distinct class colours (RGB); grey images use a distinct grey level per class instead
+PALETTE = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40), (200, 60, 210), (40, 210, 220)]
+
+
+def class_image(k: int, size: tuple[int, int], mode: str, rng: np.random.Generator) -> Image.Image:
+    """An image of class `k`: a class colour (or grey level), horizontal stripes whose period depends
+    on the class, and noise, so a model can tell the classes apart. size is PIL's (width, height)."""
+    w, h = size
+    stripes = ((np.arange(h) // (k + 1)) % 2).astype(np.float32)[:, None] * 40.0  # (h, 1)
+    noise = rng.normal(0, 12, size=(h, w, 3))
+    base = np.array(PALETTE[k % len(PALETTE)], dtype=np.float32)
+    if mode == "L":
+        base = np.full(3, 30.0 + (170.0 * k / 5.0) % 200.0, dtype=np.float32)
+    rgb = np.clip(base[None, None, :] * 0.8 + stripes[..., None] + noise, 0, 255).astype(np.uint8)
+    im = Image.fromarray(rgb, "RGB")
+    return im.convert("L") if mode == "L" else im
+
+
+def build_image_folder(root, classes=("cat", "dog", "fish"), per_class=12, size=(20, 16), mode="RGB",
+                      layout="flat", splits=None, ext=".png", seed=0) -> Path:
+    """Write an ImageFolder of real image files under `root` and return root.
+
+    layout="flat": root/<class>/<i>.png; per_class is an int or {class: count} (for imbalanced sets).
+    layout="splits": root/<split>/<class>/<i>.png for every split in `splits` ({folder: per-class
+    count}, default {"train": 10, "valid": 3, "test": 4}: CINIC-10's folder names).
+    size is (width, height) as PIL counts it; mode "RGB" or "L".
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+
+    def write(folder: Path, counts):
+        for k, cls in enumerate(classes):
+            n = counts[cls] if isinstance(counts, dict) else counts
+            d = folder / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                class_image(k, size, mode, rng).save(d / f"{i:03d}{ext}")
+
+    if layout == "flat":
+        write(root, per_class)
+    elif layout == "splits":
+        for split, n in (splits or {"train": 10, "valid": 3, "test": 4}).items():
+            write(root / split, n)
+    else:
+        raise ValueError(f"layout must be 'flat' or 'splits', got {layout!r}")
+    return root
+
+
+@pytest.fixture
+def make_image_folder():
+    """The factory `make_image_folder(root, classes=..., per_class=..., size=..., mode=..., layout=...)`:
+    see build_image_folder."""
+    return build_image_folder
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every host name lookup fails, as on a machine without network: code that tries to download
+    takes its real offline path, here or anywhere. Returns the list of hosts that were looked up."""
+    looked_up = []
+
+    def getaddrinfo(host, *args, **kwargs):
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, f"no network in tests (looked up {host!r})")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return looked_up

@@ -1,0 +1,138 @@
+"""`mlproject` CLI: bad input exits 2 with one clear line and leaves no MLflow run RUNNING."""
+import mlflow
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from mlproject.cli import bool_flags_from_values, cli
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A real MLflow store in a tmp dir, the working directory there too."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    yield MlflowClient(uri)
+    mlflow.set_tracking_uri(None)
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, bool_flags_from_values(["train", "--num-workers", "0", *args]))
+
+
+def all_runs(client):
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps) if exps else []
+
+
+def write_png(path, size=(12, 12), colour=(200, 10, 10)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def folder(tmp_path, kind):
+    root = tmp_path / kind
+    root.mkdir()
+    if kind == "one_class":
+        for i in range(4):
+            write_png(root / "cat" / f"{i}.png")
+    elif kind == "bad_image":
+        for cls in ("cat", "dog"):
+            for i in range(4):
+                write_png(root / cls / f"{i}.png")
+        (root / "dog" / "broken.png").write_bytes(b"this is not a png")
+    return str(root)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "resnet181"], "unknown model 'resnet181' (did you mean: resnet18"),
+    (["--model", "lenet"], "unknown model 'lenet' (did you mean: lenet5"),
+    (["--dataset", "digitz"], "unknown dataset 'digitz' (did you mean: digits?)"),
+    (["--optimizer", "sdg"], "unknown optimizer 'sdg' (did you mean: sgd?); valid: sgd, adam, adamw"),
+    (["--lr", "0"], "lr must be > 0, got 0.0"),
+    (["--lr", "-1"], "lr must be > 0, got -1.0"),
+    (["--batch-size", "0"], "batch size must be >= 1, got 0"),
+    (["--epochs", "0"], "epochs must be >= 1, got 0"),
+    (["--momentum", "1"], "momentum must be in [0, 1), got 1.0"),
+    (["--weight-decay", "-0.1"], "weight decay must be >= 0, got -0.1"),
+    (["--dataset", "./no/such/folder"], "ImageFolder directory not found: no/such/folder"),
+    (["--dataset", "EMPTY"], "no images found in"),
+    (["--dataset", "ONE_CLASS"], "has 1 class folder(s) with images (cat); a classifier needs at least 2"),
+    (["--dataset", "BAD_IMAGE"], "cannot decode image"),
+    (["--model", "lenet5", "--pretrained"], "built-in model 'lenet5' has no pretrained weights"),
+    (["--model", "tv:resnet18", "--pretrained"], "pretrained weights for 'resnet18' could not be loaded"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_run(store, tmp_path, monkeypatch, args, message):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no cached torchvision weights
+    if "EMPTY" in args:
+        (tmp_path / "empty").mkdir()
+        args = [str(tmp_path / "empty") if a == "EMPTY" else a for a in args]
+    for kind in ("one_class", "bad_image"):
+        if kind.upper() in args:
+            args = [folder(tmp_path, kind) if a == kind.upper() else a for a in args]
+    result = invoke(*args, "--epochs" if "--epochs" not in args else "--seed", "1")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    if "BAD_IMAGE" not in str(args) and "bad_image" in str(args):
+        assert "broken.png" in lines[0]
+    assert all_runs(store) == []
+
+
+def test_bad_input_under_mlflow_run_marks_its_run_failed(store):
+    """`mlflow run` creates the run before our code starts (MLFLOW_RUN_ID): it must not stay RUNNING."""
+    run = store.create_run(store.create_experiment("e"))
+    import os
+    os.environ["MLFLOW_RUN_ID"] = run.info.run_id
+    try:
+        result = invoke("--lr", "-3")
+    finally:
+        del os.environ["MLFLOW_RUN_ID"]
+    assert result.exit_code == 2
+    got = store.get_run(run.info.run_id)
+    assert got.info.status == "FAILED"
+    assert got.data.tags["mlproject.failure"] == "lr must be > 0, got -3.0"
+
+
+def test_click_rejects_malformed_numbers_with_status_2(store):
+    result = invoke("--lr", "fast")
+    assert result.exit_code == 2 and "'fast' is not a valid float" in result.stderr
+    assert all_runs(store) == []
+
+
+def test_diverging_training_exits_1_and_records_the_reason(store, monkeypatch):
+    import mlproject.train as train_mod
+
+    real = train_mod.F.cross_entropy
+    monkeypatch.setattr(train_mod.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    result = invoke("--model", "softmax", "--epochs", "2", "--no-log-model")
+    assert result.exit_code == 1
+    assert "training loss became nan in epoch 1" in result.stderr
+    (run,) = all_runs(store)
+    assert run.info.status == "FAILED"
+    assert "TrainingDiverged: training loss became nan" in run.data.tags["mlproject.failure"]
+
+
+def test_models_lists_builtin_timm_and_torchvision():
+    result = CliRunner().invoke(cli, ["models", "resnet1*"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert "resnet18" in lines and "tv:resnet18" in lines
+    result = CliRunner().invoke(cli, ["models", "lenet*"])
+    assert "lenet5" in result.output.splitlines()
+    result = CliRunner().invoke(cli, ["models", "nosuchmodel*"])
+    assert result.exit_code == 2 and "no model matches 'nosuchmodel*'" in result.stderr
+
+
+def test_train_prints_summary_with_run_id_and_ui_command(store):
+    result = invoke("--model", "softmax", "--epochs", "2", "--no-log-model", "--lr", "0.1", "--run-name", "quick")
+    assert result.exit_code == 0, result.output
+    (run,) = all_runs(store)
+    assert run.info.status == "FINISHED" and run.info.run_name == "quick"
+    assert f"run {run.info.run_id}" in result.output
+    assert "test accuracy" in result.output and "mlflow ui" in result.output
+    assert run.data.params["log_model"] == "False"

@@ -1,0 +1,77 @@
+"""TrainConfig: validation messages, and the one-to-one match of CLI options and MLproject params."""
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlproject.cli import bool_flags_from_values
+from mlproject.config import ConfigError, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+MLPROJECT_TYPES = {bool: "string", "bool": "string", int: "int", "int": "int", float: "float", "float": "float",
+                   str: "string", "str": "string"}
+
+
+def test_mlproject_main_parameters_mirror_train_config():
+    spec = yaml.safe_load((ROOT / "MLproject").read_text())
+    main = spec["entry_points"]["main"]
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert list(main["parameters"]) == list(fields)  # same names, same order
+    for name, param in main["parameters"].items():
+        f = fields[name]
+        assert param["type"] == MLPROJECT_TYPES[f.type], name
+        expected = str(f.default).lower() if f.type in (bool, "bool") else f.default
+        assert param["default"] == expected, name
+        flag = "--" + name.replace("_", "-")
+        assert (f"{flag}={{{name}}}" if f.type in (bool, "bool") else f"{flag} {{{name}}}") in main["command"]
+    assert spec["conda_env"] == "conda.yaml"
+
+
+def test_conda_env_installs_python_pip_dependencies_and_project():
+    env = yaml.safe_load((ROOT / "conda.yaml").read_text())
+    deps = env["dependencies"]
+    assert any(str(d).startswith("python") for d in deps) and "pip" in deps
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    assert "-e ." in pip
+    for dist in ("torch", "torchvision", "timm", "mlflow", "optuna", "scikit-learn", "click"):
+        assert any(p.startswith(dist) for p in pip), dist
+
+
+def test_defaults_are_valid():
+    assert TrainConfig().validate() == TrainConfig()
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"lr": 0}, "lr must be > 0, got 0"),
+    ({"lr": -0.1}, "lr must be > 0, got -0.1"),
+    ({"batch_size": 0}, "batch size must be >= 1, got 0"),
+    ({"epochs": 0}, "epochs must be >= 1, got 0"),
+    ({"momentum": 1.0}, "momentum must be in [0, 1), got 1.0"),
+    ({"momentum": -0.5}, "momentum must be in [0, 1), got -0.5"),
+    ({"weight_decay": -1e-4}, "weight decay must be >= 0, got -0.0001"),
+    ({"val_fraction": 0.6, "test_fraction": 0.5}, "val fraction + test fraction must be < 1"),
+    ({"image_size": 4}, "image size must be 0 (auto) or >= 8, got 4"),
+    ({"optimizer": "sdg"}, "unknown optimizer 'sdg' (did you mean: sgd?); valid: sgd, adam, adamw"),
+    ({"scheduler": "cosin"}, "unknown scheduler 'cosin' (did you mean: cosine?)"),
+    ({"freeze": "all"}, "unknown freeze 'all'"),
+    ({"head": "mlp2"}, "unknown head 'mlp2' (did you mean: mlp?)"),
+])
+def test_bad_values_name_value_and_choices(changes, words):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(**changes).validate()
+    assert words in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bool_values_from_mlproject_become_click_flags():
+    args = ["--pretrained=true", "--augment=False", "--log-model=1", "--balance=no", "--lr=0.1", "--pretrained=maybe"]
+    assert bool_flags_from_values(args) == ["--pretrained", "--no-augment", "--log-model", "--no-balance",
+                                            "--lr=0.1", "--pretrained=maybe"]
+
+
+def test_params_are_the_whole_config():
+    cfg = TrainConfig(model="lenet5", lr=0.5)
+    params = cfg.to_params()
+    assert set(params) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert params["model"] == "lenet5" and params["lr"] == 0.5

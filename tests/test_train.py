@@ -1,0 +1,119 @@
+"""The training loop and evaluation on the real digits data (CPU)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mlproject.config import TrainConfig
+from mlproject.data import create_dataset, peek_dataset
+from mlproject.models import create_model, set_normalisation
+from mlproject.train import (TrainingDiverged, augment, evaluate, fit, make_optimizer, make_scheduler,
+                             select_device)
+
+CPU = torch.device("cpu")
+
+
+def build(**changes):
+    cfg = TrainConfig(**{"model": "softmax", "epochs": 3, "lr": 0.1, "num_workers": 0, **changes}).validate()
+    data = create_dataset(cfg)
+    model, info = create_model(cfg, peek_dataset(cfg))
+    set_normalisation(model, data.info.mean, data.info.std)
+    return cfg, model, data
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_every_optimizer_learns_digits(optimizer):
+    cfg, model, data = build(optimizer=optimizer, lr=0.1 if optimizer == "sgd" else 0.01, epochs=4)
+    history = fit(model, data, cfg, CPU)
+    assert [e.epoch for e in history.epochs] == [1, 2, 3, 4]
+    assert history.epochs[-1].train_loss < history.epochs[0].train_loss
+    assert history.epochs[-1].val_accuracy > 0.85
+    assert history.train_images == 4 * len(data.train)
+    result = evaluate(model, data.test, CPU)
+    assert result.accuracy > 0.85
+    np.testing.assert_allclose(result.probs.sum(1), 1.0, rtol=1e-5)
+    assert (result.y_pred == result.probs.argmax(1)).all()
+    assert result.accuracy == pytest.approx((result.y_pred == data.test.labels.numpy()).mean())
+
+
+def test_same_seed_gives_same_metrics_on_cpu():
+    runs = []
+    for _ in range(2):
+        cfg, model, data = build(model="smallcnn", epochs=2, augment=True)
+        runs.append([(e.train_loss, e.train_accuracy, e.val_loss, e.val_accuracy) for e in fit(model, data, cfg, CPU).epochs])
+    assert runs[0] == runs[1]
+    cfg, model, data = build(model="smallcnn", epochs=2, augment=True, seed=1)
+    other = [(e.train_loss, e.train_accuracy, e.val_loss, e.val_accuracy) for e in fit(model, data, cfg, CPU).epochs]
+    assert other != runs[0]
+
+
+def test_non_finite_loss_stops_training_with_a_clear_error():
+    cfg, model, data = build()
+    with torch.no_grad():
+        model.net.classifier.weight[0, 0] = float("nan")  # an injected non-finite loss
+    with pytest.raises(TrainingDiverged, match=r"training loss became (nan|inf) in epoch 1 .*lower the learning rate"):
+        fit(model, data, cfg, CPU)
+
+
+def test_on_epoch_sees_every_epoch_and_can_stop_training():
+    cfg, model, data = build(epochs=5)
+    seen = []
+
+    def on_epoch(stats):
+        seen.append(stats)
+        if stats.epoch == 2:
+            raise KeyError("stop")
+
+    with pytest.raises(KeyError):
+        fit(model, data, cfg, CPU, on_epoch=on_epoch)
+    assert [s.epoch for s in seen] == [1, 2]
+    assert all(math.isfinite(s.val_loss) and s.epoch_time_s > 0 for s in seen)
+
+
+def test_frozen_backbone_keeps_batchnorm_statistics():
+    cfg, model, data = build(model="smallcnn", freeze="backbone", epochs=1)
+    bn = model.net.features[4]
+    before = bn.running_mean.clone()
+    weights = model.net.features[0].weight.clone()
+    fit(model, data, cfg, CPU)
+    assert torch.equal(bn.running_mean, before)
+    assert torch.equal(model.net.features[0].weight, weights)
+
+
+@pytest.mark.parametrize("scheduler, lrs", [
+    ("none", [0.1, 0.1, 0.1]),
+    ("step", [0.1, 0.01, 0.001]),
+    ("cosine", [0.1, 0.075, 0.025]),
+])
+def test_schedulers_set_the_learning_rate_per_epoch(scheduler, lrs):
+    cfg, model, data = build(scheduler=scheduler, epochs=3)
+    history = fit(model, data, cfg, CPU)
+    assert [e.lr for e in history.epochs] == pytest.approx(lrs)
+
+
+def test_adam_uses_momentum_as_beta1_and_sgd_nesterov():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    adam = make_optimizer(TrainConfig(optimizer="adam", momentum=0.8), params)
+    assert adam.param_groups[0]["betas"] == (0.8, 0.999)
+    sgd = make_optimizer(TrainConfig(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=1e-4), params)
+    assert sgd.param_groups[0]["nesterov"] and sgd.param_groups[0]["weight_decay"] == 1e-4
+    assert make_scheduler(TrainConfig(scheduler="none"), sgd) is None
+
+
+def test_augment_crops_and_flips_per_sample_deterministically():
+    x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).view(2, 3, 16, 16)
+    a = augment(x, torch.Generator().manual_seed(0))
+    b = augment(x, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert not torch.equal(a, x)
+    # every output value is either an input value or the zero padding
+    assert set(a.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
+
+
+def test_select_device():
+    assert select_device("cpu") == CPU
+    assert select_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            select_device("cuda")
