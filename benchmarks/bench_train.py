@@ -138,14 +138,18 @@ def bench_throughput(cfg, repeats: int, log) -> dict:
             f"bare {nb / tb:8.0f} img/s ({tb:.2f} s)   ratio {(nf / tf) / (nb / tb):.3f}")
     med_fit, med_bare = statistics.median(fit_ips), statistics.median(bare_ips)
     per_round = [f / b for f, b in zip(fit_ips, bare_ips)]
+    q = statistics.quantiles(per_round, n=4) if len(per_round) >= 2 else [per_round[0]] * 3
     return {
-        "throughput_ratio": med_fit / med_bare,
+        "throughput_ratio": med_fit / med_bare,  # ratio of the medians: the headline figure
+        # median of the rounds' own ratios (A and B of a round ran back to back): steadier when
+        # the machine's load drifts during the benchmark
+        "throughput_ratio_paired": statistics.median(per_round),
+        "ratio_iqr": q[2] - q[0],
         "framework_images_per_s": med_fit,
         "bare_images_per_s": med_bare,
         "framework_images_per_s_all": fit_ips,
         "bare_images_per_s_all": bare_ips,
         "ratio_per_round": per_round,
-        "ratio_per_round_median": statistics.median(per_round),
         "train_images_per_epoch": len(labels),
         "fit_wall_s_per_epoch": statistics.median(fit_wall_per_epoch),  # training + validation
         # same init, same batches, same optimizer: the two loops do the same arithmetic
@@ -350,6 +354,8 @@ def bench_tracking(cfg, run_epochs: int, log) -> dict:
         without_model = tracked_run(cfg.replace(log_model=False))
         log(f"    {without_model['wall_s']:.1f} s, {without_model['mlflow_s']:.2f} s in MLflow calls "
             f"({without_model['mlflow_share_pct']:.1f} %)")
+    overhead_s = ((without_model["wall_s"] - without_model["train_time_s"])
+                  - (untracked["wall_s"] - untracked["train_time_s"]))
     return {
         "run_epochs": run_epochs,
         "store_create_s": store_create_s,
@@ -362,6 +368,9 @@ def bench_tracking(cfg, run_epochs: int, log) -> dict:
         "tracked_untracked_ratio": without_model["wall_s"] / untracked["wall_s"],
         # the training steps of both runs, for telling noise from overhead in the ratio
         "tracked_untracked_train_time_ratio": without_model["train_time_s"] / untracked["train_time_s"],
+        # what tracking adds outside the training steps (their noise, the bulk of a run, left out)
+        "tracking_overhead_s": overhead_s,
+        "tracking_overhead_pct": 100 * overhead_s / untracked["wall_s"],
     }
 
 
@@ -383,10 +392,11 @@ def summary(res: dict) -> str:
         f"batch {res['config']['batch_size']}, {res['threads']} torch threads, {res['mode']} mode)",
         "-" * 78,
         f"trainer/bare throughput ratio: {ratio:.3f} (target >= {THROUGHPUT_TARGET}) {verdict(ratio >= THROUGHPUT_TARGET)}",
-        f"    median of {res['repeats']} interleaved rounds x {res['config']['epochs']} epochs: framework "
-        f"{t['framework_images_per_s']:.0f} img/s, bare {t['bare_images_per_s']:.0f} img/s "
-        f"(per-round ratios {min(t['ratio_per_round']):.3f}..{max(t['ratio_per_round']):.3f}; "
-        f"max weight diff {t['max_weight_diff']:.1e})",
+        f"    medians of {res['repeats']} interleaved rounds x {res['config']['epochs']} epochs: framework "
+        f"{t['framework_images_per_s']:.0f} img/s, bare {t['bare_images_per_s']:.0f} img/s; "
+        f"median per-round ratio {t['throughput_ratio_paired']:.3f} "
+        f"(range {min(t['ratio_per_round']):.3f}..{max(t['ratio_per_round']):.3f}, IQR {t['ratio_iqr']:.3f}); "
+        f"max weight diff {t['max_weight_diff']:.1e}",
         f"MLflow share of a {w['wall_s']:.1f} s run: {share:.1f} % (target <= {SHARE_TARGET_PCT:g} %) "
         f"{verdict(share <= SHARE_TARGET_PCT)}",
         f"    {w['mlflow_s']:.2f} s in MLflow calls over {m['run_epochs']} epochs; top: {top}",
@@ -398,7 +408,10 @@ def summary(res: dict) -> str:
         f"tracked/untracked wall-time ratio (log_model=False): {m['tracked_untracked_ratio']:.3f} "
         f"({wo['wall_s']:.1f} s vs {u['wall_s']:.1f} s; training steps alone "
         f"{m['tracked_untracked_train_time_ratio']:.3f}) (info)",
-        f"benchmark wall time: {res['bench_wall_s']:.1f} s",
+        f"    tracking overhead outside the training steps: {m['tracking_overhead_s']:.1f} s "
+        f"= {m['tracking_overhead_pct']:.1f} % of the untracked run (less sensitive to load noise)",
+        f"benchmark wall time: {res['bench_wall_s']:.1f} s; load average {res['loadavg_start']:.2f} at start, "
+        f"{res['loadavg_end']:.2f} at end on {os.cpu_count()} CPUs",
         "=" * 78,
     ]
     return "\n".join(lines)
@@ -412,9 +425,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--dataset", default="digits", help="dataset held in memory (default digits)")
     ap.add_argument("--batch-size", type=int, default=64, help="batch size (default 64, TrainConfig's)")
     ap.add_argument("--epochs", type=int, default=None,
-                    help="epochs per timed run in the throughput rounds (default 15, quick 3)")
+                    help="epochs per timed run in the throughput rounds (default 10, quick 2)")
     ap.add_argument("--repeats", type=int, default=None,
-                    help="interleaved framework/bare rounds (default 7, quick 3)")
+                    help="interleaved framework/bare rounds (default 9, quick 3)")
     ap.add_argument("--run-seconds", type=float, default=None,
                     help="target length of the tracked run; its epochs are calibrated from the "
                          "throughput rounds (default 30, quick 4)")
@@ -425,8 +438,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--skip-tracking", action="store_true", help="only the throughput comparison")
     ap.add_argument("--json", metavar="PATH", help="write the figures as JSON to PATH")
     args = ap.parse_args(argv)
-    args.epochs = args.epochs or (3 if args.quick else 15)
-    args.repeats = args.repeats or (3 if args.quick else 7)
+    args.epochs = args.epochs or (2 if args.quick else 10)
+    args.repeats = args.repeats or (3 if args.quick else 9)
     args.run_seconds = args.run_seconds or (4.0 if args.quick else 30.0)
     if args.epochs < 1 or args.repeats < 1 or (args.run_epochs is not None and args.run_epochs < 1):
         ap.error("--epochs, --repeats and --run-epochs must be >= 1")
@@ -442,6 +455,7 @@ PER_EPOCH_LOGGING_S = 0.02  # tracking.log_epoch into sqlite
 def main(argv=None) -> int:
     args = parse_args(argv)
     bench_start = time.perf_counter()
+    load_start = os.getloadavg()[0]
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -487,12 +501,19 @@ def main(argv=None) -> int:
             res[k] = tracking_res[k]
 
     res["bench_wall_s"] = time.perf_counter() - bench_start
+    res["loadavg_start"], res["loadavg_end"] = load_start, os.getloadavg()[0]
+    # rounds that disagree by more than 10 % (interquartile range): other processes took the CPU
+    noisy = throughput["ratio_iqr"] > 0.1
+    res["noisy"] = noisy
     if args.skip_tracking:
         t = throughput
         log(f"trainer/bare throughput ratio: {t['throughput_ratio']:.3f} (target >= {THROUGHPUT_TARGET}) "
             f"{verdict(t['throughput_ratio'] >= THROUGHPUT_TARGET)}")
     else:
         log(summary(res))
+    if noisy:
+        log("warning: the rounds disagree (per-round ratio IQR > 0.1): other processes were using the CPU; "
+            "the figures are rough: rerun on a quiet machine, or with more --repeats")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -13,12 +13,15 @@ from torch import nn
 
 def _conv_features(features: nn.Module, in_chans: int, img_size: int, name: str) -> int:
     """Flattened feature count of `features` for one image, found by running it once."""
+    features.eval()  # eval: the probe must not touch BatchNorm running statistics
     try:
         with torch.no_grad():
             return features(torch.zeros(1, in_chans, img_size, img_size)).flatten(1).shape[1]
-    except RuntimeError:
+    except (RuntimeError, ValueError):  # a kernel larger than the shrunk map
         raise ValueError(f"{name} cannot read {img_size}x{img_size} images; use --image-size "
                          f"{BUILTINS[name][1]} or larger") from None
+    finally:
+        features.train()
 
 
 class _Net(nn.Module):

@@ -20,10 +20,10 @@ from .train import TrainingDiverged
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
-def config_options(cls=TrainConfig):
-    """Decorator adding one click option per dataclass field (bools as --x/--no-x flags)."""
+def config_options(cls=TrainConfig, skip: tuple[str, ...] = ()):
+    """Decorator adding one click option per dataclass field but `skip` (bools as --x/--no-x flags)."""
     def decorate(fn):
-        for f in reversed(dataclasses.fields(cls)):
+        for f in reversed([f for f in dataclasses.fields(cls) if f.name not in skip]):
             flag = "--" + f.name.replace("_", "-")
             help_ = f.metadata.get("help", "")
             if f.metadata.get("choices"):

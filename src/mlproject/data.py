@@ -184,18 +184,19 @@ def _scan_folder(root: Path) -> dict[str, list[tuple[str, str]]]:
         raise DataError(f"ImageFolder directory not found: {root}")
     subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
     if "train" in subdirs:
-        layout = {"train": _scan_classes(subdirs["train"])}
-        for name in VAL_DIRS:
-            if name in subdirs:
-                layout["val"] = _scan_classes(subdirs[name])
-                break
+        # split -> folder; a val/ or test/ folder without images counts as absent (the split is
+        # then taken from train/, as when the folder is missing)
+        folders = {"train": subdirs["train"]}
+        folders.update({"val": subdirs[n] for n in reversed(VAL_DIRS) if n in subdirs})
         if "test" in subdirs:
-            layout["test"] = _scan_classes(subdirs["test"])
+            folders["test"] = subdirs["test"]
+        layout = {split: _scan_classes(folder) for split, folder in folders.items()}
+        layout = {split: items for split, items in layout.items() if items or split == "train"}
         classes = _classes_of({"train": layout["train"]})
         for split, items in layout.items():
             extra = sorted({c for _, c in items} - set(classes))
             if extra:
-                raise DataError(f"{root / split}: classes {extra} are not in {root / 'train'}")
+                raise DataError(f"{folders[split]}: classes {extra} are not in {folders['train']}")
     else:
         layout = {"all": _scan_classes(root)}
     _classes_of(layout, root)
@@ -387,7 +388,11 @@ def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
         return split, split.take(np.array([], dtype=np.int64))
     idx = np.arange(len(split))
     labels = split.labels.numpy()
-    stratify = labels if np.bincount(labels).min() >= 2 else None
+    counts = np.bincount(labels)
+    present = int((counts > 0).sum())
+    held_n = int(np.ceil(fraction * len(split)))
+    # stratify where every class can give one image to each side; tiny sets split at random
+    stratify = labels if counts[counts > 0].min() >= 2 and present <= held_n <= len(split) - present else None
     try:
         rest, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
     except ValueError as e:  # too few images for the requested shares

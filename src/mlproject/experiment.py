@@ -43,12 +43,16 @@ class Result:
     model_uri: str | None
 
 
-def prepare(cfg: TrainConfig) -> Prepared:
-    """Validate cfg, build the model and load the data; ConfigError on any bad input."""
+def prepare(cfg: TrainConfig, data: Splits | None = None) -> Prepared:
+    """Validate cfg, build the model and load the data; ConfigError on any bad input.
+
+    `data`: splits loaded earlier for the same dataset options (tuning trials share them).
+    """
     cfg.validate()
     shape = peek_dataset(cfg)
     model, minfo = create_model(cfg, shape)
-    data = create_dataset(cfg, size=minfo.input_size if is_path(cfg.dataset) else None)
+    if data is None:
+        data = create_dataset(cfg, size=minfo.input_size if is_path(cfg.dataset) else None)
     if minfo.mean is None:  # trained from scratch: normalise with the training set's statistics
         set_normalisation(model, data.info.mean, data.info.std)
     return Prepared(model, minfo, data, select_device(cfg.device))
@@ -65,12 +69,13 @@ def _versions() -> dict[str, str]:
 
 
 def run_training(cfg: TrainConfig, prepared: Prepared | None = None, parent_run_id: str | None = None,
-                 on_epoch: Callable[[EpochStats], None] | None = None, extra_tags: dict | None = None) -> Result:
+                 on_epoch: Callable[[EpochStats], None] | None = None, extra_tags: dict | None = None,
+                 on_run_start: Callable[[str], None] | None = None) -> Result:
     """Train cfg in an MLflow run and record everything (README, 'What a run records').
 
     `parent_run_id` nests the run (tuning trials); `on_epoch` runs after the epoch is logged
-    (pruning). Standalone the run is created in cfg.experiment; under `mlflow run` the run
-    MLflow created is used.
+    (pruning); `on_run_start(run_id)` runs once the run exists. Standalone the run is created in
+    cfg.experiment; under `mlflow run` the run MLflow created is used.
     """
     p = prepared or prepare(cfg)
     model, minfo, data, device = p.model, p.model_info, p.data, p.device
@@ -79,6 +84,8 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None, parent_run_
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             **_versions(), **(extra_tags or {})}
     with tracking.training_run(cfg.experiment, cfg.run_name, tags=tags, parent_run_id=parent_run_id) as run:
+        if on_run_start is not None:
+            on_run_start(run.info.run_id)
         tracking.log_params(cfg.to_params())
         tracking.log_params({"input_size": minfo.input_size, "input_channels": minfo.in_channels,
                              "num_classes": len(info.class_names)})

@@ -173,7 +173,7 @@ def create_model(cfg: TrainConfig, shape: DatasetShape) -> tuple[Classifier, Mod
     else:
         net, size, norm = _torchvision(name, cfg, native)
         in_ch, first = 3, _first_layer(net)
-    head = _replace_head(net, shape.num_classes, cfg, keep=(source == "builtin" and cfg.head == "linear"))
+    head = _replace_head(net, shape.num_classes, cfg, keep=(source == "builtin" and cfg.head == "linear" and not cfg.head_dropout))
     if cfg.freeze == "backbone":
         for p in net.parameters():
             p.requires_grad_(False)

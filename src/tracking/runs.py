@@ -47,8 +47,9 @@ def training_run(experiment: str, run_name: str = "", tags: dict | None = None, 
         mlflow.end_run("KILLED")
         raise
     except BaseException as e:
+        # an exception may say how its run ends (tuning's pruned trials end KILLED); default FAILED
         mlflow.set_tag(FAILURE_TAG, f"{type(e).__name__}: {e}"[:5000])
-        mlflow.end_run("FAILED")
+        mlflow.end_run(getattr(e, "mlflow_status", "FAILED"))
         raise
     else:
         mlflow.end_run("FINISHED")

@@ -1,0 +1,149 @@
+"""One worker of a study: trials until the study holds `--trials` finished ones.
+
+Every trial is one child MLflow run under the study's parent run, trained by the same
+`mlproject.experiment.run_training` path as `mlproject train`. Optuna states map to MLflow
+statuses as: COMPLETE -> FINISHED, PRUNED -> KILLED (stopped by the pruner, tag
+optuna.pruned_epoch), FAIL -> FAILED (reason in tag mlproject.failure), a worker killed or
+interrupted mid-trial -> KILLED (its trial is failed and re-run).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+import tracking
+from mlproject.config import TrainConfig
+from mlproject.data import Splits
+from mlproject.train import TrainingDiverged
+
+from .space import SearchSpace
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class Pruned(optuna.TrialPruned):
+    """Optuna's TrialPruned that ends its MLflow run KILLED (see tracking.runs.training_run)."""
+
+    mlflow_status = "KILLED"
+
+
+class Surplus(RuntimeError):
+    """This trial would exceed --trials (two workers asked at once); it is failed untrained."""
+
+
+@dataclass
+class Worker:
+    base: TrainConfig
+    space: SearchSpace
+    parent_run_id: str
+    total_trials: int
+    max_failures_in_a_row: int = 5
+    data: Splits | None = None
+    deadline: float | None = None  # time.monotonic() after which no trial starts (--timeout)
+    callbacks: list = dataclasses.field(default_factory=list)  # Optuna callbacks (progress bar)
+
+    def remaining(self, study) -> int:
+        """--trials minus the trials finished, running or waiting (failed ones are re-run)."""
+        states = FINISHED_STATES + (TrialState.RUNNING, TrialState.WAITING)
+        return self.total_trials - len(study.get_trials(deepcopy=False, states=states))
+
+    def pending(self, study) -> bool:
+        """Trials to start: fewer than --trials so far, or retries waiting (enqueued by the
+        heartbeat's RetryFailedTrialCallback); never past --timeout."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return False
+        return self.remaining(study) > 0 or bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def objective(self, trial: optuna.Trial) -> float:
+        from mlproject.experiment import prepare, run_training
+
+        earlier = [t for t in trial.study.get_trials(deepcopy=False)
+                   if t.number < trial.number and t.state != TrialState.FAIL]
+        if len(earlier) >= self.total_trials:
+            trial.set_user_attr("surplus", True)
+            raise Surplus(f"the study already has {self.total_trials} trials")
+        overrides = self.space.suggest(trial)
+        cfg = dataclasses.replace(self.base, **overrides, run_name=f"trial-{trial.number}", log_model=False)
+        prepared = prepare(cfg, data=self.data)
+        if self.data is None:
+            self.data = prepared.data  # same dataset options for every trial: load once per worker
+
+        def report(stats):
+            trial.report(stats.val_accuracy, stats.epoch)
+            if trial.should_prune():
+                trial.set_user_attr("pruned_epoch", stats.epoch)
+                tracking.set_tags({"optuna.state": "PRUNED", "optuna.pruned_epoch": str(stats.epoch)})
+                raise Pruned(f"pruned after epoch {stats.epoch} (val accuracy {stats.val_accuracy:.4f})")
+
+        def started(run_id):
+            trial.set_user_attr("mlflow_run_id", run_id)
+            tracking.set_tags({"optuna.study": trial.study.study_name, "optuna.trial_number": str(trial.number),
+                               "optuna.state": "RUNNING"})
+            tracking.log_params({f"sampled.{k}": v for k, v in overrides.items() if k in self.space.searched()})
+
+        try:
+            result = run_training(cfg, prepared, parent_run_id=self.parent_run_id, on_epoch=report,
+                                  on_run_start=started, extra_tags={"optuna.trial_number": str(trial.number)})
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # diverged, out of memory, a bug: FAIL this trial, the study goes on
+            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:1000])
+            tracking.set_run_tags(trial.user_attrs.get("mlflow_run_id"), {"optuna.state": "FAIL"})
+            raise
+        value = result.history.epochs[-1].val_accuracy
+        trial.set_user_attr("test_accuracy", result.metrics["test_accuracy"])
+        trial.set_user_attr("train_time_s", result.metrics["train_time_s"])
+        trial.set_user_attr("model_size_mb", result.metrics["model_size_mb"])
+        tracking.set_run_tags(result.run_id, {"optuna.state": "COMPLETE"})
+        if not math.isfinite(value):
+            raise TrainingDiverged("validation accuracy is not finite (empty validation split?)")
+        return value
+
+    def run(self, study) -> None:
+        """Run trials until the study has total_trials finished ones (over all workers and
+        invocations); StudyFailing after `max_failures_in_a_row` failures one after another."""
+        failures = 0
+
+        def count(study, trial):
+            nonlocal failures
+            real_failure = trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus")
+            failures = failures + 1 if real_failure else 0
+
+        while self.pending(study):
+            study.optimize(self.objective, n_trials=1, catch=(Exception,), callbacks=[count, *self.callbacks])
+            if failures >= self.max_failures_in_a_row:
+                last = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1]
+                raise StudyFailing(f"{failures} trials failed in a row; last: "
+                                   f"{last.user_attrs.get('fail_reason', 'see its MLflow run')}")
+
+
+    def finish(self, study, poll_s: float = 5.0) -> None:
+        """After this machine's workers: wait for trials still RUNNING elsewhere; those whose
+        worker died are failed once their heartbeat is stale (and re-enqueued), then run here."""
+        while True:
+            with warnings.catch_warnings():  # 'experimental' since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            if self.pending(study):
+                self.run(study)
+                continue
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not running or not _has_heartbeat(study) or (self.deadline and time.monotonic() > self.deadline):
+                return
+            time.sleep(poll_s)  # other workers' trials: nothing to do until they end or go stale
+
+
+def _has_heartbeat(study) -> bool:
+    from optuna.storages import RDBStorage
+
+    return isinstance(study._storage, RDBStorage)  # journal files have no heartbeats to go stale
+
+
+class StudyFailing(RuntimeError):
+    """Trials keep failing: the study stops instead of burning its budget."""

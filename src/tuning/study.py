@@ -1,0 +1,128 @@
+"""Optuna studies: storage, sampler and pruner factories, and loading a study safely for resume.
+
+    storage = create_storage("sqlite:///optuna.db", on_stale=close_run)   # heartbeat-enabled
+    study = open_study(settings, space, storage)   # creates, or resumes if the space matches
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+
+from mlproject.config import ConfigError, unknown
+
+from .space import SearchSpace
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes")
+PRUNERS = ("median", "hyperband", "none")
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+# A worker writes a heartbeat every 10 s; a RUNNING trial without one for 60 s is failed and
+# re-run (RetryFailedTrialCallback). 60 s covers a slow epoch's GIL-heavy stretches on 2 cores.
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 60
+# SQLite serialises writers; with N local workers a writer may wait for others' commits.
+# 60 s busy timeout instead of the default 5 s turns "database is locked" into a short wait.
+SQLITE_TIMEOUT_S = 60
+
+
+def redact(url: str) -> str:
+    """The storage URL without its password (for tags, logs and errors)."""
+    if "://" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL (journal:...): nothing to hide
+        return url
+
+
+def create_storage(url: str, on_stale=None):
+    """An Optuna storage for `url`: sqlite:///..., postgresql://..., mysql://... (with heartbeats,
+    so trials of killed workers are failed and retried), or journal:PATH (a journal file; no
+    heartbeats). ConfigError naming the (redacted) URL when it cannot be reached."""
+    if url.startswith("journal:"):
+        path = url[len("journal:"):]
+        return JournalStorage(JournalFileBackend(path))
+    kwargs = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    elif url.startswith(("postgresql", "mysql")):
+        kwargs["engine_kwargs"] = {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    else:
+        raise ConfigError(f"unsupported --storage {redact(url)!r}; use sqlite:///FILE, postgresql://..., "
+                          "mysql://... or journal:FILE")
+    with warnings.catch_warnings():  # heartbeats are 'experimental' in Optuna since 2.8; they work
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
+
+    def stale(study, trial):
+        if on_stale is not None:
+            on_stale(study, trial)
+        retry(study, trial)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                              heartbeat_stale_trial_callback=stale, **kwargs)
+    except Exception as e:  # OperationalError, ArgumentError, missing driver ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot open Optuna storage {redact(url)!r}: {type(e).__name__}: "
+                          f"{first.replace(url, redact(url))[:300]}") from None
+
+
+def create_sampler(name: str, space: SearchSpace, seed: int | None):
+    if name not in SAMPLERS:
+        raise unknown("sampler", name, SAMPLERS)
+    if name == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401  (Optuna's CmaEsSampler needs it)
+        except ImportError:
+            raise ConfigError("--sampler cmaes needs the 'cmaes' package: pip install cmaes") from None
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def create_pruner(name: str, epochs: int):
+    if name not in PRUNERS:
+        raise unknown("pruner", name, PRUNERS)
+    if name == "median":
+        # compare from the first epoch on, once 5 trials have finished (Optuna's default warm-up)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
+    return optuna.pruners.NopPruner()
+
+
+def open_study(name: str, storage, sampler, pruner, signature: dict):
+    """Create study `name`, or load it if it exists and was made with the same `signature`
+    (search space and fixed options); ConfigError naming the differences otherwise."""
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                direction="maximize", load_if_exists=True)
+    stored = study.user_attrs.get("signature")
+    if stored is None:
+        study.set_user_attr("signature", signature)
+    elif stored != signature:
+        diff = [f"{k}: stored {stored.get(k)!r}, now {signature.get(k)!r}"
+                for k in sorted(set(stored) | set(signature)) if stored.get(k) != signature.get(k)]
+        raise ConfigError(f"study {name!r} exists with another search space or fixed options "
+                          f"({'; '.join(diff)}); use another --study-name or the original options")
+    return study
+
+
+def default_study_name(fixed: dict) -> str:
+    return f"{fixed['model']}-{os.path.basename(str(fixed['dataset']).rstrip('/'))}".replace(":", "-")
+
+
+def signature_of(fixed: dict, space: SearchSpace, sampler: str) -> dict:
+    """What must match for a study to be resumed: the fixed options, the space, the sampler."""
+    return json.loads(json.dumps({"fixed": fixed, "space": space.describe(), "sampler": sampler}))

@@ -1,0 +1,148 @@
+"""What a study leaves on its parent run, the progress bar over trials, and the final table.
+
+Parent run, at the end of every invocation (names stable, README 'Tuning'):
+  metrics  best_value (validation accuracy), best_trial, trials_complete, trials_pruned,
+           trials_fail, wall_time_s
+  tags     best.trial, best.value, best.<param> (tags, since a resumed study's best may change)
+  artifacts study/trials.csv, study/optimization_history.png, study/param_importances.png,
+           study/parallel_coordinate.png, study/slice.png
+  model    the best trial's model, logged in the best trial's run and registered as
+           --register-name (retrained from its config and seed: no model per trial is stored)
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import warnings
+
+import mlflow
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+import tracking
+
+
+@contextlib.contextmanager
+def progress(study, p):
+    """A bar over the study's finished trials with the best value so far (terminal only)."""
+    bar = tqdm(total=p.trials, desc=f"study {p.study_name}", unit="trial", disable=not sys.stderr.isatty())
+
+    class Bar:
+        def __call__(self, study, trial=None):
+            self.poll()
+
+        def poll(self):
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            bar.n = len(done)
+            best = [t.value for t in done if t.state == TrialState.COMPLETE and t.value is not None]
+            if best:
+                bar.set_postfix(best=f"{max(best):.4f}")
+            bar.refresh()
+
+    try:
+        yield Bar()
+    finally:
+        bar.close()
+
+
+def counts(study) -> dict[str, int]:
+    trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+    return {s.name: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+
+
+def _best(study):
+    try:
+        return study.best_trial
+    except ValueError:  # no COMPLETE trial yet
+        return None
+
+
+def _plots(study) -> dict[str, object]:
+    """Optuna's matplotlib plots that apply to this study (some need 2+ trials or params)."""
+    import optuna.visualization.matplotlib as vm
+
+    figs = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ExperimentalWarning for the matplotlib backend
+        for name, fn in (("optimization_history", vm.plot_optimization_history),
+                         ("param_importances", vm.plot_param_importances),
+                         ("parallel_coordinate", vm.plot_parallel_coordinate), ("slice", vm.plot_slice)):
+            try:
+                ax = fn(study)
+            except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials / no varying params
+                continue
+            ax = ax.flat[0] if hasattr(ax, "flat") else ax
+            figs[name] = ax.get_figure()
+    return figs
+
+
+def record(study, p, parent: str, wall_time_s: float) -> None:
+    """Write the study's summary onto the parent run and store/register the best model."""
+    client = MlflowClient()
+    c = counts(study)
+    best = _best(study)
+    metrics = {"trials_complete": c["COMPLETE"], "trials_pruned": c["PRUNED"], "trials_fail": c["FAIL"],
+               "wall_time_s": wall_time_s}
+    if best is not None:
+        metrics.update(best_value=best.value, best_trial=best.number)
+    with mlflow.start_run(run_id=parent):
+        tracking.log_metrics(metrics)
+        if best is not None:
+            tracking.set_tags({"best.trial": str(best.number), "best.value": f"{best.value:.6f}",
+                               **{f"best.{k}": str(v) for k, v in best.params.items()}})
+        df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
+        mlflow.log_text(df.to_csv(index=False), "study/trials.csv")
+        for name, fig in _plots(study).items():
+            mlflow.log_figure(fig, f"study/{name}.png")
+    # `with start_run(run_id=parent)` ended it FINISHED; execute() sets the final status
+    if best is not None and study.user_attrs.get("best_model_trial") != best.number:
+        _store_best_model(study, best, p)
+
+
+def _store_best_model(study, best, p) -> None:
+    """Retrain the best trial (same config and seed, so the same model on CPU) and log its model
+    into the best trial's own run, registered as p.register_name."""
+    from mlproject.experiment import prepare
+    from mlproject.models import Probabilities
+    from mlproject.train import fit
+
+    run_id = best.user_attrs["mlflow_run_id"]
+    cfg = dataclasses.replace(p.base, **{**p.space.fixed(), **best.params})
+    prepared = prepare(cfg, data=p.data)
+    fit(prepared.model, prepared.data, cfg, prepared.device)
+    example = prepared.data.test.head_images(2).numpy().astype("float32") / 255.0
+    client = MlflowClient()
+    status = client.get_run(run_id).info.status
+    with mlflow.start_run(run_id=run_id):
+        info = tracking.log_model(Probabilities(prepared.model), example, prepared.data.info.class_names,
+                                  registered_model_name=p.register_name)
+    client.set_terminated(run_id, status)
+    study.set_user_attr("best_model_uri", info.model_uri)
+    study.set_user_attr("best_model_trial", best.number)
+
+
+def table(study, p, parent: str, wall_time_s: float, top: int = 5) -> str:
+    """The end-of-study text: best trials, counts by state, wall time, how to open the UI."""
+    done = sorted((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE),
+                  key=lambda t: t.value, reverse=True)[:top]
+    names = sorted({k for t in done for k in t.params})
+    head = ["trial", *names, "val_acc", "test_acc", "train_s", "size_mb"]
+    rows = [[str(t.number), *[f"{t.params.get(n, ''):.4g}" if isinstance(t.params.get(n), float) else str(t.params.get(n, ''))
+                              for n in names],
+             f"{t.value:.4f}", f"{t.user_attrs.get('test_accuracy', float('nan')):.4f}",
+             f"{t.user_attrs.get('train_time_s', float('nan')):.1f}", f"{t.user_attrs.get('model_size_mb', float('nan')):.2f}"]
+            for t in done]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    c = counts(study)
+    lines = [f"study {p.study_name}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed "
+             f"in {wall_time_s:.1f} s (this invocation)", fmt.format(*head), *(fmt.format(*r) for r in rows)]
+    if "best_model_uri" in study.user_attrs:
+        lines.append(f"best model (trial {study.user_attrs['best_model_trial']}): {study.user_attrs['best_model_uri']}, "
+                     f"registered as {p.register_name!r}")
+    uri = mlflow.get_tracking_uri()
+    lines.append(f"parent run {parent}; open the UI: mlflow ui --backend-store-uri {uri}")
+    return "\n".join(lines)
