@@ -25,8 +25,8 @@ FINAL_METRICS = ["train_time_s", "test_time_s", "train_throughput_ips", "test_th
                  "data_images", "data_bytes_per_image", "data_size_mb", "data_num_classes"]
 ARTIFACTS = ["test/confusion_matrix.png", "test/confusion_matrix.json", "test/confusion_matrix.csv",
              "test/classification_report.txt", "test/misclassified.png", "test/per_class_accuracy.json",
-             "data/samples_per_class.png", "data/input_analysis.json", "curves/loss_accuracy.png",
-             "model/first_layer_weights.png", "model/MLmodel"]
+             "data/samples_per_class.png", "data/input_analysis.json", "figures/loss_accuracy.png",
+             "figures/first_layer_weights.png"]
 
 
 @pytest.fixture
@@ -47,6 +47,12 @@ def artifact_paths(client, run_id, path=""):
     return out
 
 
+def logged_models(run):
+    """MLflow 3 keeps logged models as LoggedModel entities linked to their run."""
+    return mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                       filter_string=f"source_run_id='{run.info.run_id}'")
+
+
 def check_recorded(client, run, num_classes=10):
     """Everything the issue lists as recorded by every run."""
     assert run.info.status == "FINISHED"
@@ -65,6 +71,7 @@ def check_recorded(client, run, num_classes=10):
     cm = json.loads(Path(client.download_artifacts(run.info.run_id, "test/confusion_matrix.json")).read_text())
     matrix = np.array(cm["matrix"])
     assert matrix.trace() / matrix.sum() == pytest.approx(run.data.metrics["test_accuracy"])
+    assert [m.name for m in logged_models(run)] == ["model"]
     return matrix
 
 
@@ -72,7 +79,8 @@ def check_recorded(client, run, num_classes=10):
 def test_mlflow_run_main_entry_point_resnet18(store, tmp_path):
     """The README's command, shrunk to one epoch: one FINISHED run with everything recorded, and a
     model that pyfunc reloads and that predicts the logged confusion matrix again."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     proc = subprocess.run(
         [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "--experiment-name", "e2e",
          "-P", "model=resnet18", "-P", "epochs=1", "-P", "optimizer=adam", "-P", "lr=0.001"],
@@ -96,7 +104,8 @@ def test_mlflow_run_main_entry_point_resnet18(store, tmp_path):
 
 @pytest.mark.slow
 def test_mlflow_run_bad_input_leaves_run_failed(store, tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     proc = subprocess.run(
         [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "--experiment-name", "bad",
          "-P", "model=resnet181"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -145,6 +154,6 @@ def test_image_folder_run_and_no_model(store, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params["input_size"] == "32"
     assert run.data.tags["data.resolution"] == "3x32x32"
-    assert "model/MLmodel" not in artifact_paths(store, result.run_id)
+    assert logged_models(run) == []
     assert run.data.metrics["test_accuracy"] > 0.5
     assert sum(1 for k in run.data.metrics if k.startswith("test_class_accuracy/class")) == 3

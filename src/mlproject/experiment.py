@@ -22,7 +22,7 @@ import tracking
 from .config import TrainConfig
 from .data import Splits, create_dataset, is_path, peek_dataset
 from .models import Classifier, ModelInfo, Probabilities, count_parameters, create_model, model_size_mb, set_normalisation
-from .train import EpochStats, Evaluation, History, evaluate, fit, select_device
+from .train import EpochStats, Evaluation, History, evaluate, fit, seed_everything, select_device
 
 
 @dataclass
@@ -50,6 +50,7 @@ def prepare(cfg: TrainConfig, data: Splits | None = None) -> Prepared:
     """
     cfg.validate()
     shape = peek_dataset(cfg)
+    seed_everything(cfg.seed)  # initial weights from the seed, whatever ran before in this process
     model, minfo = create_model(cfg, shape)
     if data is None:
         data = create_dataset(cfg, size=minfo.input_size if is_path(cfg.dataset) else None)

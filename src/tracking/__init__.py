@@ -20,11 +20,21 @@ def set_run_tags(run_id: str | None, tags: dict) -> None:
             client.set_tag(run_id, k, str(v))
 
 
+def log_run_metrics(run_id: str, metrics: dict) -> None:
+    """Metrics on any run, in one batch."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
 def log_metrics(metrics: dict, step: int | None = None) -> None:
     """Log a dict of metrics to the active run in one call."""
     mlflow.log_metrics(metrics, step=step)
 
 
 __all__ = ["FAILURE_TAG", "fail_env_run", "load_model", "log_dataset", "log_epoch", "log_evaluation",
-           "log_figures", "log_metrics", "set_run_tags", "set_tags", "log_model", "log_params", "metric_key", "run_id_from_env",
+           "log_figures", "log_metrics", "log_run_metrics", "set_run_tags", "set_tags", "log_model", "log_params", "metric_key", "run_id_from_env",
            "training_run"]

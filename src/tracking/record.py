@@ -90,8 +90,8 @@ def log_evaluation(cm: np.ndarray, class_names: list[str], y_true: np.ndarray, y
 def log_figures(series: dict[str, list[float]], first_layer_weight: np.ndarray | None,
                 in_shape: tuple[int, int, int] | None) -> None:
     """Loss/accuracy curves and, where the first layer reads the image, its weights (seed 003)."""
-    mlflow.log_figure(artifacts.loss_curves_figure(series), "curves/loss_accuracy.png")
+    mlflow.log_figure(artifacts.loss_curves_figure(series), "figures/loss_accuracy.png")
     if first_layer_weight is not None:
         fig = artifacts.first_layer_figure(first_layer_weight, in_shape)
         if fig is not None:
-            mlflow.log_figure(fig, "model/first_layer_weights.png")
+            mlflow.log_figure(fig, "figures/first_layer_weights.png")

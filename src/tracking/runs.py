@@ -34,10 +34,13 @@ def training_run(experiment: str, run_name: str = "", tags: dict | None = None, 
     joined = run_id_from_env() if parent_run_id is None else None
     if joined:
         run = mlflow.start_run(run_id=joined)
+    elif parent_run_id:  # a child lives in its parent's experiment, whatever `experiment` says
+        parent = MlflowClient().get_run(parent_run_id)
+        run = mlflow.start_run(experiment_id=parent.info.experiment_id, run_name=run_name or None,
+                               parent_run_id=parent_run_id, nested=True)
     else:
         mlflow.set_experiment(experiment)
-        run = mlflow.start_run(run_name=run_name or None, parent_run_id=parent_run_id,
-                               nested=parent_run_id is not None)
+        run = mlflow.start_run(run_name=run_name or None)
     if tags:
         mlflow.set_tags(tags)
     try:

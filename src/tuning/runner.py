@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 import os
 import sys
@@ -73,6 +74,8 @@ def plan(options: dict, searched: dict, trials: int, timeout, sampler: str, prun
         for v in ((d.low, d.high) if d.kind == "range" else d.choices):
             dataclasses.replace(base, **{name: v}).validate()
     studies.create_sampler(sampler, space, base.seed)  # grid over a continuous range fails here
+    if sampler == "grid":  # a grid is done once every combination ran: --trials cannot exceed it
+        trials = min(trials, math.prod(len(v) for v in space.grid().values()))
     prepared = prepare(base)  # model name, dataset, pretrained weights: checked before any study
     name = study_name or studies.default_study_name(dataclasses.asdict(base))
     return Plan(base, space, trials, timeout, sampler, pruner, name, storage or studies.DEFAULT_STORAGE,
@@ -115,10 +118,23 @@ def _worker_main(p: Plan, index: int, threads: int) -> None:
     Worker(p.base, p.space, study.user_attrs[PARENT_ATTR], p.trials, p.max_failures, p.data).run(study)
 
 
+def _exists(client, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id).info.lifecycle_stage != "deleted"
+    except MlflowException:
+        return False
+
+
 def _parent_run(study, p: Plan, env_run_id: str | None) -> str:
     """The study's parent run: the stored one (resume), else the `mlflow run` one, else a new one."""
     client = MlflowClient()
     run_id = study.user_attrs.get(PARENT_ATTR)
+    if run_id and not _exists(client, run_id):
+        print(f"warning: study {p.study_name!r} points at parent run {run_id}, which is not in "
+              f"{mlflow.get_tracking_uri()}; starting a new parent run", file=sys.stderr)
+        run_id = None
     if run_id:
         client.update_run(run_id, status="RUNNING")
         if env_run_id and env_run_id != run_id:  # a resumed study under `mlflow run`: point there
@@ -151,8 +167,8 @@ def execute(p: Plan) -> int:
     if p.tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = p.tracking_uri  # worker processes inherit it
         mlflow.set_tracking_uri(p.tracking_uri)
+    study = _open(p)  # may still refuse (storage unreachable, other search space): exit 2
     env_run_id = os.environ.pop("MLFLOW_RUN_ID", None)  # trials must not join `mlflow run`'s run
-    study = _open(p)
     parent = _parent_run(study, p, env_run_id)
     client = MlflowClient()
     start = time.perf_counter()

@@ -88,16 +88,15 @@ def record(study, p, parent: str, wall_time_s: float) -> None:
                "wall_time_s": wall_time_s}
     if best is not None:
         metrics.update(best_value=best.value, best_trial=best.number)
-    with mlflow.start_run(run_id=parent):
-        tracking.log_metrics(metrics)
-        if best is not None:
-            tracking.set_tags({"best.trial": str(best.number), "best.value": f"{best.value:.6f}",
-                               **{f"best.{k}": str(v) for k, v in best.params.items()}})
-        df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
-        mlflow.log_text(df.to_csv(index=False), "study/trials.csv")
-        for name, fig in _plots(study).items():
-            mlflow.log_figure(fig, f"study/{name}.png")
-    # `with start_run(run_id=parent)` ended it FINISHED; execute() sets the final status
+    # the client API, not start_run: the parent stays open until execute() sets its status
+    tracking.log_run_metrics(parent, metrics)
+    if best is not None:
+        tracking.set_run_tags(parent, {"best.trial": best.number, "best.value": f"{best.value:.6f}",
+                                       **{f"best.{k}": v for k, v in best.params.items()}})
+    df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
+    client.log_text(parent, df.to_csv(index=False), "study/trials.csv")
+    for name, fig in _plots(study).items():
+        client.log_figure(parent, fig, f"study/{name}.png")
     if best is not None and study.user_attrs.get("best_model_trial") != best.number:
         _store_best_model(study, best, p)
 

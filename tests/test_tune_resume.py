@@ -1,0 +1,269 @@
+"""`tune` survives what happens to real studies: a worker SIGKILLed mid-trial, Ctrl-C, two local
+workers on the default SQLite storage, and `--trials` as the study's total over invocations.
+
+Every test runs the `tune` console script as a subprocess in its own directory, with its own
+MLflow store (sqlite:///<tmp>/mlflow.db) and the default Optuna storage (sqlite:///optuna.db
+there), and reads the results back with Optuna and MlflowClient.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+pytestmark = pytest.mark.slow
+
+CHEAP = ["--model", "softmax", "--dataset", "digits", "--num-workers", "0", "--pruner", "none"]
+# a trial long enough (about 0.1-0.2 s an epoch here) to be caught mid-training and stopped
+LONG = [*CHEAP, "--epochs", "20"]
+SHORT = [*CHEAP, "--epochs", "1"]
+RUN_TIMEOUT_S = 300  # one invocation, generous for a loaded 2-core machine; never reached when green
+WAIT_TIMEOUT_S = 180  # for a trial to be RUNNING, or for the process to end after a signal
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def tune_command() -> list[str]:
+    """The console script of `pip install -e .` (a Python script: its process is the Python process
+    that signals reach), else the same entry point through this interpreter."""
+    script = Path(sys.executable).with_name("tune")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from tuning.cli import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables created once (MLflow's migrations take seconds);
+    every test starts from a copy of it."""
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+class Tune:
+    """`tune` in one directory: run it, start it in the background, read its study and runs."""
+
+    def __init__(self, cwd: Path, template: Path):
+        self.cwd = cwd
+        shutil.copy(template, cwd / "mlflow.db")
+        self.uri = f"sqlite:///{cwd}/mlflow.db"
+        self.storage = f"sqlite:///{cwd}/optuna.db"
+        self.client = MlflowClient(self.uri)
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")}
+        # one torch thread: 2 threads on 2 busy cores make epochs 10-30x slower
+        env.update(MLFLOW_TRACKING_URI=self.uri, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        self.env = env
+        self.n = 0
+
+    def _logs(self):
+        self.n += 1
+        return self.cwd / f"out{self.n}.txt", self.cwd / f"err{self.n}.txt"
+
+    def run(self, *args: str) -> tuple[int, str, str]:
+        out, err = self._logs()
+        with open(out, "w") as o, open(err, "w") as e:
+            proc = subprocess.run([*tune_command(), *args], cwd=self.cwd, env=self.env, stdout=o, stderr=e,
+                                  timeout=RUN_TIMEOUT_S)
+        return proc.returncode, out.read_text(), err.read_text()
+
+    def start(self, *args: str) -> subprocess.Popen:
+        """In its own session, so that killpg reaches tune and nothing else (Ctrl-C in a terminal
+        signals the foreground process group the same way)."""
+        out, err = self._logs()
+        with open(out, "w") as o, open(err, "w") as e:
+            proc = subprocess.Popen([*tune_command(), *args], cwd=self.cwd, env=self.env, stdout=o, stderr=e,
+                                    start_new_session=True)
+        proc.err_path = err
+        return proc
+
+    def study(self, name: str) -> optuna.Study:
+        return optuna.load_study(study_name=name, storage=self.storage)
+
+    def runs(self):
+        exp = self.client.get_experiment_by_name("mlproject")
+        return self.client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+    def parents_children(self):
+        runs = self.runs()
+        parents = [r for r in runs if r.data.tags.get("mlproject.role") == "study"]
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        return parents, children
+
+    def wait_mid_trial(self, proc: subprocess.Popen, name: str, epochs_done: int = 1):
+        """Poll (bounded) until a trial is RUNNING in Optuna, its MLflow child run exists and is
+        RUNNING, and it logged `epochs_done` epochs; returns (trial, child run)."""
+        deadline = time.monotonic() + WAIT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"tune exited ({proc.returncode}) before a trial was caught running:\n"
+                            + proc.err_path.read_text()[-3000:])
+            # the Optuna storage exists (tables and study) once a child run does: poll MLflow first
+            children = [r for r in self.parents_children()[1] if r.info.status == "RUNNING"]
+            if children:
+                running = [t for t in self.study(name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                           if t.user_attrs.get("mlflow_run_id")]
+                for t in running:
+                    run_id = t.user_attrs["mlflow_run_id"]
+                    if len(self.client.get_metric_history(run_id, "val_accuracy")) >= epochs_done:
+                        return t, self.client.get_run(run_id)
+            time.sleep(0.2)
+        proc.kill()
+        pytest.fail(f"no trial of study {name!r} was RUNNING within {WAIT_TIMEOUT_S} s")
+
+
+def wait_exit(proc: subprocess.Popen, timeout: float = WAIT_TIMEOUT_S) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail(f"tune did not exit within {timeout} s:\n" + proc.err_path.read_text()[-3000:])
+
+
+def by_trial_number(children) -> dict[int, list]:
+    out = collections.defaultdict(list)
+    for r in children:
+        out[int(r.data.tags["optuna.trial_number"])].append(r)
+    return out
+
+
+def assert_consistent(tune: Tune, study: optuna.Study, parent_id: str, n_finished: int) -> None:
+    """exactly n_finished COMPLETE/PRUNED trials, each with exactly one child run of the right
+    status under `parent_id`, the only parent run; no run left RUNNING; no trial number twice."""
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == n_finished, [(t.number, t.state.name) for t in trials]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    parents, children = tune.parents_children()
+    assert [p.info.run_id for p in parents] == [parent_id]
+    assert not [r.info.run_id for r in tune.runs() if r.info.status == "RUNNING"]
+    assert all(c.data.tags["mlflow.parentRunId"] == parent_id for c in children)
+    runs_of = by_trial_number(children)
+    assert all(len(rs) == 1 for rs in runs_of.values()), {n: len(rs) for n, rs in runs_of.items()}
+    for t in finished:
+        (run,) = runs_of[t.number]
+        assert run.info.run_id == t.user_attrs["mlflow_run_id"]
+        want = "FINISHED" if t.state == TrialState.COMPLETE else "KILLED"
+        assert run.info.status == want, (t.number, t.state.name, run.info.status)
+
+
+def test_sigkill_mid_trial_then_rerun_resumes_the_same_study_and_parent(tmp_path, empty_mlflow_db):
+    tune = Tune(tmp_path, empty_mlflow_db)
+    args = [*LONG, "--trials", "4", "--grace-period", "6", "--study-name", "k"]
+    proc = tune.start(*args)
+    trial, child = tune.wait_mid_trial(proc, "k")
+    parent_before = tune.study("k").user_attrs["mlflow_parent_run_id"]
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole session: tune's Python process, nothing survives
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+
+    # the kill left the trial RUNNING in Optuna and its run RUNNING in MLflow: the rerun must close both
+    assert tune.study("k").trials[trial.number].state == TrialState.RUNNING
+    assert tune.client.get_run(child.info.run_id).info.status == "RUNNING"
+    assert child.data.tags["mlflow.parentRunId"] == parent_before
+
+    code, out, err = tune.run(*args)
+    assert code == 0, err[-3000:]
+    assert "database is locked" not in err
+
+    study = tune.study("k")
+    assert study.user_attrs["mlflow_parent_run_id"] == parent_before
+    assert_consistent(tune, study, parent_before, n_finished=4)
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) >= 1
+    killed = study.trials[trial.number]
+    assert killed.state == TrialState.FAIL
+    run = tune.client.get_run(child.info.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags.get("mlproject.failure")
+    assert run.data.tags.get("optuna.state") == "FAIL"
+    # the killed trial was re-run (RetryHeartbeatStaleTrialCallback) with its sampled values
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
+    assert len(retries) == 1 and retries[0].state in FINISHED
+    assert retries[0].params == killed.params
+    assert tune.client.get_run(parent_before).info.status == "FINISHED"
+
+
+def test_ctrl_c_ends_trial_and_parent_killed_and_the_rerun_resumes(tmp_path, empty_mlflow_db):
+    tune = Tune(tmp_path, empty_mlflow_db)
+    args = [*LONG, "--trials", "2", "--study-name", "c"]
+    proc = tune.start(*args)
+    trial, child = tune.wait_mid_trial(proc, "c")
+    parent = tune.study("c").user_attrs["mlflow_parent_run_id"]
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the foreground process group
+    code = wait_exit(proc, timeout=60)
+    err = proc.err_path.read_text()
+    assert code == 130, err[-3000:]
+    assert "interrupted" in err
+
+    run = tune.client.get_run(child.info.run_id)
+    assert run.info.status == "KILLED"
+    assert "interrupted" in run.data.tags.get("mlproject.failure", "")
+    assert tune.client.get_run(parent).info.status == "KILLED"
+    assert not [r.info.run_id for r in tune.runs() if r.info.status == "RUNNING"]
+    assert tune.study("c").trials[trial.number].state == TrialState.FAIL
+
+    code, out, err = tune.run(*args)
+    assert code == 0, err[-3000:]
+    study = tune.study("c")
+    assert study.user_attrs["mlflow_parent_run_id"] == parent
+    assert_consistent(tune, study, parent, n_finished=2)
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
+    assert tune.client.get_run(parent).info.status == "FINISHED"
+    assert tune.client.get_run(child.info.run_id).info.status == "KILLED"  # history stays as it was
+
+
+def test_two_workers_on_the_default_sqlite_storage(tmp_path, empty_mlflow_db):
+    tune = Tune(tmp_path, empty_mlflow_db)
+    code, out, err = tune.run(*SHORT, "--trials", "6", "--workers", "2", "--study-name", "w")
+    assert code == 0, err[-3000:]
+    assert "database is locked" not in err.lower()
+    assert (tmp_path / "optuna.db").exists()  # the default storage, in the working directory
+
+    study = tune.study("w")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    assert_consistent(tune, study, parent, n_finished=6)
+    _, children = tune.parents_children()
+    assert sorted(int(c.data.tags["optuna.trial_number"]) for c in children) == sorted(t.number for t in complete)
+    assert all(c.info.status == "FINISHED" for c in children)
+    # both workers really ran trials, each from its own random stream: no two trials drew the same values
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 6
+    assert len({t.params["lr"] for t in complete}) == 6
+    assert tune.client.get_run(parent).info.status == "FINISHED"
+
+
+def test_trials_is_the_total_over_invocations(tmp_path, empty_mlflow_db):
+    tune = Tune(tmp_path, empty_mlflow_db)
+    args = [*SHORT, "--study-name", "t"]
+    code, _, err = tune.run(*args, "--trials", "3")
+    assert code == 0, err[-3000:]
+    study = tune.study("t")
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    assert_consistent(tune, study, parent, n_finished=3)
+
+    code, _, err = tune.run(*args, "--trials", "5")
+    assert code == 0, err[-3000:]
+    study = tune.study("t")
+    assert len(study.trials) == 5
+    assert_consistent(tune, study, parent, n_finished=5)
+
+    code, _, err = tune.run(*args, "--trials", "5")
+    assert code == 0, err[-3000:]
+    study = tune.study("t")
+    assert len(study.trials) == 5  # nothing new: the study already has its 5
+    assert_consistent(tune, study, parent, n_finished=5)
+    assert len(tune.parents_children()[1]) == 5
+    assert tune.client.get_run(parent).info.status == "FINISHED"
