@@ -1,9 +1,10 @@
 """Real servers for integration tests: a throw-away PostgreSQL cluster and an `mlflow server`.
 
     with postgres_cluster(user="tuner", password="pw", database="optuna") as pg:
-        pg.url  # postgresql://tuner:pw@127.0.0.1:PORT/optuna
+        pg.url  # postgresql+psycopg2://tuner:pw@127.0.0.1:PORT/optuna
     with mlflow_server(tmp_dir) as uri:
         uri     # http://127.0.0.1:PORT
+    server = MlflowServer(tmp_dir); ...; server.wait_ready(); ...; server.stop()   # start overlapped
 
 Both raise Unavailable (the caller skips) when the software cannot be found or installed.
 Readiness is polled in bounded loops; teardown stops what was started, by its own process.
@@ -35,12 +36,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
-    """Poll `check()` until it returns a truthy value (returned), for at most `timeout` seconds."""
+def wait_for(check, timeout: float, what: str, proc=None, log: Path | None = None):
+    """Poll `check()` until it returns a truthy value (returned), for at most `timeout` seconds;
+    RuntimeError (with the tail of `log`) on timeout or as soon as `proc` (a Popen, or a list of
+    them) has exited."""
+    procs = [] if proc is None else proc if isinstance(proc, (list, tuple)) else [proc]
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
+        if any(p.poll() is not None for p in procs):
             break
         try:
             value = check()
@@ -50,7 +54,8 @@ def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = N
             last = e
         time.sleep(0.25)
     tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
-    state = f"exited with {proc.returncode}" if proc is not None and proc.poll() is not None else "timed out"
+    exited = [p.returncode for p in procs if p.poll() is not None]
+    state = f"exited with {exited}" if exited else f"timed out after {timeout:.0f} s"
     raise RuntimeError(f"{what} not ready ({state}; last error {last!r})\n{tail}")
 
 
@@ -226,32 +231,51 @@ def postgres_cluster(user: str, password: str, database: str, start_timeout: flo
 
 # ------------------------------------------------------------------------------------ MLflow server
 
-@contextlib.contextmanager
-def mlflow_server(tmp: Path, start_timeout: float = 90, workers: int = 1):
+class MlflowServer:
     """`mlflow server` on a free 127.0.0.1 port with a SQLite backend and proxied artifacts under
-    `tmp`; yields its http:// URI once GET /health answers OK; terminated (then killed) on exit."""
-    tmp = Path(tmp)
-    tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = tmp / "mlflow-server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
-           "--artifacts-destination", str(tmp / "artifacts")]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # its own group: uvicorn's workers end with it
-    uri = f"http://127.0.0.1:{port}"
+    `tmp`, started at once (Popen); `wait_ready()` polls GET /health; `stop()` terminates it."""
 
-    def healthy():
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-            return r.status == 200
+    def __init__(self, tmp: Path, workers: int = 1):
+        tmp = Path(tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / "mlflow-server.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        # no job runner + 7 huey consumer processes (GenAI jobs, unused here): a faster start and
+        # stop on 2 cores
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--workers", str(workers), "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
+               "--artifacts-destination", str(tmp / "artifacts")]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL,
+                                         start_new_session=True)  # own group: its workers stop with it
+        self.ready = False
 
+    def wait_ready(self, timeout: float = 120) -> str:
+        def healthy():
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                return r.status == 200
+
+        if not self.ready:
+            wait_for(healthy, timeout, f"mlflow server on port {self.port}", proc=self.proc, log=self.log)
+            self.ready = True
+        return self.uri
+
+    def stop(self) -> None:
+        _stop_group(self.proc)
+
+
+@contextlib.contextmanager
+def mlflow_server(tmp: Path, start_timeout: float = 120, workers: int = 1):
+    """An MlflowServer that is up (yields its http:// URI); stopped on exit."""
+    server = MlflowServer(tmp, workers)
     try:
-        wait_for(healthy, start_timeout, f"mlflow server on port {port}", proc=proc, log=log)
-        yield uri
+        yield server.wait_ready(start_timeout)
     finally:
-        _stop_group(proc)
+        server.stop()
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = 15) -> None:

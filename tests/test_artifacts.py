@@ -48,6 +48,55 @@ def image_axes(fig):
     return [ax for ax in fig.axes if ax.images]
 
 
+def text_collection(ax):
+    """The collection of many small texts (tile titles / cell counts) on ax, or None."""
+    found = [c for c in ax.collections if hasattr(c, "get_texts")]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def montage_of(fig):
+    """The single montage image of an image grid figure: (axes, montage array)."""
+    axes = image_axes(fig)
+    assert len(axes) == len(fig.axes) == 1, "an image grid is ONE axes with ONE image"
+    assert len(axes[0].images) == 1
+    return axes[0], np.asarray(axes[0].images[0].get_array())
+
+
+def titled_tiles(fig, h, w):
+    """[(title, tile array)] of an image grid, the tile cut out of the montage below its title."""
+    ax, m = montage_of(fig)
+    coll = text_collection(ax)
+    out = []
+    for title, (x, y) in zip(coll.get_texts(), coll.get_offsets()):
+        x0, y0 = int(round(x - (w - 1) / 2)), int(round(y + 0.5))  # title: centre column, top edge
+        assert 0 <= x0 and x0 + w <= m.shape[1] and 0 <= y0 and y0 + h <= m.shape[0]
+        out.append((title, m[y0:y0 + h, x0:x0 + w]))
+    return out
+
+
+def grid_tiles(m, n, ncols, h, w):
+    """Tiles of a montage of n images, ncols per row: equal cells, the image at the bottom of its
+    cell (room for the title above), centred horizontally."""
+    nrows = -(-n // ncols)
+    assert m.shape[0] % nrows == 0 and m.shape[1] % ncols == 0
+    ph, pw = m.shape[0] // nrows, m.shape[1] // ncols
+    assert ph > h and pw > w, "tiles need a gap between them"
+    tiles = []
+    for k in range(n):
+        r, c = divmod(k, ncols)
+        y0, x0 = r * ph + ph - h, c * pw + (pw - w) // 2
+        tiles.append(m[y0:y0 + h, x0:x0 + w])
+    return tiles
+
+
+def frames(ax):
+    """The collection of tile frames (one rectangle per image shown)."""
+    polys = [c for c in ax.collections if not hasattr(c, "get_texts")]
+    assert len(polys) == 1
+    return polys[0]
+
+
 # ---------------------------------------------------------------- every figure saves
 
 BUILDERS = {
@@ -90,34 +139,63 @@ def test_confusion_matrix_png_not_blank(digits, tmp_path):
     assert pixels.std() > 0
 
 
+def cell_texts(ax):
+    """{(row, col): (text, rgba)} of the per-cell counts (drawn as one text collection)."""
+    coll = text_collection(ax)
+    if coll is None:
+        return {}
+    colors = coll.get_facecolors()
+    if len(colors) == 1:
+        colors = np.repeat(colors, len(coll.get_texts()), axis=0)
+    return {(round(y), round(x)): (t, tuple(c)) for t, (x, y), c in
+            zip(coll.get_texts(), coll.get_offsets(), colors)}
+
+
+WHITE, BLACK = (1.0, 1.0, 1.0, 1.0), (0.0, 0.0, 0.0, 1.0)
+
+
 def test_confusion_matrix_texts_and_labels(digits):
     cm = digits["cm"]
     fig = confusion_matrix_figure(cm, CLASS_NAMES)
     ax = fig.axes[0]
-    texts = [t.get_text() for t in ax.texts]
-    assert len(texts) == cm.size
+    cells = cell_texts(ax)
+    assert len(text_collection(ax).get_texts()) == cm.size
     # cell (i, j) is drawn at x=j, y=i; check every count sits in its cell
-    by_pos = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
     for i in range(10):
         for j in range(10):
-            assert by_pos[(i, j)] == str(cm[i, j])
+            assert cells[(i, j)][0] == str(cm[i, j])
     assert [t.get_text() for t in ax.get_xticklabels()] == CLASS_NAMES
     assert [t.get_text() for t in ax.get_yticklabels()] == CLASS_NAMES
     assert ax.get_xlabel() == "predicted label"
     assert ax.get_ylabel() == "true label"
+    assert ax.get_title() == f"confusion matrix (accuracy {np.trace(cm) / cm.sum():.3f})"
     assert len(fig.axes) == 2  # matrix + colorbar
+    assert fig.get_layout_engine() is None  # no constrained layout: it measured every text, slowly
     # contrast: the darkest (largest) cell gets white text, an empty cell black text
     i, j = np.unravel_index(cm.argmax(), cm.shape)
-    assert by_pos_color(ax, i, j) == "white"
+    assert cells[(i, j)][1] == WHITE
     zi, zj = np.argwhere(cm == 0)[0]
-    assert by_pos_color(ax, zi, zj) == "black"
+    assert cells[(zi, zj)][1] == BLACK
 
 
-def by_pos_color(ax, i, j):
-    for t in ax.texts:
-        x, y = t.get_position()
-        if (round(y), round(x)) == (i, j):
-            return t.get_color()
+def test_confusion_matrix_labels_inside_figure(tmp_path):
+    """Margins come from the label lengths now: long names and axis titles must not be cut off."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    names = [f"a rather long class name {i}" for i in range(12)]
+    fig = confusion_matrix_figure(np.arange(144).reshape(12, 12), names)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    box = fig.bbox
+    ax, cax = fig.axes
+    for a in (ax, cax):  # everything drawn for either axes: tick labels, axis titles, title
+        ext = a.get_tightbbox(renderer)
+        assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1, (a, ext, box)
+        assert ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1, (a, ext, box)
+    # the axis titles sit outside their tick labels
+    assert ax.xaxis.label.get_window_extent(renderer).y1 <= min(
+        t.get_window_extent(renderer).y0 for t in ax.get_xticklabels()) + 1
+    assert ax.yaxis.label.get_window_extent(renderer).x1 <= min(
+        t.get_window_extent(renderer).x0 for t in ax.get_yticklabels()) + 1
 
 
 @pytest.mark.parametrize("n", [2, 10, 30, 31, 100])
@@ -127,7 +205,7 @@ def test_confusion_matrix_scales_with_classes(n):
     names = [f"class_{i}" for i in range(n)]
     fig = confusion_matrix_figure(cm, names)
     ax = fig.axes[0]
-    assert len(ax.texts) == (n * n if n <= 30 else 0)
+    assert len(cell_texts(ax)) == (n * n if n <= 30 else 0)
     assert [t.get_text() for t in ax.get_yticklabels()] == names
     assert fig.get_size_inches()[1] >= 4
 
@@ -140,7 +218,7 @@ def test_confusion_matrix_size_grows():
 
 def test_confusion_matrix_float_counts_formatted():
     cm = np.array([[0.75, 0.25], [0.1, 0.9]])
-    texts = [t.get_text() for t in confusion_matrix_figure(cm, ["a", "b"]).axes[0].texts]
+    texts = text_collection(confusion_matrix_figure(cm, ["a", "b"]).axes[0]).get_texts()
     assert sorted(texts) == sorted(["0.75", "0.25", "0.10", "0.90"])
 
 
@@ -187,27 +265,76 @@ def test_per_class_accuracy_matches_sklearn_recall(digits):
 # ---------------------------------------------------------------- image grids
 
 @pytest.mark.parametrize("n, ncols", [(1, 8), (7, 8), (20, 8), (12, 4)])
-def test_image_grid_axes(digits, n, ncols):
+def test_image_grid_montage(digits, n, ncols):
+    images = digits["images"][:n]
     titles = [f"img {i}\nline 2" for i in range(n)]
-    fig = image_grid_figure(digits["images"][:n], titles, ncols=ncols)
-    axes = image_axes(fig)
-    assert len(axes) == len(fig.axes) == n
-    assert [ax.get_title() for ax in axes] == titles
-    for ax in axes:
-        assert ax.get_xticks().size == 0 and ax.get_yticks().size == 0
-        im = ax.images[0]
-        assert im.get_interpolation() == "nearest"  # 8x8 digits must not be smoothed
-        assert im.get_cmap().name == "gray"
-        assert im.get_array().shape == (8, 8)
+    fig = image_grid_figure(images, titles, ncols=ncols)
+    ax, m = montage_of(fig)
+    assert not ax.axison  # no ticks, no spines: the frames are drawn per tile
+    im = ax.images[0]
+    assert im.get_interpolation() == "nearest"  # 8x8 digits must not be smoothed
+    assert im.get_cmap().name == "gray"
+    assert im.get_clim() == (0, 255)  # real intensities, no per-image contrast stretch
+    # montage: nrows x min(n, ncols) cells, each bigger than an image (gap, room for the title)
+    cols = min(n, ncols)
+    rows = -(-n // cols)
+    assert m.ndim == 2 and m.dtype == np.uint8
+    assert m.shape[0] % rows == 0 and m.shape[1] % cols == 0
+    assert m.shape[0] // rows > 8 and m.shape[1] // cols > 8
+    # exactly one title per image, in order, each sitting right above its own image
+    tiles = titled_tiles(fig, 8, 8)
+    assert [t for t, _ in tiles] == titles
+    for (_, tile), img in zip(tiles, images):
+        np.testing.assert_array_equal(tile, img[0])
+    for tile, img in zip(grid_tiles(m, n, cols, 8, 8), images):
+        np.testing.assert_array_equal(tile, img[0])
+    assert len(frames(ax).get_paths()) == n
+    # everything outside the tiles is white background
+    inside = np.zeros(m.shape, bool)
+    coll = text_collection(ax)
+    for x, y in coll.get_offsets():
+        x0, y0 = int(round(x - 3.5)), int(round(y + 0.5))
+        inside[y0:y0 + 8, x0:x0 + 8] = True
+    assert (m[~inside] == 255).all()
+
+
+def test_image_grid_png_not_blank(digits, tmp_path):
+    fig = image_grid_figure(digits["images"][:20], [f"#{i}" for i in range(20)])
+    fig.savefig(tmp_path / "x.png")
+    pixels = mpimg.imread(tmp_path / "x.png")[..., :3]
+    assert pixels.std() > 0.1
+    assert (pixels < 0.1).mean() > 0.2  # the digits' black backgrounds made it to the PNG
+
+
+@pytest.mark.parametrize("dpi", [50, 100, 200])
+def test_image_grid_any_dpi(digits, tmp_path, dpi):
+    """Titles are sized in points: saving at another dpi scales the whole figure consistently."""
+    fig = image_grid_figure(digits["images"][:4], ["a", "b", "c", "d"], title="t")
+    fig.savefig(tmp_path / "x.png", dpi=dpi)
+    pixels = mpimg.imread(tmp_path / "x.png")
+    w, h = fig.get_size_inches()
+    assert abs(pixels.shape[1] - w * dpi) <= 1 and abs(pixels.shape[0] - h * dpi) <= 1
+    assert pixels.std() > 0
 
 
 def test_image_grid_rgb(rgb):
     fig = image_grid_figure(rgb, None, ncols=5, title="rgb")
-    axes = image_axes(fig)
-    assert len(axes) == len(rgb)
-    assert axes[0].images[0].get_array().shape == (32, 32, 3)
-    np.testing.assert_array_equal(axes[3].images[0].get_array(), rgb[3].transpose(1, 2, 0))
+    ax, m = montage_of(fig)
+    assert m.ndim == 3 and m.shape[2] == 3  # RGB shown as RGB, no colormap
+    assert text_collection(ax) is None  # no titles given, none drawn
+    tiles = grid_tiles(m, len(rgb), 5, 32, 32)
+    assert len(tiles) == len(rgb) == len(frames(ax).get_paths())
+    assert tiles[0].shape == (32, 32, 3)
+    for tile, img in zip(tiles, rgb):
+        np.testing.assert_array_equal(tile, img.transpose(1, 2, 0))
+    assert ax.images[0].get_interpolation() == "nearest"
     assert fig.get_suptitle() == "rgb"
+
+
+def test_image_grid_large_images_antialiased():
+    big = np.random.default_rng(0).integers(0, 256, size=(2, 1, 64, 64), dtype=np.uint8)
+    ax, _ = montage_of(image_grid_figure(big, None))
+    assert ax.images[0].get_interpolation() == "antialiased"
 
 
 def test_image_grid_empty(tmp_path):
@@ -228,18 +355,37 @@ def test_image_grid_rejects_bad_input(bad):
         image_grid_figure(bad, None)
 
 
+def samples_tiles(fig, nrows, ncols, h, w):
+    """{(row, col): tile} of a samples-per-class montage (class rows, `ncols` cells per row)."""
+    ax, m = montage_of(fig)
+    assert m.shape[0] % nrows == 0 and m.shape[1] % ncols == 0
+    ph, pw = m.shape[0] // nrows, m.shape[1] // ncols
+    return {(r, c): m[r * ph + ph - h:(r + 1) * ph, c * pw + (pw - w) // 2:][:, :w]
+            for r in range(nrows) for c in range(ncols)}
+
+
 def test_samples_per_class(digits):
     images, labels = digits["images"], digits["y_true"]
     fig = samples_per_class_figure(images, labels, CLASS_NAMES, per_class=5)
-    axes = image_axes(fig)
-    assert len(axes) == 10 * 5
-    assert [ax.get_ylabel() for ax in axes if ax.get_ylabel()] == CLASS_NAMES
+    ax, m = montage_of(fig)
+    assert len(frames(ax).get_paths()) == 10 * 5
+    # class names label the rows: y tick labels at the row centres, in order
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLASS_NAMES
+    ph = m.shape[0] // 10
+    np.testing.assert_allclose(np.diff(ax.get_yticks()), ph)
+    assert ax.get_xticks().size == 0
+    assert fig.get_suptitle() == "5 samples per class"
+    assert ax.images[0].get_interpolation() == "nearest"
+    assert ax.images[0].get_cmap().name == "gray"
     # row 3 holds the first five 3s, in order
+    tiles = samples_tiles(fig, 10, 5, 8, 8)
     first_threes = images[np.flatnonzero(labels == 3)[:5]]
-    row = axes[3 * 5:4 * 5]
-    for ax, img in zip(row, first_threes):
-        np.testing.assert_array_equal(ax.images[0].get_array(), img[0])
-        assert ax.images[0].get_interpolation() == "nearest"
+    for j, img in enumerate(first_threes):
+        np.testing.assert_array_equal(tiles[(3, j)], img[0])
+    # ... and every row its own class
+    for r in range(10):
+        np.testing.assert_array_equal(tiles[(r, 0)], images[np.flatnonzero(labels == r)[0]][0])
+    assert not ax.texts  # every class has samples
 
 
 def test_samples_per_class_missing_and_rare_classes(digits):
@@ -248,20 +394,51 @@ def test_samples_per_class_missing_and_rare_classes(digits):
     names = CLASS_NAMES
     fig = samples_per_class_figure(images, labels, names, per_class=3)
     counts = [min(3, int((labels == c).sum())) for c in range(10)]
-    assert len(image_axes(fig)) == sum(counts)
-    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == names
+    ax, m = montage_of(fig)
+    assert len(frames(ax).get_paths()) == sum(counts)
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+    tiles = samples_tiles(fig, 10, 3, 8, 8)
+    for r in range(10):
+        idx = np.flatnonzero(labels == r)[:3]
+        for j in range(3):
+            if j < len(idx):
+                np.testing.assert_array_equal(tiles[(r, j)], images[idx[j]][0])
+            else:
+                assert (tiles[(r, j)] == 255).all()  # an empty cell stays blank
+    # the empty class keeps its row, marked "no samples" in it
+    assert [t.get_text() for t in ax.texts] == ["no samples"]
+    assert round(ax.texts[0].get_position()[1]) == round(ax.get_yticks()[9])
+
+
+def test_samples_per_class_many_classes_stay_bounded(digits):
+    names = [f"class {i}" for i in range(100)]
+    labels = np.arange(len(digits["images"])) % 100
+    fig = samples_per_class_figure(digits["images"], labels, names, per_class=5)
+    ax, _ = montage_of(fig)
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+    assert fig.get_size_inches()[1] <= 30  # the old 1.1 in per row made this 110 in tall
 
 
 @pytest.mark.parametrize("max_images", [1, 10, 64, 10_000])
 def test_misclassified_count(digits, max_images):
     y_true, y_pred = digits["y_true"], digits["y_pred"]
-    n_wrong = int((y_true != y_pred).sum())
+    wrong = np.flatnonzero(y_true != y_pred)
+    n_wrong = len(wrong)
     assert n_wrong > 0
     fig = misclassified_figure(digits["images"], y_true, y_pred, CLASS_NAMES, max_images=max_images)
-    axes = image_axes(fig)
-    assert len(axes) == min(n_wrong, max_images)
-    k = np.flatnonzero(y_true != y_pred)[0]
-    assert axes[0].get_title() == f"true: {CLASS_NAMES[y_true[k]]}\npred: {CLASS_NAMES[y_pred[k]]}"
+    shown = min(n_wrong, max_images)
+    # one titled tile per misclassified sample shown, in order, each above the right image
+    tiles = titled_tiles(fig, 8, 8)
+    assert len(tiles) == shown
+    for (title, tile), k in zip(tiles, wrong):
+        assert title == f"true: {CLASS_NAMES[y_true[k]]}\npred: {CLASS_NAMES[y_pred[k]]}"
+        np.testing.assert_array_equal(tile, digits["images"][k][0])
+    # the montage holds exactly that grid: min(shown, 8) columns, ceil(shown / 8) rows
+    ax, m = montage_of(fig)
+    for tile, k in zip(grid_tiles(m, shown, min(shown, 8), 8, 8), wrong):
+        np.testing.assert_array_equal(tile, digits["images"][k][0])
+    assert len(frames(ax).get_paths()) == shown
+    assert fig.get_suptitle() == f"misclassified: {shown} shown of {n_wrong}"
 
 
 def test_misclassified_none_wrong(digits):
@@ -295,17 +472,32 @@ def test_first_layer_incompatible_returns_none(shape, in_shape):
 def test_first_layer_tiles(shape, in_shape, tiles, tile_shape):
     w = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     fig = first_layer_figure(w, in_shape)
-    axes = image_axes(fig)
-    assert len(axes) == tiles
-    arr = axes[0].images[0].get_array()
-    assert arr.shape == tile_shape
-    # every tile is min-max normalised to the full range
-    assert arr.min() == 0 and arr.max() == 255
+    ax, m = montage_of(fig)
+    assert m.ndim == len(tile_shape)  # gray montage for gray tiles, RGB for RGB
+    h, wd = tile_shape[:2]
+    found = titled_tiles(fig, h, wd)
+    assert len(found) == tiles
+    assert [t for t, _ in found] == [str(i) for i in range(tiles)]  # tiles titled by unit index
+    assert len(frames(ax).get_paths()) == tiles
+    for k, (_, arr) in enumerate(found):
+        assert arr.shape == tile_shape
+        # every tile is min-max normalised to the full range, on its own
+        assert arr.min() == 0 and arr.max() == 255
+    # and tile k is unit k
+    unit = w.reshape(len(w), *(in_shape or w.shape[1:]))[1].astype(np.float64)
+    if unit.shape[0] != 3:
+        unit = unit.mean(axis=0, keepdims=True)
+    expected = np.round((unit - unit.min()) / (unit.max() - unit.min()) * 255).astype(np.uint8)
+    expected = expected[0] if expected.shape[0] == 1 else expected.transpose(1, 2, 0)
+    np.testing.assert_array_equal(found[1][1], expected)
+    assert fig.get_suptitle().startswith("first layer weights (")
 
 
 def test_first_layer_constant_weight():
     fig = first_layer_figure(np.zeros((4, 3, 5, 5)))
-    assert len(image_axes(fig)) == 4
+    found = titled_tiles(fig, 5, 5)
+    assert len(found) == 4
+    assert all((arr == 0).all() for _, arr in found)  # a constant tile is all zeros, not NaN
 
 
 def test_first_layer_of_trained_linear_model(digits, tmp_path):
@@ -313,7 +505,7 @@ def test_first_layer_of_trained_linear_model(digits, tmp_path):
     d = load_digits()
     clf = LogisticRegression(max_iter=200).fit(d.data[:500], d.target[:500])
     fig = first_layer_figure(clf.coef_, (1, 8, 8))
-    assert len(image_axes(fig)) == 10
+    assert len(titled_tiles(fig, 8, 8)) == 10
     fig.savefig(tmp_path / "x.png")
     assert mpimg.imread(tmp_path / "x.png").std() > 0
 

@@ -1,7 +1,36 @@
 """`tune` scaled out: 3 worker processes share one study in a real PostgreSQL 15 and log to one
-real `mlflow server`; bad Postgres credentials are refused before anything is tracked.
+real `mlflow server`; bad Postgres credentials are refused before anything is tracked; and the
+races of workers that start or finish at the same moment (xfail: src bugs, see RACE_* below).
 
-SCALING_OUT_PLACEHOLDER
+Scaling out, as tested here (every URL is 127.0.0.1: other machines reach the servers through
+an SSH tunnel, so the servers stay unexposed and every worker runs the very same command):
+
+  # 1. the database host: PostgreSQL 15, a user with a password, a database it owns
+  sudo apt-get install -y postgresql
+  sudo -u postgres psql -c "CREATE ROLE tuner LOGIN PASSWORD 's3cret-pw'"
+  sudo -u postgres psql -c "CREATE DATABASE optuna OWNER tuner"
+
+  # 2. the same host: the MLflow tracking server, bound to 127.0.0.1
+  mkdir -p $HOME/mlflow
+  mlflow server --host 127.0.0.1 --port 5000 \
+      --backend-store-uri sqlite:///$HOME/mlflow/mlflow.db --artifacts-destination $HOME/mlflow/artifacts
+
+  # 3. every worker machine: the driver, and (other machines) a tunnel to both servers
+  pip install psycopg2-binary
+  ssh -N -L 5432:127.0.0.1:5432 -L 5000:127.0.0.1:5000 you@db-host &
+
+  # 4. workers: the same command (same study name and search/training options) everywhere, one
+  #    process per GPU; --trials is the study's total over all workers. For a NEW study start ONE
+  #    worker first and the others once it has reported its first trial ("Trial 0 finished"):
+  #    workers starting a new study at the same moment race (RACE_SCHEMA, RACE_PARENT below).
+  export STORAGE=postgresql+psycopg2://tuner:s3cret-pw@127.0.0.1:5432/optuna
+  export TRACKING=http://127.0.0.1:5000
+  CUDA_VISIBLE_DEVICES=0 tune --study-name dist --trials 40 --storage $STORAGE --tracking-uri $TRACKING &
+  CUDA_VISIBLE_DEVICES=1 tune --study-name dist --trials 40 --storage $STORAGE --tracking-uri $TRACKING &
+
+  The driver is named (postgresql+psycopg2://): SQLAlchemy 2.1 maps a bare postgresql:// to
+  psycopg 3 (pip install "psycopg[binary]"), 2.0 to psycopg2. The parent run's tag optuna.storage
+  shows the URL as postgresql+psycopg2://tuner:***@127.0.0.1:5432/optuna.
 """
 from __future__ import annotations
 
@@ -10,6 +39,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,9 +48,13 @@ import servers
 
 USER, PASSWORD, DATABASE = "tuner", "s3cret-pw", "optuna"
 STUDY, TRIALS, WORKERS, EXPERIMENT = "dist", 7, 3, "distributed"
+RACERS = 2  # workers in the race tests: 2 suffice to race
 CHEAP = ["--model", "softmax", "--dataset", "digits", "--epochs", "2", "--num-workers", "0", "--pruner", "none"]
 WORKER_TIMEOUT_S = 180
+PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attribute naming its parent run
 
+
+# ---------------------------------------------------------------------------------- servers
 
 @pytest.fixture(scope="module")
 def postgres():
@@ -35,56 +69,101 @@ def postgres():
 
 
 @pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory):
+def mlflow_boot(tmp_path_factory):
+    """`mlflow server` started without waiting for it, so that its start (5-40 s on 2 busy cores)
+    overlaps the first test, which does not need it; terminated after the module."""
+    server = servers.MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     try:
-        t = time.monotonic()
-        with servers.mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
-            print(f"\nmlflow server up in {time.monotonic() - t:.1f} s")
-            yield uri
-    except servers.Unavailable as e:
-        pytest.skip(str(e))
+        yield server
+    finally:
+        server.stop()
 
 
-def console_script(name: str, module: str) -> list[str]:
-    """The console script installed next to this Python (`tune` by `pip install -e .`)."""
-    script = Path(sys.executable).with_name(name)
-    return [str(script)] if script.exists() else [sys.executable, "-m", module]
+@pytest.fixture(scope="module")
+def tracking_server(mlflow_boot) -> str:
+    t = time.monotonic()
+    uri = mlflow_boot.wait_ready(120)
+    print(f"\nmlflow server up ({time.monotonic() - t:.1f} s waited)")
+    return uri
 
+
+# ---------------------------------------------------------------------------------- workers
 
 def tune_command() -> list[str]:
-    return console_script("tune", "tuning.cli")
+    script = Path(sys.executable).with_name("tune")  # the console script of `pip install -e .`
+    return [str(script)] if script.exists() else [sys.executable, "-m", "tuning.cli"]
 
 
 def worker_env() -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")}
-    # 3 processes on 2 cores: one torch thread each instead of 2 x 3 threads fighting for them
+    # 3 workers on 2 cores: one torch thread each rather than 3 x 2 threads fighting for them
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
 
 
-def start_tune(args: list[str], cwd: Path) -> tuple[subprocess.Popen, Path, Path]:
+@dataclass
+class Worker:
+    proc: subprocess.Popen
+    out: Path
+    err: Path
+
+    def outputs(self) -> tuple[str, str]:
+        return self.out.read_text(errors="replace"), self.err.read_text(errors="replace")
+
+
+def start_tune(args: list[str], cwd: Path) -> Worker:
+    """One `tune` process, as on its own machine: own working directory, no MLflow run in its env."""
     cwd.mkdir(parents=True, exist_ok=True)
     out, err = cwd / "stdout.txt", cwd / "stderr.txt"
     with open(out, "wb") as o, open(err, "wb") as e:
         proc = subprocess.Popen([*tune_command(), *args], cwd=cwd, env=worker_env(), stdout=o, stderr=e,
                                 stdin=subprocess.DEVNULL)
-    return proc, out, err
+    return Worker(proc, out, err)
 
 
-def wait_all(procs: list[subprocess.Popen], timeout: float) -> list[int | None]:
-    """Exit codes; the ones still running after `timeout` s (each) are killed and give None."""
+def wait_all(workers: list[Worker], timeout: float) -> list[int | None]:
+    """Exit codes; a worker still running `timeout` s after the call is killed and gives None."""
+    deadline = time.monotonic() + timeout
     codes = []
-    for proc in procs:
+    for w in workers:
         try:
-            codes.append(proc.wait(timeout=timeout))
+            codes.append(w.proc.wait(timeout=max(0.1, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
             codes.append(None)
-    for proc, code in zip(procs, codes):
-        if code is None:  # ours, by its own pid
-            proc.kill()
-            proc.wait(timeout=30)
+    stop(workers)
     return codes
+
+
+def stop(workers: list[Worker]) -> None:
+    for w in workers:  # ours, each by its own pid
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait(timeout=30)
+
+
+def describe(workers: list[Worker], codes) -> str:
+    return "\n".join(f"--- worker {i}: exit {c}\nstdout:\n{o[-1500:]}\nstderr:\n{e[-3000:]}"
+                     for i, (c, (o, e)) in enumerate(zip(codes, (w.outputs() for w in workers))))
+
+
+def parent_run_stored(postgres, study: str) -> str | None:
+    """The study's parent run id as the first worker stores it, read with plain SQL (opening an
+    Optuna storage here would itself race the worker creating Optuna's tables)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=postgres.port, user=postgres.user, password=postgres.password,
+                            dbname=postgres.database, connect_timeout=5)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT a.value_json FROM study_user_attributes a JOIN studies s ON s.study_id = a.study_id "
+                    "WHERE s.study_name = %s AND a.key = %s", (study, PARENT_ATTR))
+        row = cur.fetchone()
+        return row[0] if row else None
+    except psycopg2.errors.UndefinedTable:  # Optuna's tables are not there yet
+        return None
+    finally:
+        conn.close()
 
 
 def runs_in(client, experiment: str):
@@ -103,43 +182,128 @@ def all_runs(client):
     return client.search_runs(ids, run_view_type=ViewType.ALL, max_results=5000) if ids else []
 
 
+# ----------------------------------------------- workers started at the same moment (src bugs)
+
+OPEN_STORAGE = "import sys; from tuning.study import create_storage; create_storage(sys.argv[1]); print('opened')"
+RACE_SCHEMA = (
+    "src bug, src/tuning/study.py create_storage: Optuna's first-time schema creation on an empty "
+    "PostgreSQL database (metadata.create_all, alembic stamp) is not safe against workers starting "
+    "at once: the losers get IntegrityError (duplicate key in pg_type_typname_nsp_index) or "
+    "ProgrammingError (relation \"alembic_version\" already exists), which create_storage turns into "
+    "ConfigError, so `tune` exits 2 'cannot open Optuna storage'. Fix: retry RDBStorage(...) a few "
+    "times on sqlalchemy IntegrityError/ProgrammingError (the winner's commit makes the schema exist)")
+RACE_PARENT = (
+    "src bug, src/tuning/runner.py _parent_run: reading study.user_attrs['mlflow_parent_run_id'], "
+    "creating the run and storing its id is not atomic: workers that start a new study at once each "
+    "create a parent run (mlproject.role=study) and hang their own trials under it. Fix: let exactly "
+    "one process claim the parent atomically (e.g. storage.create_new_study(..., study_name=NAME + "
+    "':parent') succeeds once, DuplicatedStudyError for the others, who poll user_attrs until the "
+    "winner has stored the run id)")
+RACE_BEST_MODEL = (
+    "src bug, src/tuning/summary.py record/_store_best_model: workers finishing at once each see "
+    "study.user_attrs['best_model_trial'] unset, each retrain the best trial and log + register its "
+    "model (one registered version per worker), and each restores the run status it read with "
+    "client.get_run(run_id).info.status -- which is RUNNING while another worker is inside its "
+    "`mlflow.start_run(run_id=...)` -- so the best trial's run is left RUNNING. Fix: end the run "
+    "FINISHED (the best trial is COMPLETE, hence FINISHED) instead of restoring the status read, and "
+    "let one process claim storing the best model atomically")
+
+
+def _blocked_on(postgres, table: str, database: str) -> int:
+    """Sessions of `database` waiting for a lock on `table` (pg_locks, as the superuser; connected
+    to `database` itself, where the table's name resolves)."""
+    conn = postgres.superuser(database)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                    "WHERE d.datname = %s AND l.relation = %s::regclass AND NOT l.granted", (database, table))
+        return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
 @pytest.mark.slow
-def test_three_workers_one_postgres_study_one_tracking_server(postgres, tracking_server, tmp_path):
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=RACE_SCHEMA)
+def test_workers_opening_an_empty_postgres_database_at_once(postgres, mlflow_boot, tmp_path):
+    """2 workers open the storage of an empty database at the same moment, made deterministic: the
+    superuser holds SHARE on pg_type, so every worker passes its 'table exists?' check and then
+    waits to create its first table; the lock is released once both wait.
+    (First in the module: it runs while the mlflow server starts.)"""
+    url = postgres.create_database("cold_start")
+    holder = postgres.superuser("cold_start", autocommit=False)
+    procs = []
+    try:
+        holder.cursor().execute("LOCK TABLE pg_catalog.pg_type IN SHARE MODE")
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_STORAGE, url], cwd=tmp_path, env=worker_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(RACERS)]
+        servers.wait_for(lambda: _blocked_on(postgres, "pg_catalog.pg_type", "cold_start") == RACERS, 90,
+                         f"{RACERS} workers waiting to create Optuna's tables", proc=procs)
+    except BaseException:
+        for p in procs:  # ours, by pid
+            p.kill()
+        raise
+    finally:
+        holder.rollback()  # releases the lock: all go on at once
+        holder.close()
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    errors = [o.strip().splitlines()[-1] for o in outputs if o.strip() and "opened" not in o]
+    assert [p.returncode for p in procs] == [0] * RACERS, errors
+
+
+# ------------------------------------------------------------------------ the scaled-out study
+
+@dataclass
+class StudyRun:
+    workers: list[Worker]
+    codes: list[int | None]
+    elapsed_s: float
+
+
+@pytest.fixture(scope="module")
+def scaled_out_study(postgres, tracking_server, tmp_path_factory) -> StudyRun:
+    """The README's 'Scaling out': the first worker creates the study (Optuna's tables, the study,
+    its parent run); once its parent run is stored, two more workers join, all three concurrently."""
+    tmp = tmp_path_factory.mktemp("scaled-out")
+    args = [*CHEAP, "--storage", postgres.url, "--tracking-uri", tracking_server, "--study-name", STUDY,
+            "--trials", str(TRIALS), "--workers", "1", "--experiment", EXPERIMENT]
+    started = time.monotonic()
+    first = start_tune(args, tmp / "machine0")
+    try:
+        servers.wait_for(lambda: parent_run_stored(postgres, STUDY), 120, "the first worker's parent run",
+                         proc=first.proc, log=first.err)
+    except RuntimeError:
+        stop([first])
+        raise
+    workers = [first, *(start_tune(args, tmp / f"machine{i}") for i in range(1, WORKERS))]
+    codes = wait_all(workers, WORKER_TIMEOUT_S)
+    return StudyRun(workers, codes, time.monotonic() - started)
+
+
+@pytest.mark.slow
+def test_three_workers_one_postgres_study_one_tracking_server(scaled_out_study, postgres, tracking_server):
     import optuna
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
-    # The README's first step: create the study (and Optuna's tables) once, before any worker
-    # starts; workers starting at once on an empty database race (see the test below).
-    create = subprocess.run([*console_script("optuna", "optuna.cli"), "create-study", "--storage", postgres.url,
-                             "--study-name", STUDY, "--direction", "maximize", "--skip-if-exists"],
-                            env=worker_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert create.returncode == 0, create.stderr[-3000:]
-    args = [*CHEAP, "--storage", postgres.url, "--tracking-uri", tracking_server, "--study-name", STUDY,
-            "--trials", str(TRIALS), "--workers", "1", "--experiment", EXPERIMENT]
-    started = time.monotonic()
-    workers = [start_tune(args, tmp_path / f"machine{i}") for i in range(WORKERS)]
-    codes = wait_all([p for p, _, _ in workers], WORKER_TIMEOUT_S)
-    elapsed = time.monotonic() - started
-    outputs = [(out.read_text(errors="replace"), err.read_text(errors="replace")) for _, out, err in workers]
-    report = "\n".join(f"--- worker {i}: exit {c}\nstdout:\n{o[-2000:]}\nstderr:\n{e[-4000:]}"
-                       for i, (c, (o, e)) in enumerate(zip(codes, outputs)))
-    assert codes == [0] * WORKERS, report
+    workers, codes = scaled_out_study.workers, scaled_out_study.codes
+    assert codes == [0] * WORKERS, describe(workers, codes)
 
     # --- the Optuna study in PostgreSQL -----------------------------------------------------
     study = optuna.load_study(study_name=STUDY, storage=postgres.url)
     trials = study.get_trials(deepcopy=False)
     states = collections.Counter(t.state.name for t in trials)
     surplus = [t.number for t in trials if t.user_attrs.get("surplus")]
-    failed = [t.number for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
+    failed = {t.number: t.user_attrs.get("fail_reason") for t in trials
+              if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")}
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    print(f"\n{WORKERS} workers in {elapsed:.1f} s; trial states {dict(states)}; "
-          f"surplus (failed untrained) {surplus}; other failures {failed}")
+    print(f"\n{WORKERS} workers in {scaled_out_study.elapsed_s:.1f} s; trial states {dict(states)}; "
+          f"surplus trials (failed untrained) {surplus}; other failed trials {failed}")
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers)) and sorted(numbers) == list(range(len(trials))), numbers
-    assert len(done) == TRIALS, (dict(states), report)
+    assert len(done) == TRIALS, (dict(states), describe(workers, codes))
     assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    assert not failed, {t.number: t.user_attrs.get("fail_reason") for t in trials if t.number in failed}
+    assert not failed
 
     # --- the runs on the tracking server -------------------------------------------------------
     client = MlflowClient(tracking_server)
@@ -147,30 +311,45 @@ def test_three_workers_one_postgres_study_one_tracking_server(postgres, tracking
     parents = [r for r in runs if r.data.tags.get("mlproject.role") == "study"]
     assert len(parents) == 1, [(r.info.run_id, r.info.status) for r in parents]
     parent = parents[0]
+    assert study.user_attrs[PARENT_ATTR] == parent.info.run_id
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["optuna.study"] == STUDY
-    assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
-    assert parent.data.tags["optuna.storage"] == postgres.redacted()
+    assert parent.data.tags["optuna.storage"] == postgres.redacted()  # postgresql+psycopg2://tuner:***@...
     assert parent.data.metrics["trials_complete"] + parent.data.metrics["trials_pruned"] == TRIALS
 
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    status = {}
     for t in done:
         mine = [r for r in children if r.data.tags.get("optuna.trial_number") == str(t.number)]
         assert len(mine) == 1, (t.number, [(r.info.run_id, r.info.status) for r in mine])
-        assert mine[0].info.status in ("FINISHED", "KILLED"), (t.number, mine[0].info.status)
         assert t.user_attrs["mlflow_run_id"] == mine[0].info.run_id
+        status[t.number] = mine[0].info.status
     known = {parent.info.run_id, *(r.info.run_id for r in children)}
-    orphans = [(r.info.run_id, r.info.run_name, r.data.tags.get("mlflow.parentRunId")) for r in runs
-               if r.info.run_id not in known]
-    assert not orphans, orphans
-    assert not [(r.info.run_id, r.info.run_name) for r in runs if r.info.status == "RUNNING"]
+    strays = [(r.info.run_id, r.info.run_name, r.data.tags.get("mlflow.parentRunId")) for r in runs
+              if r.info.run_id not in known]
+    assert not strays, strays
 
-    # --- the password is nowhere in what was tracked (nor printed) ----------------------------
+    # --- the password is in no param or tag of any run (nor in what the workers printed) -------
     leaks = [(r.info.run_id, kind, k) for r in runs
              for kind, values in (("param", r.data.params), ("tag", r.data.tags))
              for k, v in values.items() if PASSWORD in str(v)]
     assert not leaks, leaks
-    assert not [i for i, (o, e) in enumerate(outputs) if PASSWORD in o or PASSWORD in e]
+    assert not [i for i, w in enumerate(workers) if PASSWORD in "".join(w.outputs())]
+
+    # --- every run ended; the best model stored once (last: a src race, RACE_BEST_MODEL) ---------
+    best = study.best_trial
+    best_run = best.user_attrs["mlflow_run_id"]
+    stored = [v.version for v in client.search_model_versions(f"name='{STUDY}'") if v.run_id == best_run]
+    print(f"best trial {best.number}: its model registered as {STUDY!r} {len(stored)} time(s) "
+          f"(versions {stored}); run status by trial {status}")
+    running = [(r.info.run_id, r.info.run_name) for r in runs if r.info.status == "RUNNING"]
+    assert not [r for r in running if r[0] != best_run], running
+    assert all(s in ("FINISHED", "KILLED") for n, s in status.items() if n != best.number), status
+    assert stored, "the best model was not registered"
+    if len(stored) > 1:
+        pytest.xfail(f"{RACE_BEST_MODEL} [here: trial {best.number}'s model was stored {len(stored)} times; "
+                     f"its run ended {status[best.number]}]")
+    assert status[best.number] == "FINISHED"
 
 
 @pytest.mark.slow
@@ -179,66 +358,59 @@ def test_bad_postgres_storage_exits_2_without_any_mlflow_run(postgres, tracking_
 
     client = MlflowClient(tracking_server)
     before = {r.info.run_id for r in all_runs(client)}
-    bad = {"wrong password": postgres.url_with(password="wrongpw"),
-           "unreachable port": postgres.url_with(port=servers.free_port())}
-    procs = {}
-    for i, (what, url) in enumerate(bad.items()):
-        args = [*CHEAP, "--storage", url, "--tracking-uri", tracking_server, "--study-name", "bad",
-                "--trials", "2", "--experiment", "never-created"]
-        procs[what] = start_tune(args, tmp_path / f"bad{i}")
-    codes = wait_all([p for p, _, _ in procs.values()], WORKER_TIMEOUT_S)
-    for (what, (_, out, err)), code in zip(procs.items(), codes):
-        stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
-        assert code == 2, (what, code, stdout[-2000:], stderr[-4000:])
-        errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
-        assert len(errors) == 1, (what, stderr[-4000:])
-        password = "wrongpw" if what == "wrong password" else PASSWORD
-        port = int(bad[what].rsplit(":", 1)[1].split("/")[0])
-        assert postgres.redacted(port) in errors[0], errors[0]
-        assert password not in stdout + stderr, (what, stderr[-4000:])
-        assert "Traceback" not in stderr, stderr[-4000:]
+    args = [*CHEAP, "--storage", postgres.url_with(password="wrongpw"), "--tracking-uri", tracking_server,
+            "--study-name", "bad", "--trials", "2", "--experiment", "never-created"]
+    worker = start_tune(args, tmp_path / "bad")
+    (code,) = wait_all([worker], WORKER_TIMEOUT_S)
+    stdout, stderr = worker.outputs()
+    assert code == 2, (code, stdout[-2000:], stderr[-3000:])
+    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, stderr[-3000:]
+    # Error: cannot open Optuna storage 'postgresql+psycopg2://tuner:***@127.0.0.1:PORT/optuna':
+    #        OperationalError: ... password authentication failed for user "tuner"
+    assert errors[0].startswith(f"Error: cannot open Optuna storage '{postgres.redacted()}': "), errors[0]
+    assert "password authentication failed" in errors[0], errors[0]
+    assert "wrongpw" not in stdout + stderr and PASSWORD not in stdout + stderr, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
     assert client.get_experiment_by_name("never-created") is None
     assert {r.info.run_id for r in all_runs(client)} == before
 
 
-OPEN_STORAGE = "import sys; from tuning.study import create_storage; create_storage(sys.argv[1]); print('opened')"
-RACE_BUG = ("src/tuning/study.py create_storage: RDBStorage's first-time schema creation (create_all, "
-            "alembic stamp, version_info insert) is not safe against concurrent starts on an empty "
-            "PostgreSQL database; the losers get IntegrityError/ProgrammingError (duplicate pg_type "
-            "row / relation already exists) which create_storage turns into ConfigError: `tune` "
-            "exits 2 'cannot open Optuna storage'. Fix: retry RDBStorage(...) on sqlalchemy "
-            "IntegrityError/ProgrammingError a few times (the schema exists after the winner commits)")
-
+# ------------------------------------------------------------- the parent run race (src bug)
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=RACE_BUG)
-def test_workers_opening_an_empty_postgres_database_at_once(postgres, tmp_path):
-    """3 workers open the storage of an empty database at the same moment. The moment is made
-    deterministic: a superuser holds SHARE on pg_type, so every worker passes its 'table exists?'
-    check and then waits to create the first table; the lock is released once all 3 wait."""
-    url = postgres.create_database("cold_start")
-    holder = postgres.superuser("cold_start", autocommit=False)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=RACE_PARENT)
+def test_workers_starting_a_study_at_once_share_one_parent_run(scaled_out_study, postgres, tracking_server,
+                                                               tmp_path):
+    """2 workers start a new study at the same moment, made deterministic: the study exists with
+    the signature the workers compute (copied from the scaled-out study: same options), and the
+    superuser holds SHARE on study_user_attributes, so a worker can read the study's attributes
+    but not store its parent run. Each worker that finds no parent run creates one and then waits
+    there; the workers are stopped once both wait (or 30 s after the first) and the parent runs
+    on the tracking server are counted."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    signature = optuna.load_study(study_name=STUDY, storage=postgres.url).user_attrs["signature"]
+    optuna.create_study(study_name="race", storage=postgres.url, direction="maximize").set_user_attr(
+        "signature", signature)
+    args = [*CHEAP, "--storage", postgres.url, "--tracking-uri", tracking_server, "--study-name", "race",
+            "--trials", "3", "--workers", "1", "--experiment", "race"]
+    holder = postgres.superuser(postgres.database, autocommit=False)
+    workers = []
     try:
-        holder.cursor().execute("LOCK TABLE pg_catalog.pg_type IN SHARE MODE")
-        procs = [subprocess.Popen([sys.executable, "-c", OPEN_STORAGE, url], cwd=tmp_path, env=worker_env(),
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for _ in range(WORKERS)]
-        watcher = postgres.superuser()
-
-        def all_waiting():
-            cur = watcher.cursor()
-            cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-                        "WHERE d.datname = 'cold_start' AND l.relation = 'pg_catalog.pg_type'::regclass "
-                        "AND NOT l.granted")
-            return cur.fetchone()[0] == WORKERS
-
-        try:
-            servers.wait_for(all_waiting, 90, f"{WORKERS} workers waiting to create Optuna's tables")
-        finally:
-            watcher.close()
+        holder.cursor().execute("LOCK TABLE study_user_attributes IN SHARE MODE")
+        workers = [start_tune(args, tmp_path / f"machine{i}") for i in range(RACERS)]
+        servers.wait_for(lambda: _blocked_on(postgres, "study_user_attributes", postgres.database) >= 1, 120,
+                         "a worker storing its parent run", proc=[w.proc for w in workers], log=workers[0].err)
+        first = time.monotonic()
+        while time.monotonic() - first < 30 and _blocked_on(postgres, "study_user_attributes",
+                                                            postgres.database) < RACERS:
+            time.sleep(0.25)
     finally:
-        holder.rollback()  # releases the lock: all proceed at once
+        stop(workers)  # killed while waiting: their parent runs stay RUNNING in experiment 'race'
+        holder.rollback()
         holder.close()
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-    codes = [p.returncode for p in procs]
-    assert codes == [0] * WORKERS, "\n".join(o.strip().splitlines()[-1] for o in outputs if o.strip())
+    parents = [r.info.run_id for r in runs_in(MlflowClient(tracking_server), "race")
+               if r.data.tags.get("mlproject.role") == "study"]
+    assert len(parents) == 1, f"{len(parents)} parent runs for one study: {parents}"

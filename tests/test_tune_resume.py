@@ -30,6 +30,7 @@ SHORT = [*CHEAP, "--epochs", "1"]
 RUN_TIMEOUT_S = 300  # one invocation, generous for a loaded 2-core machine; never reached when green
 WAIT_TIMEOUT_S = 180  # for a trial to be RUNNING, or for the process to end after a signal
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+DATASET_RACE = "UNIQUE constraint failed: datasets"
 
 
 def tune_command() -> list[str]:
@@ -192,22 +193,31 @@ def test_sigkill_mid_trial_then_rerun_resumes_the_same_study_and_parent(tmp_path
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
     assert len(retries) == 1 and retries[0].state in FINISHED
     assert retries[0].params == killed.params
+    # the resumed invocation did not replay the killed one's random stream
+    finished = [t for t in study.trials if t.state in FINISHED]
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == 4
     assert tune.client.get_run(parent_before).info.status == "FINISHED"
 
 
-def test_ctrl_c_ends_trial_and_parent_killed_and_the_rerun_resumes(tmp_path, empty_mlflow_db):
-    tune = Tune(tmp_path, empty_mlflow_db)
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory, empty_mlflow_db):
+    """A study Ctrl-C'd mid-trial (shared by the tests of what Ctrl-C leaves behind)."""
+    tune = Tune(tmp_path_factory.mktemp("ctrl-c"), empty_mlflow_db)
     args = [*LONG, "--trials", "2", "--study-name", "c"]
     proc = tune.start(*args)
     trial, child = tune.wait_mid_trial(proc, "c")
     parent = tune.study("c").user_attrs["mlflow_parent_run_id"]
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the foreground process group
     code = wait_exit(proc, timeout=60)
-    err = proc.err_path.read_text()
+    return tune, args, trial, child.info.run_id, parent, code, proc.err_path.read_text()
+
+
+def test_ctrl_c_ends_trial_and_parent_killed_and_the_rerun_resumes(interrupted):
+    tune, args, trial, child_id, parent, code, err = interrupted
     assert code == 130, err[-3000:]
     assert "interrupted" in err
 
-    run = tune.client.get_run(child.info.run_id)
+    run = tune.client.get_run(child_id)
     assert run.info.status == "KILLED"
     assert "interrupted" in run.data.tags.get("mlproject.failure", "")
     assert tune.client.get_run(parent).info.status == "KILLED"
@@ -221,7 +231,15 @@ def test_ctrl_c_ends_trial_and_parent_killed_and_the_rerun_resumes(tmp_path, emp
     assert_consistent(tune, study, parent, n_finished=2)
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
     assert tune.client.get_run(parent).info.status == "FINISHED"
-    assert tune.client.get_run(child.info.run_id).info.status == "KILLED"  # history stays as it was
+    assert tune.client.get_run(child_id).info.status == "KILLED"  # history stays as it was
+
+
+@pytest.mark.xfail(strict=True, reason="src/tuning/objective.py:95 catches Exception only: a Ctrl-C'd trial's "
+                   "run ends KILLED but keeps tag optuna.state=RUNNING although its Optuna trial is FAIL")
+def test_ctrl_c_trial_run_is_tagged_failed_not_running(interrupted):
+    tune, _, trial, child_id, _, _, _ = interrupted
+    assert tune.study("c").trials[trial.number].state == TrialState.FAIL
+    assert tune.client.get_run(child_id).data.tags.get("optuna.state") == "FAIL"
 
 
 def test_two_workers_on_the_default_sqlite_storage(tmp_path, empty_mlflow_db):
@@ -237,12 +255,20 @@ def test_two_workers_on_the_default_sqlite_storage(tmp_path, empty_mlflow_db):
     parent = study.user_attrs["mlflow_parent_run_id"]
     assert_consistent(tune, study, parent, n_finished=6)
     _, children = tune.parents_children()
-    assert sorted(int(c.data.tags["optuna.trial_number"]) for c in children) == sorted(t.number for t in complete)
-    assert all(c.info.status == "FINISHED" for c in children)
+    finished_runs = sorted(int(c.data.tags["optuna.trial_number"]) for c in children if c.info.status == "FINISHED")
+    assert finished_runs == sorted(t.number for t in complete)
     # both workers really ran trials, each from its own random stream: no two trials drew the same values
     assert len({tuple(sorted(t.params.items())) for t in complete}) == 6
     assert len({t.params["lr"] for t in complete}) == 6
     assert tune.client.get_run(parent).info.status == "FINISHED"
+
+    # no trial failed (a surplus trial, asked for by two workers at once, is failed untrained by design)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
+    reasons = [t.user_attrs.get("fail_reason", "") for t in failed]
+    if failed and all(DATASET_RACE in r for r in reasons):
+        pytest.xfail("known src bug (intermittent): two workers' first trials log the same dataset at once and "
+                     "MLflow's check-then-insert in log_inputs fails one (src/tracking/record.py log_dataset)")
+    assert not failed, reasons
 
 
 def test_trials_is_the_total_over_invocations(tmp_path, empty_mlflow_db):
@@ -266,4 +292,6 @@ def test_trials_is_the_total_over_invocations(tmp_path, empty_mlflow_db):
     assert len(study.trials) == 5  # nothing new: the study already has its 5
     assert_consistent(tune, study, parent, n_finished=5)
     assert len(tune.parents_children()[1]) == 5
+    # the second invocation drew new values, not the first one's sequence again
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 5
     assert tune.client.get_run(parent).info.status == "FINISHED"

@@ -93,14 +93,19 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None, parent_run_
         samples = data.train.head_images(min(len(data.train), 2000))
         tracking.log_dataset(info, samples.numpy(), data.train.labels[: len(samples)].numpy())
 
+        epochs_log = tracking.MetricBuffer(run.info.run_id)
+
         def log_and_forward(stats: EpochStats) -> None:
-            tracking.log_epoch({"train_loss": stats.train_loss, "train_accuracy": stats.train_accuracy,
-                                "val_loss": stats.val_loss, "val_accuracy": stats.val_accuracy,
-                                "lr": stats.lr, "epoch_time_s": stats.epoch_time_s}, step=stats.epoch)
+            epochs_log.log({"train_loss": stats.train_loss, "train_accuracy": stats.train_accuracy,
+                            "val_loss": stats.val_loss, "val_accuracy": stats.val_accuracy,
+                            "lr": stats.lr, "epoch_time_s": stats.epoch_time_s}, step=stats.epoch)
             if on_epoch is not None:
                 on_epoch(stats)
 
-        history = fit(model, data, cfg, device, on_epoch=log_and_forward)
+        try:
+            history = fit(model, data, cfg, device, on_epoch=log_and_forward)
+        finally:  # a pruned or failed run keeps the epochs it ran
+            epochs_log.flush()
         test = evaluate(model, data.test, device, cfg.batch_size)
         train_eval = evaluate(model, data.train, device, cfg.batch_size)
         total, trainable = count_parameters(model.net)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import mlflow
-from mlflow.entities import Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 FAILURE_TAG = "mlproject.failure"
@@ -80,6 +81,50 @@ def log_params(params: dict) -> None:
         client.log_batch(run.info.run_id, params=new, synchronous=True)
 
 
-def log_epoch(metrics: dict, step: int) -> None:
-    """All of one epoch's metrics in one call."""
+class MetricBuffer:
+    """Per-epoch metrics sent in batches: an epoch that ends `every_s` or more after the last
+    send goes out at once (so long epochs appear live in the UI); shorter ones are gathered.
+
+    bench_train measured a synchronous log_metrics at 5-30 ms per call on 2 shared cores: 3-6 %
+    of a run of 0.15 s epochs when sent one call per epoch.
+    """
+
+    def __init__(self, run_id: str, every_s: float = 1.0):
+        self.run_id, self.every_s = run_id, every_s
+        self.pending: list[Metric] = []
+        self.sent_at = time.monotonic()
+
+    def log(self, metrics: dict, step: int) -> None:
+        now = int(time.time() * 1000)
+        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if time.monotonic() - self.sent_at >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        client = MlflowClient()
+        for i in range(0, len(self.pending), 1000):  # MLflow takes at most 1,000 metrics a batch
+            client.log_batch(self.run_id, metrics=self.pending[i:i + 1000])
+        self.pending = []
+        self.sent_at = time.monotonic()
+
+
+def set_tags(tags: dict) -> None:
+    """Tags on the active run."""
+    mlflow.set_tags(tags)
+
+
+def set_run_tags(run_id: str | None, tags: dict) -> None:
+    """Tags on any run (also a finished one); nothing if run_id is None."""
+    if run_id:
+        MlflowClient().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_run_metrics(run_id: str, metrics: dict) -> None:
+    """Metrics on any run, in one batch."""
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
+def log_metrics(metrics: dict, step: int | None = None) -> None:
+    """A dict of metrics on the active run, in one call (an epoch's, with step=epoch)."""
     mlflow.log_metrics(metrics, step=step)

@@ -1,0 +1,82 @@
+"""tracking.runs: run status on every way out, params, batched epoch metrics (real sqlite store)."""
+import contextlib
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+import tracking
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield MlflowClient(uri)
+    mlflow.set_tracking_uri(None)
+
+
+class Stopped(Exception):
+    mlflow_status = "KILLED"
+
+
+@pytest.mark.parametrize("raised, status, reason", [
+    (None, "FINISHED", None),
+    (ValueError("bad"), "FAILED", "ValueError: bad"),
+    (Stopped("pruned"), "KILLED", "Stopped: pruned"),
+    (KeyboardInterrupt(), "KILLED", "interrupted (Ctrl-C)"),
+])
+def test_training_run_ends_with_a_status_and_reason(client, raised, status, reason):
+    with pytest.raises(type(raised)) if raised else contextlib.nullcontext():
+        with tracking.training_run("e", run_name="r", tags={"a": "1"}) as run:
+            if raised:
+                raise raised
+    got = client.get_run(run.info.run_id)
+    assert got.info.status == status and got.data.tags["a"] == "1"
+    assert got.data.tags.get(tracking.FAILURE_TAG) == reason
+    assert mlflow.active_run() is None
+
+
+def test_child_runs_join_the_parents_experiment(client):
+    parent = client.create_run(client.create_experiment("study")).info
+    with tracking.training_run("another-experiment", parent_run_id=parent.run_id) as run:
+        pass
+    got = client.get_run(run.info.run_id)
+    assert got.info.experiment_id == parent.experiment_id
+    assert got.data.tags["mlflow.parentRunId"] == parent.run_id
+    assert client.get_experiment_by_name("another-experiment") is None
+
+
+def test_joins_the_run_mlflow_run_created(client, monkeypatch):
+    created = client.create_run(client.create_experiment("x")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", created)
+    client.log_param(created, "lr", "1e-2")  # as `mlflow run -P lr=1e-2` logs it
+    with tracking.training_run("ignored") as run:
+        tracking.log_params({"lr": 0.01, "epochs": 3})
+    assert run.info.run_id == created
+    got = client.get_run(created)
+    assert got.info.status == "FINISHED" and got.data.params == {"lr": "1e-2", "epochs": "3"}
+
+
+def test_fail_env_run_marks_the_mlflow_run_run_failed(client, monkeypatch):
+    created = client.create_run(client.create_experiment("x")).info.run_id
+    tracking.fail_env_run("nothing to fail")  # standalone: no run, nothing happens
+    monkeypatch.setenv("MLFLOW_RUN_ID", created)
+    tracking.fail_env_run("lr must be > 0, got 0")
+    got = client.get_run(created)
+    assert got.info.status == "FAILED" and got.data.tags[tracking.FAILURE_TAG] == "lr must be > 0, got 0"
+
+
+def test_metric_buffer_batches_short_epochs_and_flushes(client):
+    run = client.create_run(client.create_experiment("m")).info.run_id
+    buf = tracking.MetricBuffer(run, every_s=3600)
+    for epoch in (1, 2, 3):
+        buf.log({"loss": 1.0 / epoch, "acc": 0.1 * epoch}, step=epoch)
+    assert client.get_metric_history(run, "loss") == []  # gathered, not sent yet
+    buf.flush()
+    assert [(m.step, m.value) for m in client.get_metric_history(run, "loss")] == [(1, 1.0), (2, 0.5), (3, 1 / 3)]
+    live = tracking.MetricBuffer(run, every_s=0)
+    live.log({"lr": 0.1}, step=1)  # every_s elapsed: sent at once
+    assert [m.value for m in client.get_metric_history(run, "lr")] == [0.1]
