@@ -42,6 +42,20 @@ def tune_command() -> list[str]:
     return [sys.executable, "-c", "from tuning.cli import main; main()"]
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_tune_left_behind():
+    """A test that fails between starting `tune` and stopping it leaves no process running."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @pytest.fixture(scope="module")
 def empty_mlflow_db(tmp_path_factory) -> Path:
     """An MLflow SQLite store with its tables created once (MLflow's migrations take seconds);
@@ -86,6 +100,7 @@ class Tune:
             proc = subprocess.Popen([*tune_command(), *args], cwd=self.cwd, env=self.env, stdout=o, stderr=e,
                                     start_new_session=True)
         proc.err_path = err
+        _started.append(proc)
         return proc
 
     def study(self, name: str) -> optuna.Study:
@@ -119,7 +134,6 @@ class Tune:
                     if len(self.client.get_metric_history(run_id, "val_accuracy")) >= epochs_done:
                         return t, self.client.get_run(run_id)
             time.sleep(0.2)
-        proc.kill()
         pytest.fail(f"no trial of study {name!r} was RUNNING within {WAIT_TIMEOUT_S} s")
 
 
