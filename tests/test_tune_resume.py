@@ -24,8 +24,10 @@ from optuna.trial import TrialState
 pytestmark = pytest.mark.slow
 
 CHEAP = ["--model", "softmax", "--dataset", "digits", "--num-workers", "0", "--pruner", "none"]
-# a trial long enough (about 0.1-0.2 s an epoch here) to be caught mid-training and stopped
-LONG = [*CHEAP, "--epochs", "20"]
+# a trial long enough (about 0.01 s an epoch on an idle machine, 0.1 s on a busy one) to be caught
+# mid-training and stopped
+LONG_EPOCHS = 60
+LONG = [*CHEAP, "--epochs", str(LONG_EPOCHS)]
 SHORT = [*CHEAP, "--epochs", "1"]
 RUN_TIMEOUT_S = 300  # one invocation, generous for a loaded 2-core machine; never reached when green
 WAIT_TIMEOUT_S = 180  # for a trial to be RUNNING, or for the process to end after a signal
@@ -116,25 +118,31 @@ class Tune:
         children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
         return parents, children
 
-    def wait_mid_trial(self, proc: subprocess.Popen, name: str, epochs_done: int = 1):
-        """Poll (bounded) until a trial is RUNNING in Optuna, its MLflow child run exists and is
-        RUNNING, and it logged `epochs_done` epochs; returns (trial, child run)."""
+    def wait_mid_training(self, proc: subprocess.Popen, name: str) -> str:
+        """Poll (bounded) until a trial of study `name` is RUNNING with its MLflow run started and
+        has reported its first epochs but not yet half of them (so that a signal sent right away
+        lands mid-training); returns its run id. Polls Optuna's storage, where every epoch is
+        reported at once (MLflow gets an epoch's metrics in batches, up to a second later)."""
         deadline = time.monotonic() + WAIT_TIMEOUT_S
+        storage = None
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"tune exited ({proc.returncode}) before a trial was caught running:\n"
                             + proc.err_path.read_text()[-3000:])
-            # the Optuna storage exists (tables and study) once a child run does: poll MLflow first
-            children = [r for r in self.parents_children()[1] if r.info.status == "RUNNING"]
-            if children:
-                running = [t for t in self.study(name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                           if t.user_attrs.get("mlflow_run_id")]
-                for t in running:
-                    run_id = t.user_attrs["mlflow_run_id"]
-                    if len(self.client.get_metric_history(run_id, "val_accuracy")) >= epochs_done:
-                        return t, self.client.get_run(run_id)
-            time.sleep(0.2)
-        pytest.fail(f"no trial of study {name!r} was RUNNING within {WAIT_TIMEOUT_S} s")
+            if storage is None and self.runs():  # the parent run exists: so do the Optuna tables and study
+                storage = optuna.storages.RDBStorage(self.storage)
+            if storage is not None:
+                for t in optuna.load_study(study_name=name, storage=storage).get_trials(
+                        deepcopy=False, states=(TrialState.RUNNING,)):
+                    if t.user_attrs.get("mlflow_run_id") and 1 <= len(t.intermediate_values) <= LONG_EPOCHS // 2:
+                        return t.user_attrs["mlflow_run_id"]
+            time.sleep(0.02)
+        pytest.fail(f"no trial was caught mid-training within {WAIT_TIMEOUT_S} s")
+
+    def trial_of_run(self, name: str, run_id: str):
+        """The Optuna trial whose MLflow run is run_id (its user attr mlflow_run_id)."""
+        (trial,) = [t for t in self.study(name).trials if t.user_attrs.get("mlflow_run_id") == run_id]
+        return trial
 
 
 def wait_exit(proc: subprocess.Popen, timeout: float = WAIT_TIMEOUT_S) -> int:
@@ -179,14 +187,16 @@ def test_sigkill_mid_trial_then_rerun_resumes_the_same_study_and_parent(tmp_path
     tune = Tune(tmp_path, empty_mlflow_db)
     args = [*LONG, "--trials", "4", "--grace-period", "6", "--study-name", "k"]
     proc = tune.start(*args)
-    trial, child = tune.wait_mid_trial(proc, "k")
-    parent_before = tune.study("k").user_attrs["mlflow_parent_run_id"]
+    child_id = tune.wait_mid_training(proc, "k")
     os.killpg(proc.pid, signal.SIGKILL)  # the whole session: tune's Python process, nothing survives
     assert proc.wait(timeout=30) == -signal.SIGKILL
 
     # the kill left the trial RUNNING in Optuna and its run RUNNING in MLflow: the rerun must close both
-    assert tune.study("k").trials[trial.number].state == TrialState.RUNNING
-    assert tune.client.get_run(child.info.run_id).info.status == "RUNNING"
+    trial = tune.trial_of_run("k", child_id)
+    assert trial.state == TrialState.RUNNING
+    child = tune.client.get_run(child_id)
+    assert child.info.status == "RUNNING"
+    parent_before = tune.study("k").user_attrs["mlflow_parent_run_id"]
     assert child.data.tags["mlflow.parentRunId"] == parent_before
 
     code, out, err = tune.run(*args)
@@ -199,7 +209,7 @@ def test_sigkill_mid_trial_then_rerun_resumes_the_same_study_and_parent(tmp_path
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) >= 1
     killed = study.trials[trial.number]
     assert killed.state == TrialState.FAIL
-    run = tune.client.get_run(child.info.run_id)
+    run = tune.client.get_run(child_id)
     assert run.info.status == "KILLED"
     assert run.data.tags.get("mlproject.failure")
     assert run.data.tags.get("optuna.state") == "FAIL"
@@ -219,11 +229,12 @@ def interrupted(tmp_path_factory, empty_mlflow_db):
     tune = Tune(tmp_path_factory.mktemp("ctrl-c"), empty_mlflow_db)
     args = [*LONG, "--trials", "2", "--study-name", "c"]
     proc = tune.start(*args)
-    trial, child = tune.wait_mid_trial(proc, "c")
-    parent = tune.study("c").user_attrs["mlflow_parent_run_id"]
+    child_id = tune.wait_mid_training(proc, "c")
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the foreground process group
     code = wait_exit(proc, timeout=60)
-    return tune, args, trial, child.info.run_id, parent, code, proc.err_path.read_text()
+    trial = tune.trial_of_run("c", child_id)
+    parent = tune.study("c").user_attrs["mlflow_parent_run_id"]
+    return tune, args, trial, child_id, parent, code, proc.err_path.read_text()
 
 
 def test_ctrl_c_ends_trial_and_parent_killed_and_the_rerun_resumes(interrupted):

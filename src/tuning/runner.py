@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 import mlflow
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 import tracking
@@ -106,7 +107,7 @@ def _open(p: Plan, worker_index: int = 0):
     # Workers and resumed invocations must not replay one random stream (a resumed TPE study
     # would repeat its first trials): derive the seed from the worker and the trials so far.
     study.sampler = studies.create_sampler(p.sampler, p.space, p.base.seed + 1000 * worker_index + len(study.trials))
-    return study
+    return study, storage
 
 
 def _worker_main(p: Plan, index: int, threads: int) -> None:
@@ -114,7 +115,7 @@ def _worker_main(p: Plan, index: int, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    study = _open(p, index)
+    study, _ = _open(p, index)
     Worker(p.base, p.space, study.user_attrs[PARENT_ATTR], p.trials, p.max_failures, p.data).run(study)
 
 
@@ -127,34 +128,43 @@ def _exists(client, run_id: str) -> bool:
         return False
 
 
-def _parent_run(study, p: Plan, env_run_id: str | None) -> str:
-    """The study's parent run: the stored one (resume), else the `mlflow run` one, else a new one."""
+def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float = 120.0) -> str:
+    """The study's parent run: the stored one (resume); else one new run (the `mlflow run` one if
+    any), made by exactly one of the workers starting together while the others wait for it."""
     client = MlflowClient()
     run_id = study.user_attrs.get(PARENT_ATTR)
-    if run_id and not _exists(client, run_id):
-        print(f"warning: study {p.study_name!r} points at parent run {run_id}, which is not in "
+    stale = run_id if run_id and not _exists(client, run_id) else None
+    if stale:
+        print(f"warning: study {p.study_name!r} points at parent run {stale}, which is not in "
               f"{mlflow.get_tracking_uri()}; starting a new parent run", file=sys.stderr)
-        run_id = None
-    if run_id:
+    elif run_id:
         client.update_run(run_id, status="RUNNING")
         if env_run_id and env_run_id != run_id:  # a resumed study under `mlflow run`: point there
             client.set_tag(env_run_id, "mlproject.parent_run", run_id)
             client.set_terminated(env_run_id, "FINISHED")
         return run_id
+    if not studies.claim(storage, p.study_name, f"parent-replacing-{stale or 'none'}"):
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:  # another worker is making it: poll the storage
+            run_id = study.user_attrs.get(PARENT_ATTR)
+            if run_id and run_id != stale:
+                client.update_run(run_id, status="RUNNING")
+                return run_id
+            time.sleep(0.5)
+        raise ConfigError(f"study {p.study_name!r}: another worker claimed the parent run but stored none "
+                          f"within {wait_s:.0f} s")
     if env_run_id:
         run_id = env_run_id
     else:
         exp = mlflow.set_experiment(p.base.experiment)
         run_id = client.create_run(exp.experiment_id, run_name=f"study-{p.study_name}").info.run_id
     fixed = {k: v for k, v in dataclasses.asdict(p.base).items() if k not in p.space.dims}
-    from mlflow.entities import Param
-
     have = client.get_run(run_id).data.params
     params = {**fixed, **p.space.describe(), "trials": p.trials, "sampler": p.sampler, "pruner": p.pruner}
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in have])
-    for k, v in {"optuna.study": p.study_name, "optuna.sampler": p.sampler, "optuna.pruner": p.pruner,
-                 "optuna.storage": studies.redact(p.storage), "mlproject.role": "study"}.items():
-        client.set_tag(run_id, k, v)
+    tracking.set_run_tags(run_id, {"optuna.study": p.study_name, "optuna.sampler": p.sampler,
+                                   "optuna.pruner": p.pruner, "optuna.storage": studies.redact(p.storage),
+                                   "mlproject.role": "study"})
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
 
@@ -167,9 +177,9 @@ def execute(p: Plan) -> int:
     if p.tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = p.tracking_uri  # worker processes inherit it
         mlflow.set_tracking_uri(p.tracking_uri)
-    study = _open(p)  # may still refuse (storage unreachable, other search space): exit 2
+    study, storage = _open(p)  # may still refuse (storage unreachable, other search space): exit 2
     env_run_id = os.environ.pop("MLFLOW_RUN_ID", None)  # trials must not join `mlflow run`'s run
-    parent = _parent_run(study, p, env_run_id)
+    parent = _parent_run(study, storage, p, env_run_id)
     client = MlflowClient()
     start = time.perf_counter()
     status, code = "FINISHED", 0
@@ -184,7 +194,7 @@ def execute(p: Plan) -> int:
         client.set_terminated(parent, "KILLED")
         return 130
     try:
-        summary.record(study, p, parent, wall_time_s=time.perf_counter() - start)
+        summary.record(study, storage, p, parent, wall_time_s=time.perf_counter() - start)
     finally:
         client.set_terminated(parent, status)
     print(summary.table(study, p, parent, time.perf_counter() - start))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 
 import optuna
@@ -65,15 +66,48 @@ def create_storage(url: str, on_stale=None):
             on_stale(study, trial)
         retry(study, trial)
 
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(_with_installed_driver(url), heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                                  heartbeat_stale_trial_callback=stale, **kwargs)
+        except (IntegrityError, ProgrammingError):
+            # workers opening an empty database together race to create Optuna's tables; the
+            # losers see duplicate tables/rows, and a retry finds them made (seen with 3 workers)
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+        except ImportError as e:
+            raise ConfigError(f"cannot open Optuna storage {redact(url)!r}: its database driver is missing "
+                              f"({e}); for PostgreSQL: pip install psycopg2-binary") from None
+        except Exception as e:  # OperationalError, ArgumentError ...
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"cannot open Optuna storage {redact(url)!r}: {type(e).__name__}: "
+                              f"{first.replace(url, redact(url))[:300]}") from None
+
+
+def _with_installed_driver(url: str) -> str:
+    """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; use psycopg2 where only it is installed."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+def claim(storage, study_name: str, key: str) -> bool:
+    """True for exactly one caller per (study, key), across processes and machines: creating a
+    marker study is atomic in every Optuna storage (unique study names). Used so that one worker
+    alone makes the parent run and stores the best model."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
-                              heartbeat_stale_trial_callback=stale, **kwargs)
-    except Exception as e:  # OperationalError, ArgumentError, missing driver ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot open Optuna storage {redact(url)!r}: {type(e).__name__}: "
-                          f"{first.replace(url, redact(url))[:300]}") from None
+        optuna.create_study(study_name=f"{study_name}::{key}", storage=storage)
+        return True
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
 
 
 def create_sampler(name: str, space: SearchSpace, seed: int | None):

@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 
 import tracking
 
+from . import study as studies
+
 
 @contextlib.contextmanager
 def progress(study, p):
@@ -79,7 +81,7 @@ def _plots(study) -> dict[str, object]:
     return figs
 
 
-def record(study, p, parent: str, wall_time_s: float) -> None:
+def record(study, storage, p, parent: str, wall_time_s: float) -> None:
     """Write the study's summary onto the parent run and store/register the best model."""
     client = MlflowClient()
     c = counts(study)
@@ -97,7 +99,9 @@ def record(study, p, parent: str, wall_time_s: float) -> None:
     client.log_text(parent, df.to_csv(index=False), "study/trials.csv")
     for name, fig in _plots(study).items():
         client.log_figure(parent, fig, f"study/{name}.png")
-    if best is not None and study.user_attrs.get("best_model_trial") != best.number:
+    # one worker alone stores each best model, whichever finishes the study first
+    if best is not None and study.user_attrs.get("best_model_trial") != best.number \
+            and studies.claim(storage, p.study_name, f"model-{best.number}"):
         _store_best_model(study, best, p)
 
 
@@ -113,12 +117,9 @@ def _store_best_model(study, best, p) -> None:
     prepared = prepare(cfg, data=p.data)
     fit(prepared.model, prepared.data, cfg, prepared.device)
     example = prepared.data.test.head_images(2).numpy().astype("float32") / 255.0
-    client = MlflowClient()
-    status = client.get_run(run_id).info.status
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id):  # reopened for the model, ended FINISHED (it is COMPLETE)
         info = tracking.log_model(Probabilities(prepared.model), example, prepared.data.info.class_names,
                                   registered_model_name=p.register_name)
-    client.set_terminated(run_id, status)
     study.set_user_attr("best_model_uri", info.model_uri)
     study.set_user_attr("best_model_trial", best.number)
 
