@@ -53,25 +53,17 @@ SHARE_TARGET_PCT = 5.0  # MLflow share of a ~30 s run's wall time, at most
 # ---------------------------------------------------------------------------------------------
 # 1. throughput: fit vs a bare loop
 
-def make_bare_optimizer(cfg, params) -> torch.optim.Optimizer:
-    """The optimizer cfg asks for, built here (same settings as mlproject.train.make_optimizer)."""
-    params = [p for p in params if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
-    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return cls(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
-
-
 def bare_train(model, images: torch.Tensor, labels: torch.Tensor, cfg, epochs: int) -> tuple[float, int]:
     """The most direct PyTorch loop over a shuffled permutation of the in-memory uint8 tensor.
 
     Returns (seconds in training steps, images trained on). Each epoch is timed from before its
     permutation to after its last step, as fit times its epochs (CPU: nothing is asynchronous).
     """
+    from mlproject.train import make_optimizer  # the same optimizer settings as fit: not what is compared
+
     torch.manual_seed(cfg.seed)  # fit seeds the global RNG too (dropout, if the model has any)
     gen = torch.Generator().manual_seed(cfg.seed)  # fit's shuffle generator, same seed
-    opt = make_bare_optimizer(cfg, model.parameters())
+    opt = make_optimizer(cfg, model.parameters())
     model.train()
     n, bs = len(labels), cfg.batch_size
     elapsed, seen = 0.0, 0

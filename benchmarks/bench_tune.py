@@ -78,7 +78,6 @@ def pruning(trials: int, epochs: int, model: str) -> dict:
         epochs_trained = 0
 
         def objective(trial):
-            nonlocal epochs_trained
             cfg = TrainConfig(**{**base.to_params(), **space.suggest(trial)})
             p = experiment.prepare(cfg, data=data)
 

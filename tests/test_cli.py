@@ -1,23 +1,9 @@
 """`mlproject` CLI: bad input exits 2 with one clear line and leaves no MLflow run RUNNING."""
-import mlflow
 import pytest
 from click.testing import CliRunner
-from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from mlproject.cli import bool_flags_from_values, cli
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    """A real MLflow store in a tmp dir, the working directory there too."""
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(uri)
-    yield MlflowClient(uri)
-    mlflow.set_tracking_uri(None)
 
 
 def invoke(*args):

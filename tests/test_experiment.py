@@ -9,7 +9,6 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 from sklearn.metrics import confusion_matrix
 
 from mlproject.config import TrainConfig
@@ -27,17 +26,6 @@ ARTIFACTS = ["test/confusion_matrix.png", "test/confusion_matrix.json", "test/co
              "test/classification_report.txt", "test/misclassified.png", "test/per_class_accuracy.json",
              "data/samples_per_class.png", "data/input_analysis.json", "figures/loss_accuracy.png",
              "figures/first_layer_weights.png"]
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(uri)
-    yield MlflowClient(uri)
-    mlflow.set_tracking_uri(None)
 
 
 def artifact_paths(client, run_id, path=""):

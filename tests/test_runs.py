@@ -3,19 +3,13 @@ import contextlib
 
 import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 
 import tracking
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    mlflow.set_tracking_uri(uri)
-    yield MlflowClient(uri)
-    mlflow.set_tracking_uri(None)
+def client(store):
+    return store
 
 
 class Stopped(Exception):

@@ -22,17 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CHEAP = ["--model", "softmax", "--num-workers", "0", "--epochs", "2"]
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(uri)
-    yield MlflowClient(uri)
-    mlflow.set_tracking_uri(None)
-
-
 def run_tune(*args):
     return CliRunner().invoke(tune, bool_flags_from_values([*CHEAP, *args]))
 
@@ -228,3 +217,13 @@ def test_mlflow_run_tune_entry_point(tmp_path):
     assert len(parents) == 1 and len(children) == 2  # the `mlflow run` run is the parent
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "cmaes"])
+def test_every_sampler_runs_a_study(store, sampler):
+    result = run_tune("--trials", "2", "--sampler", sampler, "--pruner", "hyperband", "--study-name", sampler,
+                      "--epochs", "1")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    assert len(load(sampler).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
+    (parent,), children = split(runs_of(store))
+    assert parent.data.tags["optuna.sampler"] == sampler and len(children) == 2

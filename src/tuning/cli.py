@@ -17,11 +17,9 @@ import click
 from mlproject.cli import bool_flags_from_values, config_options, fail
 from mlproject.config import ConfigError, TrainConfig
 
-from .space import DEFAULTS, SearchSpace
+from .space import DEFAULTS
 
 SEARCHED = tuple(DEFAULTS)
-# options that may change between invocations of one study without changing what it searches
-NOT_IN_SIGNATURE = ("experiment", "run_name", "log_model", "num_workers", "device", "data_dir")
 
 
 def _with_search_options(fn):

@@ -22,7 +22,7 @@ from mlproject.config import ConfigError, TrainConfig
 from mlproject.data import Splits
 
 from . import study as studies
-from .objective import FINISHED_STATES, StudyFailing, Worker
+from .objective import StudyFailing, Worker
 from .space import SearchSpace
 
 # options that may change between invocations of one study without changing what it searches

@@ -117,11 +117,7 @@ def create_sampler(name: str, space: SearchSpace, seed: int | None):
         return optuna.samplers.GridSampler(space.grid(), seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        try:
-            import cmaes  # noqa: F401  (Optuna's CmaEsSampler needs it)
-        except ImportError:
-            raise ConfigError("--sampler cmaes needs the 'cmaes' package: pip install cmaes") from None
+    if name == "cmaes":  # continuous dimensions; categorical ones (batch size) sampled independently
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     return optuna.samplers.TPESampler(seed=seed)
 

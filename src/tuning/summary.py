@@ -17,7 +17,6 @@ import sys
 import warnings
 
 import mlflow
-import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
