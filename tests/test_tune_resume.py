@@ -32,7 +32,6 @@ SHORT = [*CHEAP, "--epochs", "1"]
 RUN_TIMEOUT_S = 300  # one invocation, generous for a loaded 2-core machine; never reached when green
 WAIT_TIMEOUT_S = 180  # for a trial to be RUNNING, or for the process to end after a signal
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-DATASET_RACE = "UNIQUE constraint failed: datasets"
 
 
 def tune_command() -> list[str]:
@@ -259,8 +258,6 @@ def test_ctrl_c_ends_trial_and_parent_killed_and_the_rerun_resumes(interrupted):
     assert tune.client.get_run(child_id).info.status == "KILLED"  # history stays as it was
 
 
-@pytest.mark.xfail(strict=True, reason="src/tuning/objective.py:95 catches Exception only: a Ctrl-C'd trial's "
-                   "run ends KILLED but keeps tag optuna.state=RUNNING although its Optuna trial is FAIL")
 def test_ctrl_c_trial_run_is_tagged_failed_not_running(interrupted):
     tune, _, trial, child_id, _, _, _ = interrupted
     assert tune.study("c").trials[trial.number].state == TrialState.FAIL
@@ -290,10 +287,7 @@ def test_two_workers_on_the_default_sqlite_storage(tmp_path, empty_mlflow_db):
     # no trial failed (a surplus trial, asked for by two workers at once, is failed untrained by design)
     failed = [t for t in study.trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
     reasons = [t.user_attrs.get("fail_reason", "") for t in failed]
-    if failed and all(DATASET_RACE in r for r in reasons):
-        pytest.xfail("known src bug (intermittent): two workers' first trials log the same dataset at once and "
-                     "MLflow's check-then-insert in log_inputs fails one (src/tracking/record.py log_dataset)")
-    assert not failed, reasons
+    assert not failed, reasons  # e.g. "UNIQUE constraint failed: datasets": log_dataset retries that race
 
 
 def test_trials_is_the_total_over_invocations(tmp_path, empty_mlflow_db):

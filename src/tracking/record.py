@@ -14,6 +14,7 @@ import warnings
 import mlflow
 import numpy as np
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.exceptions import MlflowException
 from mlflow.types import Schema, TensorSpec
 
 from . import artifacts
@@ -52,9 +53,16 @@ def log_dataset(info, sample_images: np.ndarray, sample_labels: np.ndarray) -> N
     shape = f"{info.channels}x{info.height}x{info.width}"
     for split, context in (("train", "train"), ("val", "validation"), ("test", "test")):
         ds = MetaDataset(_source(info.source), name=info.name, digest=f"{info.digest}-{split}"[:36], schema=schema)
-        mlflow.log_input(ds, context=context, tags={
-            "split_size": str(info.split_sizes[split]), "image_shape": shape,
-            "num_classes": str(len(info.class_names)), "classes": ",".join(info.class_names)[:1000]})
+        tags = {"split_size": str(info.split_sizes[split]), "image_shape": shape,
+                "num_classes": str(len(info.class_names)), "classes": ",".join(info.class_names)[:1000]}
+        try:
+            mlflow.log_input(ds, context=context, tags=tags)
+        except MlflowException as e:
+            # MLflow checks, then inserts, the experiment's dataset row: two workers logging the
+            # same dataset at once can both insert (UNIQUE constraint); the retry finds the row
+            if "UNIQUE" not in str(e) and "IntegrityError" not in str(e):
+                raise
+            mlflow.log_input(ds, context=context, tags=tags)
     mlflow.log_metrics({
         "data_images": info.num_images, "data_train_images": info.split_sizes["train"],
         "data_val_images": info.split_sizes["val"], "data_test_images": info.split_sizes["test"],

@@ -116,7 +116,10 @@ def _worker_main(p: Plan, index: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     study, _ = _open(p, index)
-    Worker(p.base, p.space, study.user_attrs[PARENT_ATTR], p.trials, p.max_failures, p.data).run(study)
+    try:
+        Worker(p.base, p.space, study.user_attrs[PARENT_ATTR], p.trials, p.max_failures, p.data).run(study)
+    except KeyboardInterrupt:  # Ctrl-C reaches every worker: its trial ended KILLED; the parent reports
+        sys.exit(130)
 
 
 def _exists(client, run_id: str) -> bool:
@@ -160,7 +163,7 @@ def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float =
         run_id = client.create_run(exp.experiment_id, run_name=f"study-{p.study_name}").info.run_id
     fixed = {k: v for k, v in dataclasses.asdict(p.base).items() if k not in p.space.dims}
     have = client.get_run(run_id).data.params
-    params = {**fixed, **p.space.describe(), "trials": p.trials, "sampler": p.sampler, "pruner": p.pruner}
+    params = {**fixed, **p.space.describe(), "sampler": p.sampler, "pruner": p.pruner}
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in have])
     tracking.set_run_tags(run_id, {"optuna.study": p.study_name, "optuna.sampler": p.sampler,
                                    "optuna.pruner": p.pruner, "optuna.storage": studies.redact(p.storage),
@@ -180,6 +183,7 @@ def execute(p: Plan) -> int:
     study, storage = _open(p)  # may still refuse (storage unreachable, other search space): exit 2
     env_run_id = os.environ.pop("MLFLOW_RUN_ID", None)  # trials must not join `mlflow run`'s run
     parent = _parent_run(study, storage, p, env_run_id)
+    tracking.set_run_tags(parent, {"optuna.trials": p.trials})  # a tag: --trials may grow on resume
     client = MlflowClient()
     start = time.perf_counter()
     status, code = "FINISHED", 0
