@@ -1,4 +1,4 @@
-"""The benchmark still runs: `benchmarks/bench_train.py --quick` end to end, figures in its JSON.
+"""The benchmarks still run: each one's `--quick` mode end to end, figures in its JSON.
 
 Only that the figures exist and are sane is checked, not the targets: CI machines are too noisy
 for performance assertions.
@@ -23,7 +23,7 @@ def test_bench_train_quick(tmp_path):
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
     proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--json", str(out)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "trainer/bare throughput ratio" in proc.stdout and "MLflow share" in proc.stdout
     figures = json.loads(out.read_text())
@@ -36,3 +36,26 @@ def test_bench_train_quick(tmp_path):
     calls = figures["tracking"]["run_with_log_model"]["mlflow_calls"]
     assert calls["mlflow.start_run"] == 1 and calls["mlflow.pytorch.log_model"] == 1
     assert not list(tmp_path.glob("mlruns")) and not list(tmp_path.glob("mlflow.db"))  # all in a temp store
+
+
+@pytest.mark.slow
+def test_bench_tune_quick(tmp_path):
+    out = tmp_path / "tune.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_tune.py"), "--quick", "--json", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    o, p, s = figures["overhead"], figures["pruning"], figures["sampler"]
+    assert 0 < o["fit_s"] < o["trial_wall_s"] and 0 < o["overhead_share"] < 1
+    assert p["pruned"]["epochs"] <= p["unpruned"]["epochs"] and 0 <= p["epoch_reduction"] < 1
+    assert s["trials"] == 50 and s["ms_per_trial_mean"] > 0
+    assert not list(tmp_path.glob("mlflow.db")) and not list(tmp_path.glob("optuna.db"))
+
+
+@pytest.mark.slow
+def test_bench_figures_runs(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_figures.py"), "--repeats", "1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "digits run total" in proc.stdout
