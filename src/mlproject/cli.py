@@ -92,8 +92,8 @@ def summary(cfg: TrainConfig, result) -> str:
 
     m = result.metrics
     uri = mlflow.get_tracking_uri()
-    default = os.environ.get("MLFLOW_TRACKING_URI") is None and uri.endswith(os.path.abspath("mlflow.db"))
-    ui = "mlflow ui  (in this folder)" if default else f"mlflow ui --backend-store-uri {uri}"
+    here = uri in ("sqlite:///mlflow.db", "sqlite:///" + os.path.abspath("mlflow.db"))  # MLflow's default
+    ui = "mlflow ui  (in this folder)" if here else f"mlflow ui --backend-store-uri {uri}"
     return "\n".join([
         f"{cfg.model} on {cfg.dataset}: test accuracy {m['test_accuracy']:.4f}, "
         f"train accuracy {m['final_train_accuracy']:.4f}, val accuracy {m['final_val_accuracy']:.4f}",
