@@ -55,7 +55,7 @@ class Worker:
 
     def pending(self, study) -> bool:
         """Trials to start: fewer than --trials so far, or retries waiting (enqueued by the
-        heartbeat's RetryFailedTrialCallback); never past --timeout."""
+        heartbeat's RetryHeartbeatStaleTrialCallback); never past --timeout."""
         if self.deadline is not None and time.monotonic() > self.deadline:
             return False
         return self.remaining(study) > 0 or bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
