@@ -64,7 +64,9 @@ def overhead_share(trials: int, seconds: float, model: str) -> dict:
     try:
         base = TrainConfig(model=model, epochs=epochs, num_workers=0, experiment="bench-tune")
         space = SearchSpace.parse({"lr": "0.05", "batch_size": "64", "weight_decay": "1e-4", "momentum": "0.9"})
-        parent = mlflow.MlflowClient().create_run(mlflow.set_experiment("bench-tune").experiment_id).info.run_id
+        client = mlflow.MlflowClient()  # artifacts in the temp dir too, not ./mlruns of the caller
+        exp = client.create_experiment("bench-tune", artifact_location=f"{tmp}/artifacts")
+        parent = client.create_run(exp).info.run_id
         study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp}/optuna.db")
         data = experiment.prepare(base).data
         Worker(base, space, parent, trials, data=data).run(study)
