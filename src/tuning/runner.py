@@ -97,10 +97,8 @@ def close_stale_run(study, trial) -> None:
 
 
 def _open(p: Plan, worker_index: int = 0):
-    if p.grace_period:
-        studies.GRACE_PERIOD_S = p.grace_period
-        studies.HEARTBEAT_INTERVAL_S = max(1, min(studies.HEARTBEAT_INTERVAL_S, p.grace_period // 3))
-    storage = studies.create_storage(p.storage, on_stale=close_stale_run)
+    storage = studies.create_storage(p.storage, on_stale=close_stale_run,
+                                     grace_period_s=p.grace_period or studies.GRACE_PERIOD_S)
     pruner = studies.create_pruner(p.pruner, p.base.epochs)
     study = studies.open_study(p.study_name, storage, studies.create_sampler(p.sampler, p.space, p.base.seed),
                                pruner, p.signature())

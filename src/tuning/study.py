@@ -42,10 +42,12 @@ def redact(url: str) -> str:
         return url
 
 
-def create_storage(url: str, on_stale=None):
+def create_storage(url: str, on_stale=None, grace_period_s: int = GRACE_PERIOD_S):
     """An Optuna storage for `url`: sqlite:///..., postgresql://..., mysql://... (with heartbeats,
     so trials of killed workers are failed and retried), or journal:PATH (a journal file; no
-    heartbeats). ConfigError naming the (redacted) URL when it cannot be reached."""
+    heartbeats). ConfigError naming the (redacted) URL when it cannot be reached.
+    `grace_period_s`: seconds without a heartbeat before a trial counts as dead (beats come every
+    10 s, or 3 times per grace period if that is shorter)."""
     if url.startswith("journal:"):
         path = url[len("journal:"):]
         return JournalStorage(JournalFileBackend(path))
@@ -72,7 +74,8 @@ def create_storage(url: str, on_stale=None):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(_with_installed_driver(url), heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                return RDBStorage(_with_installed_driver(url), grace_period=grace_period_s,
+                                  heartbeat_interval=max(1, min(HEARTBEAT_INTERVAL_S, grace_period_s // 3)),
                                   heartbeat_stale_trial_callback=stale, **kwargs)
         except (IntegrityError, ProgrammingError):
             # workers opening an empty database together race to create Optuna's tables; the
