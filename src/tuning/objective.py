@@ -92,10 +92,8 @@ class Worker:
                                   on_run_start=started, extra_tags={"optuna.trial_number": str(trial.number)})
         except optuna.TrialPruned:
             raise
-        except KeyboardInterrupt:  # Optuna fails the trial; its run was ended KILLED
-            tracking.set_run_tags(trial.user_attrs.get("mlflow_run_id"), {"optuna.state": "FAIL"})
-            raise
-        except Exception as e:  # diverged, out of memory, a bug: FAIL this trial, the study goes on
+        except (Exception, KeyboardInterrupt) as e:
+            # diverged, out of memory, a bug (the study goes on), or Ctrl-C: Optuna fails the trial
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:1000])
             tracking.set_run_tags(trial.user_attrs.get("mlflow_run_id"), {"optuna.state": "FAIL"})
             raise

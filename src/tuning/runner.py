@@ -90,10 +90,9 @@ def close_stale_run(study, trial) -> None:
     run_id = trial.user_attrs.get("mlflow_run_id")
     if not run_id:
         return
-    client = MlflowClient()
-    client.set_tag(run_id, tracking.FAILURE_TAG, "worker stopped sending heartbeats (killed?); trial re-run")
-    client.set_tag(run_id, "optuna.state", "FAIL")
-    client.set_terminated(run_id, "KILLED")
+    tracking.set_run_tags(run_id, {tracking.FAILURE_TAG: "worker stopped sending heartbeats (killed?); trial re-run",
+                                   "optuna.state": "FAIL"})
+    MlflowClient().set_terminated(run_id, "KILLED")
 
 
 def _open(p: Plan, worker_index: int = 0):
