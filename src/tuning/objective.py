@@ -98,12 +98,14 @@ class Worker:
             tracking.set_run_tags(trial.user_attrs.get("mlflow_run_id"), {"optuna.state": "FAIL"})
             raise
         value = result.history.epochs[-1].val_accuracy
+        if not math.isfinite(value):  # before the run is tagged COMPLETE: this trial FAILs
+            trial.set_user_attr("fail_reason", "validation accuracy is not finite (empty validation split?)")
+            tracking.set_run_tags(result.run_id, {"optuna.state": "FAIL"})
+            raise TrainingDiverged(trial.user_attrs["fail_reason"])
         trial.set_user_attr("test_accuracy", result.metrics["test_accuracy"])
         trial.set_user_attr("train_time_s", result.metrics["train_time_s"])
         trial.set_user_attr("model_size_mb", result.metrics["model_size_mb"])
         tracking.set_run_tags(result.run_id, {"optuna.state": "COMPLETE"})
-        if not math.isfinite(value):
-            raise TrainingDiverged("validation accuracy is not finite (empty validation split?)")
         return value
 
     def run(self, study) -> None:
