@@ -91,3 +91,17 @@ def store(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(uri)
     yield MlflowClient(uri)
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def feature_cache_dir(tmp_path_factory):
+    """Cached backbone features go to a temp dir, not the user's ~/.cache (subprocesses inherit it)."""
+    import os
+
+    old = os.environ.get("MLPROJECT_CACHE_DIR")
+    os.environ["MLPROJECT_CACHE_DIR"] = str(tmp_path_factory.mktemp("feature-cache"))
+    yield Path(os.environ["MLPROJECT_CACHE_DIR"])
+    if old is None:
+        os.environ.pop("MLPROJECT_CACHE_DIR", None)
+    else:
+        os.environ["MLPROJECT_CACHE_DIR"] = old

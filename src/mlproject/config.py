@@ -82,6 +82,11 @@ class TrainConfig:
     seed: int = _opt(0, "random seed: same seed on CPU gives the same metrics")
     device: str = _opt("auto", "auto picks CUDA, then MPS, then CPU", DEVICES)
     num_workers: int = _opt(2, "DataLoader workers for ImageFolders too large to hold in memory")
+    cache_features: bool = _opt(True, "with --freeze backbone and no --augment: compute the backbone's "
+                                "features once, cache them on disk ($MLPROJECT_CACHE_DIR, default "
+                                "~/.cache/mlproject/features) and train only the head on them")
+    compile: bool = _opt(False, "torch.compile the network for training (repays its compile time "
+                         "on long runs and studies, mostly on GPUs)")
     # what to record
     experiment: str = _opt("mlproject", "MLflow experiment (standalone runs; under `mlflow run` "
                            "the run MLflow created is used)")

@@ -2,19 +2,22 @@
 
 Names are stable (the README lists them); every function logs into the active run:
 
-    log_dataset(info, sample_images, sample_labels)
-    log_evaluation(cm, class_names, y_true, y_pred, images, report)
-    log_figures(history_series, first_layer_weight, in_shape)
+    log_dataset(info, sample_images, sample_labels)       # or log_dataset(info): the inputs alone
+    log_evaluation(cm, class_names, report)
+    log_figures(history_series, first_layer_weight, in_shape, class_names, y_true, y_pred, images)
 """
 from __future__ import annotations
 
 import re
+import time
 import warnings
 
 import mlflow
 import numpy as np
+from mlflow.entities import Metric, RunTag
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 from . import artifacts
@@ -41,48 +44,65 @@ def _source(source: str):
     return CodeDatasetSource(tags={"loader": source})
 
 
-def log_dataset(info, sample_images: np.ndarray, sample_labels: np.ndarray) -> None:
-    """The dataset as MLflow inputs (one per split, context train/validation/test) and the
-    reports' input analysis: image count, resolution, bytes per image, dataset size, class
-    counts, and a grid of 5 training images per class.
+def _run_id(run_id: str | None) -> str:
+    return run_id or mlflow.active_run().info.run_id
+
+
+def log_dataset(info, sample_images: np.ndarray | None = None, sample_labels: np.ndarray | None = None,
+                run_id: str | None = None) -> None:
+    """The dataset as MLflow inputs (one per split, context train/validation/test, in one call) and,
+    where sample images are given, the reports' input analysis: image count, resolution, bytes per
+    image, dataset size, class counts, and a grid of 5 training images per class.
 
     `info`: mlproject.data.DatasetInfo; `sample_images`: uint8 (N, C, H, W) training images.
+    Tuning trials log the inputs alone: their study's parent run holds the analysis, once.
+    `run_id`: any run (default: the active one), so a study's running parent run works too.
     """
+    from mlflow.tracking.fluent import _create_dataset_input
+
+    run_id = _run_id(run_id)
+    client = MlflowClient()
     schema = Schema([TensorSpec(np.dtype(np.uint8), (-1, info.channels, info.height, info.width), "image"),
                      TensorSpec(np.dtype(np.int64), (-1,), "label")])
     shape = f"{info.channels}x{info.height}x{info.width}"
+    inputs = []
     for split, context in (("train", "train"), ("val", "validation"), ("test", "test")):
         ds = MetaDataset(_source(info.source), name=info.name, digest=f"{info.digest}-{split}"[:36], schema=schema)
         tags = {"split_size": str(info.split_sizes[split]), "image_shape": shape,
                 "num_classes": str(len(info.class_names)), "classes": ",".join(info.class_names)[:1000]}
-        try:
-            mlflow.log_input(ds, context=context, tags=tags)
-        except MlflowException as e:
-            # MLflow checks, then inserts, the experiment's dataset row: two workers logging the
-            # same dataset at once can both insert (UNIQUE constraint); the retry finds the row
-            if "UNIQUE" not in str(e) and "IntegrityError" not in str(e):
-                raise
-            mlflow.log_input(ds, context=context, tags=tags)
-    mlflow.log_metrics({
+        inputs.append(_create_dataset_input(ds, context, tags))
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException as e:
+        # MLflow checks, then inserts, the experiment's dataset rows: two workers logging the
+        # same dataset at once can both insert (UNIQUE constraint); the retry finds the rows
+        if "UNIQUE" not in str(e) and "IntegrityError" not in str(e):
+            raise
+        client.log_inputs(run_id, datasets=inputs)
+    if sample_images is None:
+        return
+    now = int(time.time() * 1000)
+    data_metrics = {
         "data_images": info.num_images, "data_train_images": info.split_sizes["train"],
         "data_val_images": info.split_sizes["val"], "data_test_images": info.split_sizes["test"],
         "data_bytes_per_image": info.bytes_per_image, "data_size_mb": info.total_bytes / 1e6,
-        "data_num_classes": len(info.class_names)})
-    mlflow.set_tags({"data.name": info.name, "data.resolution": shape, "data.in_memory": str(info.in_memory)})
-    mlflow.log_dict({
+        "data_num_classes": len(info.class_names)}
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in data_metrics.items()],
+                     tags=[RunTag(k, v) for k, v in {"data.name": info.name, "data.resolution": shape,
+                                                     "data.in_memory": str(info.in_memory)}.items()])
+    client.log_dict(run_id, {
         "name": info.name, "source": info.source, "resolution": shape, "channels": info.channels,
         "height": info.height, "width": info.width, "split_sizes": info.split_sizes,
         "bytes_per_image": info.bytes_per_image, "size_bytes": info.total_bytes,
         "class_names": info.class_names, "train_class_counts": info.class_counts,
         "train_mean": info.mean, "train_std": info.std, "digest": info.digest}, "data/input_analysis.json")
-    mlflow.log_figure(artifacts.samples_per_class_figure(sample_images, sample_labels, info.class_names),
+    client.log_figure(run_id, artifacts.samples_per_class_figure(sample_images, sample_labels, info.class_names),
                       "data/samples_per_class.png")
 
 
-def log_evaluation(cm: np.ndarray, class_names: list[str], y_true: np.ndarray, y_pred: np.ndarray,
-                   images: np.ndarray, report: str, prefix: str = "test") -> None:
+def log_evaluation(cm: np.ndarray, class_names: list[str], report: str, prefix: str = "test") -> None:
     """Confusion matrix (PNG, JSON, CSV), per-class accuracy (metrics `{prefix}_class_accuracy/<class>`
-    and a table), classification report, and a grid of misclassified images."""
+    and a table) and the classification report."""
     mlflow.log_figure(artifacts.confusion_matrix_figure(cm, class_names), f"{prefix}/confusion_matrix.png")
     mlflow.log_dict(artifacts.confusion_matrix_data(cm, class_names), f"{prefix}/confusion_matrix.json")
     mlflow.log_text(artifacts.confusion_matrix_csv(cm, class_names), f"{prefix}/confusion_matrix.csv")
@@ -91,13 +111,15 @@ def log_evaluation(cm: np.ndarray, class_names: list[str], y_true: np.ndarray, y
     mlflow.log_table({"class": list(class_names), "accuracy": [float(a) for a in per_class],
                       "support": [int(s) for s in cm.sum(1)]}, f"{prefix}/per_class_accuracy.json")
     mlflow.log_text(report, f"{prefix}/classification_report.txt")
-    mlflow.log_figure(artifacts.misclassified_figure(images, y_true, y_pred, class_names),
-                      f"{prefix}/misclassified.png")
 
 
 def log_figures(series: dict[str, list[float]], first_layer_weight: np.ndarray | None,
-                in_shape: tuple[int, int, int] | None) -> None:
-    """Loss/accuracy curves and, where the first layer reads the image, its weights (seed 003)."""
+                in_shape: tuple[int, int, int] | None, class_names: list[str], y_true: np.ndarray,
+                y_pred: np.ndarray, images: np.ndarray, prefix: str = "test") -> None:
+    """Loss/accuracy curves, a grid of misclassified images (`images`, with their true and
+    predicted labels) and, where the first layer reads the image, its weights (seed 003)."""
+    mlflow.log_figure(artifacts.misclassified_figure(images, y_true, y_pred, class_names),
+                      f"{prefix}/misclassified.png")
     mlflow.log_figure(artifacts.loss_curves_figure(series), "figures/loss_accuracy.png")
     if first_layer_weight is not None:
         fig = artifacts.first_layer_figure(first_layer_weight, in_shape)

@@ -83,13 +83,13 @@ class Worker:
 
         def started(run_id):
             trial.set_user_attr("mlflow_run_id", run_id)
-            tracking.set_tags({"optuna.study": trial.study.study_name, "optuna.trial_number": str(trial.number),
-                               "optuna.state": "RUNNING"})
-            tracking.log_params({f"sampled.{k}": v for k, v in overrides.items() if k in self.space.searched()})
 
         try:
-            result = run_training(cfg, prepared, parent_run_id=self.parent_run_id, on_epoch=report,
-                                  on_run_start=started, extra_tags={"optuna.trial_number": str(trial.number)})
+            result = run_training(
+                cfg, prepared, parent_run_id=self.parent_run_id, on_epoch=report, on_run_start=started, lean=True,
+                extra_tags={"optuna.study": trial.study.study_name, "optuna.trial_number": str(trial.number),
+                            "optuna.state": "RUNNING"},
+                extra_params={f"sampled.{k}": v for k, v in overrides.items() if k in self.space.searched()})
         except optuna.TrialPruned:
             raise
         except (Exception, KeyboardInterrupt) as e:

@@ -26,7 +26,8 @@ from .objective import StudyFailing, Worker
 from .space import SearchSpace
 
 # options that may change between invocations of one study without changing what it searches
-NOT_IN_SIGNATURE = ("experiment", "run_name", "log_model", "num_workers", "device", "data_dir", "seed")
+NOT_IN_SIGNATURE = ("experiment", "run_name", "log_model", "num_workers", "device", "data_dir", "seed",
+                    "cache_features", "compile")
 PARENT_ATTR = "mlflow_parent_run_id"
 
 
@@ -165,6 +166,9 @@ def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float =
     tracking.set_run_tags(run_id, {"optuna.study": p.study_name, "optuna.sampler": p.sampler,
                                    "optuna.pruner": p.pruner, "optuna.storage": studies.redact(p.storage),
                                    "mlproject.role": "study"})
+    if p.data is not None:  # the dataset analysis, once for the study (trials log only the inputs)
+        samples = p.data.train.head_images(min(len(p.data.train), 2000))
+        tracking.log_dataset(p.data.info, samples.numpy(), p.data.train.labels[: len(samples)].numpy(), run_id=run_id)
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
 

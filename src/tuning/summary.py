@@ -7,7 +7,8 @@ Parent run, at the end of every invocation (names stable, README 'Tuning'):
   artifacts study/trials.csv, study/optimization_history.png, study/param_importances.png,
            study/parallel_coordinate.png, study/slice.png
   model    the best trial's model, logged in the best trial's run and registered as
-           --register-name (retrained from its config and seed: no model per trial is stored)
+           --register-name (retrained from its config and seed: no model per trial is stored),
+           with the figures trials skip (loss curves, misclassified images, first-layer weights)
 """
 from __future__ import annotations
 
@@ -107,16 +108,18 @@ def record(study, storage, p, parent: str, wall_time_s: float) -> None:
 def _store_best_model(study, best, p) -> None:
     """Retrain the best trial (same config and seed, so the same model on CPU) and log its model
     into the best trial's own run, registered as p.register_name."""
-    from mlproject.experiment import prepare
+    from mlproject.experiment import log_figures, prepare
     from mlproject.models import Probabilities
-    from mlproject.train import fit
+    from mlproject.train import evaluate, fit
 
     run_id = best.user_attrs["mlflow_run_id"]
     cfg = dataclasses.replace(p.base, **{**p.space.fixed(), **best.params})
     prepared = prepare(cfg, data=p.data)
-    fit(prepared.model, prepared.data, cfg, prepared.device)
+    history = fit(*prepared.trained, cfg, prepared.device)  # the head alone on cached features, as the trial did
+    test = evaluate(prepared.model, prepared.data.test, prepared.device, cfg.batch_size)
     example = prepared.data.test.head_images(2).numpy().astype("float32") / 255.0
     with mlflow.start_run(run_id=run_id):  # reopened for the model, ended FINISHED (it is COMPLETE)
+        log_figures(prepared, history, test)  # the figures trials skip, for the best one
         info = tracking.log_model(Probabilities(prepared.model), example, prepared.data.info.class_names,
                                   registered_model_name=p.register_name)
     study.set_user_attr("best_model_uri", info.model_uri)
