@@ -47,6 +47,7 @@ def test_cached_and_uncached_give_the_same_run(store, cache, model):
     assert u_run.data.tags["feature_cache"] == "off" and c_run.data.tags["feature_cache"] == "miss"
     assert c_run.data.params["cache_features"] == "True"
     assert c_run.data.metrics["feature_cache_time_s"] > 0 and "feature_cache_time_s" not in u_run.data.metrics
+    assert c_run.data.metrics["test_time_s"] > 0 and c_run.data.metrics["test_throughput_ips"] > 0
     # the whole model was trained: its head's weights moved, its backbone's did not
     assert c_run.data.metrics["params_trainable"] < c_run.data.metrics["params_total"]
 
@@ -61,6 +62,8 @@ def test_cache_is_reused_in_memory_and_on_disk(cache, tmp_path):
     third = prepare(cfg, data=first.data)
     assert third.features.status == "hit" and len(cache) == 3
     assert torch.equal(third.features.data.train.images, first.features.data.train.images)
+    # the backbone's measured time travels with the features: a hit reports the same test time share
+    assert third.features.backbone_s == first.features.backbone_s and first.features.backbone_s["test"] > 0
     assert list((tmp_path / "cache").iterdir()) == [first.features.path]  # no temp files left
 
 

@@ -117,3 +117,72 @@ def test_select_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
             select_device("cuda")
+
+
+# ------------------------------------------------------------------ device-resident data, compile
+
+def test_resident_moves_a_split_only_to_a_cuda_device_with_room(monkeypatch):
+    """CUDA's decision, made on the CPU: the split moves when it takes at most half the free memory."""
+    from mlproject import train as train_mod
+    from mlproject.data import Split
+
+    split = Split(torch.zeros(10, dtype=torch.long), images=torch.zeros(10, 3, 4, 4, dtype=torch.uint8))
+    assert split.nbytes == 10 * 48 + 10 * 8
+    assert train_mod.resident(split, CPU) is split
+    moved = []
+    monkeypatch.setattr(Split, "to", lambda self, device: moved.append(str(device)) or self)
+    for free, expected in ((2 * split.nbytes, ["cuda"]), (2 * split.nbytes - 1, [])):
+        moved.clear()
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, free=free: (free, 10 * free))
+        train_mod.resident(split, torch.device("cuda"))
+        assert moved == expected, free
+    streamed = Split(torch.zeros(2, dtype=torch.long), files=["a.png", "b.png"], size=(4, 4))
+    assert train_mod.resident(streamed, torch.device("cuda")) is streamed and streamed.nbytes == 0
+
+
+def test_split_to_its_own_device_is_itself_and_batches_are_the_same():
+    cfg, model, data = build()
+    assert data.train.to(CPU) is data.train
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    a = [y for _, y in data.train.batches(64, shuffle=True, generator=gen())]
+    b = [y for _, y in data.train.to(CPU).batches(64, shuffle=True, generator=gen())]
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_in_memory_training_matches_the_dataloader_path_on_digits(tmp_path, monkeypatch):
+    """The digits written as PNG files, trained once from memory (tensors sliced per batch) and once
+    streamed through a DataLoader: the same accuracy within a small tolerance."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    import mlproject.data as data_mod
+
+    digits = load_digits()
+    for i, (image, label) in enumerate(zip(digits.images, digits.target)):
+        folder = tmp_path / "digits" / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.rint(image * 255 / 16).astype(np.uint8), "L").save(folder / f"{i:04d}.png")
+    cfg = TrainConfig(model="softmax", dataset=str(tmp_path / "digits"), epochs=3, lr=0.1, num_workers=0)
+    results = []
+    for limit in (data_mod.MAX_IN_MEMORY_BYTES, 0):  # in memory, then streamed
+        monkeypatch.setattr(data_mod, "MAX_IN_MEMORY_BYTES", limit)
+        data = create_dataset(cfg)
+        torch.manual_seed(0)  # the same initial weights for both
+        model, _ = create_model(cfg, peek_dataset(cfg))
+        set_normalisation(model, data.info.mean, data.info.std)
+        history = fit(model, data, cfg, CPU)
+        results.append((data.info.in_memory, history.epochs[-1].val_accuracy, evaluate(model, data.test, CPU).accuracy))
+    (mem, val_mem, test_mem), (stream, val_stream, test_stream) = results
+    assert mem and not stream
+    assert test_mem > 0.85 and abs(test_mem - test_stream) <= 0.01 and abs(val_mem - val_stream) <= 0.01
+
+
+@pytest.mark.slow
+def test_compile_trains_to_the_same_accuracy():
+    """--compile (torch.compile, inductor on the CPU here) learns digits like the eager model."""
+    results = []
+    for compiled in (False, True):
+        cfg, model, data = build(model="mlp", compile=compiled, epochs=2)
+        fit(model, data, cfg, CPU)
+        results.append(evaluate(model, data.test, CPU).accuracy)
+    assert results[0] > 0.85 and abs(results[0] - results[1]) <= 0.02

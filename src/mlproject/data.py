@@ -74,7 +74,9 @@ class Split:
         """Yield (uint8 images, labels) batches on the CPU; the trainer moves them to its device."""
         if self.images is not None:
             n = len(self.labels)
-            order = torch.randperm(n, generator=generator) if shuffle else None
+            # the permutation comes from the CPU generator (same order on every device for a
+            # seed) and moves to the images' device once per epoch, not once per batch
+            order = torch.randperm(n, generator=generator).to(self.images.device) if shuffle else None
             for start in range(0, n, batch_size):
                 if order is None:
                     yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
@@ -96,10 +98,23 @@ class Split:
             return Split(self.labels[idx_t], images=self.images[idx_t])
         return Split(self.labels[idx_t], files=[self.files[i] for i in idx], size=self.size, mode=self.mode)
 
+    def to(self, device: torch.device) -> "Split":
+        """This split with its images and labels on `device` (in-memory splits; others as they are)."""
+        if self.images is None or self.images.device == torch.device(device):
+            return self
+        return Split(self.labels.to(device, non_blocking=True), images=self.images.to(device, non_blocking=True))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the in-memory images and labels (0 for streamed splits)."""
+        if self.images is None:
+            return 0
+        return self.images.element_size() * self.images.nelement() + self.labels.element_size() * self.labels.nelement()
+
     def head_images(self, n: int) -> torch.Tensor:
-        """The first n images as a uint8 tensor (for sample grids and input examples)."""
+        """The first n images as a uint8 tensor on the CPU (for sample grids and input examples)."""
         if self.images is not None:
-            return self.images[:n]
+            return self.images[:n].cpu()
         return next(Split(self.labels[:n], files=self.files[:n], size=self.size, mode=self.mode).batches(n))[0]
 
 

@@ -8,6 +8,7 @@ the work in `tracking.training_run`, so a failure ends the run FAILED with its r
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import platform
 from dataclasses import dataclass
@@ -127,9 +128,9 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None, parent_run_
             history = fit(trained_model, trained_data, cfg, device, on_epoch=log_and_forward)
         finally:  # a pruned or failed run keeps the epochs it ran
             epochs_log.flush()
-        # the test split through the whole model, also with cached features: test time and
-        # accuracy are the deployed model's (and check that the head trained on features fits it)
-        test = evaluate(model, data.test, device, cfg.batch_size)
+        test = evaluate(trained_model, trained_data.test, device, cfg.batch_size)
+        if p.features:  # the whole model's inference time: the backbone's part was measured once
+            test = dataclasses.replace(test, time_s=test.time_s + p.features.backbone_s["test"])
         train_eval = evaluate(trained_model, trained_data.train, device, cfg.batch_size)
         total, trainable = count_parameters(model.net)
         metrics = {
@@ -152,7 +153,7 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None, parent_run_
         cm = confusion_matrix(test.y_true, test.y_pred, labels=list(range(k)))
         report = classification_report(test.y_true, test.y_pred, labels=list(range(k)),
                                        target_names=info.class_names, digits=4, zero_division=0)
-        tracking.log_evaluation(cm, info.class_names, report)
+        tracking.log_evaluation(cm, info.class_names, report, table=not lean)
         if not lean:
             log_figures(p, history, test)
         model_uri = None

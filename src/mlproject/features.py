@@ -11,7 +11,9 @@ depend on: the backbone's weights and buffers (so model name, pretrained weights
 seed), the preprocessing (input size, channels, normalisation), the split images and labels, the
 device type and the torch version. Any change gives a new key, hence a new file; a study's trials
 share one file. The head trained on the features is the model's own head module, so the full
-model (backbone + trained head) is what gets evaluated, logged and served.
+model (backbone + trained head) is what gets logged and served. Test accuracy comes from the
+cached test features too (equal to the whole model's, tests/test_features.py); test time is the
+head's time now plus the backbone's, measured over the test split when the features were made.
 
 Caching applies when the head is the network's last step (timm, torchvision and built-in models
 but SqueezeNet-style heads, which are followed by a ReLU and pooling): checked on real images,
@@ -46,6 +48,7 @@ class CachedFeatures:
     status: str  # "hit" (memory or disk) or "miss" (computed and stored)
     path: Path
     time_s: float  # computing or loading the features
+    backbone_s: dict[str, float]  # seconds the backbone took per split when the features were computed
 
 
 def cache_dir() -> Path:
@@ -160,7 +163,7 @@ def _load(path: Path) -> dict[str, torch.Tensor] | None:
         return None
     except Exception:  # a damaged file (disk full, killed writer on another file system): recompute
         return None
-    return feats if isinstance(feats, dict) and {"train", "val", "test"} <= feats.keys() else None
+    return feats if isinstance(feats, dict) and {"train", "val", "test", "backbone_s"} <= feats.keys() else None
 
 
 def cached_features(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device) -> CachedFeatures | None:
@@ -178,8 +181,12 @@ def cached_features(model: Classifier, data: Splits, cfg: TrainConfig, device: t
     feats = _memo.get(key) or _load(path)
     if feats is None:
         status = "miss"
-        feats = {name: compute_features(model, split, device, max(cfg.batch_size, 256), cfg.num_workers)
-                 for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
+        feats, seconds = {}, {}
+        for name, split in (("train", data.train), ("val", data.val), ("test", data.test)):
+            t = time.perf_counter()
+            feats[name] = compute_features(model, split, device, max(cfg.batch_size, 256), cfg.num_workers)
+            seconds[name] = time.perf_counter() - t
+        feats["backbone_s"] = torch.tensor([seconds["train"], seconds["val"], seconds["test"]], dtype=torch.float64)
         _save(path, feats)
     _memo.clear()  # one study's features in memory at a time
     _memo[key] = feats
@@ -187,4 +194,5 @@ def cached_features(model: Classifier, data: Splits, cfg: TrainConfig, device: t
     head_model = Classifier(head, nn.Identity(), head="", frozen=False)
     fdata = Splits(Split(data.train.labels, images=feats["train"]), Split(data.val.labels, images=feats["val"]),
                    Split(data.test.labels, images=feats["test"]), data.info)
-    return CachedFeatures(head_model, fdata, key, status, path, time.perf_counter() - start)
+    backbone_s = dict(zip(("train", "val", "test"), feats["backbone_s"].tolist()))
+    return CachedFeatures(head_model, fdata, key, status, path, time.perf_counter() - start, backbone_s)

@@ -4,8 +4,10 @@
     history = fit(model, data, cfg, device, on_epoch=lambda stats: ...)   # on_epoch may raise to stop
     result = evaluate(model, data.test, device)
 
-Batches arrive as uint8 and are preprocessed (and augmented) on the device. Losses and correct
-counts accumulate on the device and are read once per epoch, so there is no host sync per step.
+Batches arrive as uint8 and are preprocessed (and augmented) on the device. On CUDA, splits that
+fit are moved to the device once per fit (`resident`), and training runs in bf16 autocast with
+channels_last and cudnn.benchmark; `--compile` compiles the network. Losses and correct counts
+accumulate on the device and are read once per epoch, so there is no host sync per step.
 """
 from __future__ import annotations
 
@@ -81,6 +83,16 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def resident(split: Split, device: torch.device, max_share: float = 0.5) -> Split:
+    """`split` moved to a CUDA device when it takes at most `max_share` of the device's free
+    memory, so batches are sliced there (no per-step host-to-device copy); else `split` itself.
+    The rest of the free memory is for the model, its activations and cuDNN's workspaces."""
+    if device.type != "cuda" or split.images is None or split.images.device.type == "cuda":
+        return split
+    free, _ = torch.cuda.mem_get_info(device)
+    return split.to(device) if split.nbytes <= max_share * free else split
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -143,9 +155,13 @@ def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
     """
     seed_everything(cfg.seed)
     model.to(device)
-    if device.type == "cuda":
+    channels_last = device.type == "cuda"
+    if channels_last:
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
+    # compiled once per fit; the compiled module shares the model's parameters
+    net = torch.compile(model.net) if cfg.compile else model.net
+    train, val_split = resident(data.train, device), resident(data.val, device)
     optimizer = make_optimizer(cfg, model.parameters())
     scheduler = make_scheduler(cfg, optimizer)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
@@ -159,9 +175,9 @@ def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         start = time.perf_counter()
-        batches = _progress(data.train.batches(cfg.batch_size, shuffle=True, generator=shuffle_gen,
-                                               num_workers=cfg.num_workers),
-                            desc=f"epoch {epoch}", total=math.ceil(len(data.train) / cfg.batch_size), unit="batch")
+        batches = _progress(train.batches(cfg.batch_size, shuffle=True, generator=shuffle_gen,
+                                          num_workers=cfg.num_workers),
+                            desc=f"epoch {epoch}", total=math.ceil(len(train) / cfg.batch_size), unit="batch")
         for images, labels in batches:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
@@ -169,7 +185,9 @@ def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
                 x = model.preprocess(images)
                 if cfg.augment:
                     x = augment(x, aug_gen)
-                logits = model.net(x)
+                if channels_last:  # the layout the model's weights were given: no conversion per conv
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits = net(x)
                 loss = F.cross_entropy(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -184,7 +202,7 @@ def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch} "
                                    f"(lr={cfg.lr}, optimizer={cfg.optimizer}); lower the learning rate")
-        val = evaluate(model, data.val, device, cfg.batch_size) if len(data.val) else None
+        val = evaluate(model, val_split, device, cfg.batch_size) if len(val_split) else None
         stats = EpochStats(epoch, train_loss, correct.item() / seen, val.loss if val else float("nan"),
                            val.accuracy if val else float("nan"), lr, epoch_time)
         history.epochs.append(stats)
@@ -201,6 +219,7 @@ def evaluate(model: Classifier, split: Split, device: torch.device, batch_size: 
     """Loss, accuracy, predictions and probabilities of `model` on `split` (eval mode)."""
     model.eval()
     model.to(device)
+    split = resident(split, device)
     batch_size = max(batch_size, 256)  # inference holds no activations for backward
     losses, probs, labels_all = [], [], []
     start = time.perf_counter()

@@ -1,0 +1,217 @@
+#!/usr/bin/env python
+"""Study speed benchmarks, measured side by side in one run (absolute times here are noise).
+
+    python benchmarks/bench_speed.py            # full: ~15 min on 2 CPU cores
+    python benchmarks/bench_speed.py --quick    # about a minute; what tests/test_benchmarks.py runs
+    python benchmarks/bench_speed.py --only cache,tracking,workers --json out.json
+
+1. cache: a frozen-backbone study (--freeze backbone, resnet18 from scratch, digits; TPE seed 0,
+   no pruner, so both studies sample the same trials; 10 epochs, as seed 000's pretrained
+   backbones for its outlier test), tracked in a real sqlite store, once with
+   cached features (cache emptied first: the first trial computes them) and once without:
+   wall-time ratio cached / uncached (target <= 0.1) and both best validation accuracies (equal).
+2. tracking: trials of ~10 s of training (smallcnn on digits, tracked as `tune` tracks them):
+   time inside the `tracking` package and MLflow's API (one timer, nested calls counted once;
+   figure building included) over the trial's wall time (target <= 2 %).
+3. workers: the real `tune` command (a subprocess, sqlite stores in a temp dir) with --workers
+   1, 2 and 4 on this machine, the same number of ~3 s trials each: trials per hour, and the
+   torch threads each worker gets (cores // workers).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import torch
+from optuna.trial import TrialState
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import CallTimer, temp_store  # noqa: E402  (the same timers and temp store)
+
+import mlproject.experiment as experiment  # noqa: E402
+import mlproject.features as features  # noqa: E402
+import tracking  # noqa: E402
+from mlproject.config import TrainConfig  # noqa: E402
+from tuning.objective import Worker  # noqa: E402
+from tuning.space import SearchSpace  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+CACHE_TARGET = 0.1
+TRACKING_TARGET_PCT = 2.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study(base: TrainConfig, space: SearchSpace, trials: int, experiment_name: str, seed: int = 0):
+    """A tracked study run by tuning's Worker in the current store; (optuna study, wall seconds)."""
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment_name) or client.get_experiment(
+        client.create_experiment(experiment_name))
+    parent = client.create_run(exp.experiment_id).info.run_id
+    s = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+                            pruner=optuna.pruners.NopPruner())
+    start = time.perf_counter()
+    Worker(base.replace(experiment=experiment_name), space, parent, trials).run(s)
+    wall = time.perf_counter() - start
+    client.set_terminated(parent)
+    return s, wall
+
+
+def bench_cache(trials: int, epochs: int, model: str, log) -> dict:
+    base = TrainConfig(model=model, freeze="backbone", epochs=epochs, num_workers=0, log_model=False)
+    space = SearchSpace.parse({"lr": "1e-3:1", "batch_size": "32,64,128", "weight_decay": "1e-6:1e-2",
+                               "momentum": "0.5:0.99"})
+    out = {"trials": trials, "epochs": epochs, "model": model}
+    from mlproject.train import fit
+
+    warm = base.replace(epochs=1, cache_features=False)  # imports, first convolutions: outside both
+    p = experiment.prepare(warm)
+    fit(p.model, p.data, warm, p.device)
+    with tempfile.TemporaryDirectory(prefix="bench_features_") as cache_dir:
+        os.environ[features.ENV] = cache_dir
+        features._memo.clear()
+        for name, cached in (("cached", True), ("uncached", False)):
+            with temp_store(f"bench-{name}"):
+                s, wall = study(base.replace(cache_features=cached), space, trials, f"bench-{name}")
+            complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
+            out[name] = {"wall_s": wall, "best_val_accuracy": s.best_value, "complete": len(complete),
+                         "values": [t.value for t in s.trials]}
+            log(f"  {name}: {trials} trials in {wall:.1f} s, best val accuracy {s.best_value:.4f}")
+    out["ratio"] = out["cached"]["wall_s"] / out["uncached"]["wall_s"]
+    out["same_best"] = abs(out["cached"]["best_val_accuracy"] - out["uncached"]["best_val_accuracy"]) < 1e-9
+    out["max_value_diff"] = max(abs(a - b) for a, b in zip(out["cached"]["values"], out["uncached"]["values"]))
+    return out
+
+
+def epochs_for(seconds: float, model: str) -> int:
+    """Epochs of `model` on digits whose training takes about `seconds` here (2 timed epochs)."""
+    from mlproject.train import fit
+
+    cfg = TrainConfig(model=model, epochs=2, num_workers=0)
+    p = experiment.prepare(cfg)
+    fit(p.model, p.data, cfg, p.device)  # warm-up
+    per_epoch = fit(p.model, p.data, cfg, p.device).train_time_s / 2
+    return max(1, round(seconds / per_epoch))
+
+
+def bench_tracking(trials: int, seconds: float, model: str, log) -> dict:
+    """Share of each trial's wall time spent in tracking (MLflow calls, figures, dataset logging)."""
+    epochs = epochs_for(seconds, model)
+    base = TrainConfig(model=model, epochs=epochs, num_workers=0, log_model=False)
+    space = SearchSpace.parse({"lr": "0.05", "batch_size": "64", "weight_decay": "1e-4", "momentum": "0.9"})
+    timer = CallTimer()
+    per_trial: list[float] = []
+    from mlflow.tracking import MlflowClient
+
+    # tracking's functions as experiment and objective call them, and MLflow's entry points
+    # underneath (and those called directly, e.g. MetricBuffer's batches): nested calls count once
+    for fn in ("log_params", "log_dataset", "log_metrics", "log_evaluation", "log_figures", "set_tags",
+               "set_run_tags", "log_run_metrics"):
+        timer.wrap(tracking, fn, f"tracking.{fn}")
+    timer.wrap_context_manager(tracking, "training_run", "tracking.training_run")
+    for fn in ("start_run", "end_run", "set_tags", "set_tag", "log_metrics", "log_figure", "log_dict",
+               "log_text", "log_table"):
+        timer.wrap(mlflow, fn, f"mlflow.{fn}")
+    for fn in ("log_batch", "get_run", "set_tag", "set_terminated", "log_inputs", "log_figure", "log_dict"):
+        timer.wrap(MlflowClient, fn, f"MlflowClient.{fn}")
+    try:
+        with temp_store("bench-tracking"):
+            def mark(study, trial):
+                per_trial.append(timer.total)
+
+            client = mlflow.MlflowClient()
+            exp = client.get_experiment_by_name("bench-tracking")
+            parent = client.create_run(exp.experiment_id).info.run_id
+            s = optuna.create_study(direction="maximize")
+            worker = Worker(base.replace(experiment="bench-tracking"), space, parent, trials, callbacks=[mark])
+            worker.data = experiment.prepare(base).data  # loaded once per worker, as `tune` does
+            worker.run(s)
+    finally:
+        timer.restore()
+    walls = [t.duration.total_seconds() for t in s.trials]
+    in_tracking = [b - a for a, b in zip([0.0] + per_trial[:-1], per_trial)]
+    shares = [100 * t / w for t, w in zip(in_tracking, walls)]
+    log(f"  {trials} trials of {epochs} epochs: wall {statistics.median(walls):.1f} s, in tracking "
+        f"{statistics.median(in_tracking):.3f} s")
+    return {"epochs": epochs, "trial_wall_s": statistics.median(walls), "tracking_s": statistics.median(in_tracking),
+            "tracking_share_pct": statistics.median(shares), "by_call_s": dict(sorted(timer.by_name.items(), key=lambda kv: -kv[1])),
+            "calls": timer.calls}
+
+
+def bench_workers(counts: list[int], trials: int, epochs: int, model: str, log) -> dict:
+    """Trials per hour of the real `tune` command with --workers N (fresh stores each)."""
+    out = {}
+    cores = os.cpu_count() or 1
+    for n in counts:
+        with tempfile.TemporaryDirectory(prefix="bench_workers_") as tmp:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+            env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+            cmd = [sys.executable, "-m", "tuning.cli", "--model", model, "--epochs", str(epochs),
+                   "--num-workers", "0", "--trials", str(trials), "--workers", str(n), "--pruner", "none",
+                   "--storage", f"sqlite:///{tmp}/optuna.db", "--study-name", f"w{n}", "--no-log-model"]
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=3600)
+            wall = time.perf_counter() - start
+            if proc.returncode != 0:
+                raise RuntimeError(f"tune --workers {n} failed:\n{proc.stderr[-3000:]}")
+        out[str(n)] = {"wall_s": wall, "trials_per_hour": trials / wall * 3600,
+                       "threads_per_worker": max(1, cores // n)}
+        log(f"  --workers {n}: {trials} trials in {wall:.1f} s = {trials / wall * 3600:.0f} trials/hour "
+            f"({max(1, cores // n)} torch threads each, {cores} cores)")
+    one = out[str(counts[0])]["trials_per_hour"]
+    for n in counts:
+        out[str(n)]["speedup_vs_first"] = out[str(n)]["trials_per_hour"] / one
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="CI smoke mode (figures are rough)")
+    ap.add_argument("--only", default="cache,tracking,workers", help="comma-separated parts to run")
+    ap.add_argument("--json", metavar="PATH", help="write the figures as JSON to PATH")
+    args = ap.parse_args(argv)
+    parts = set(args.only.split(","))
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    res: dict = {"quick": args.quick, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                 "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    if "cache" in parts:
+        log("1. frozen-backbone study, cached vs uncached features")
+        # 10 epochs: as seed 000's pretrained backbones for its outlier test (its own CNNs ran 30)
+        res["cache"] = bench_cache(*((3, 1, "lenet5") if args.quick else (20, 10, "resnet18")), log)
+    if "tracking" in parts:
+        log("2. tracking share of a tracked trial")
+        res["tracking"] = bench_tracking(*((2, 1.0) if args.quick else (3, 10.0)), "smallcnn", log)
+    if "workers" in parts:
+        log("3. trials per hour by --workers")
+        res["workers"] = bench_workers([1, 2] if args.quick else [1, 2, 4], 2 if args.quick else 8,
+                                       1 if args.quick else 10, "smallcnn", log)
+    log("\nsummary")
+    if "cache" in res:
+        c = res["cache"]
+        log(f"cached / uncached wall time ({c['trials']} trials, {c['model']}, {c['epochs']} epochs): "
+            f"{c['ratio']:.3f} (target <= {CACHE_TARGET}) {'PASS' if c['ratio'] <= CACHE_TARGET else 'MISS'}; "
+            f"best val accuracy {c['cached']['best_val_accuracy']:.4f} vs {c['uncached']['best_val_accuracy']:.4f} "
+            f"({'identical' if c['same_best'] else 'DIFFERENT'}; largest trial difference {c['max_value_diff']:.2g})")
+    if "tracking" in res:
+        t = res["tracking"]
+        log(f"tracking share of a {t['trial_wall_s']:.1f} s trial: {t['tracking_s']:.3f} s = "
+            f"{t['tracking_share_pct']:.2f} % (target <= {TRACKING_TARGET_PCT} %) "
+            f"{'PASS' if t['tracking_share_pct'] <= TRACKING_TARGET_PCT else 'MISS'}")
+    if "workers" in res:
+        log("trials per hour: " + ", ".join(f"{n} worker(s) {w['trials_per_hour']:.0f} (x{w['speedup_vs_first']:.2f})"
+                                            for n, w in res["workers"].items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
