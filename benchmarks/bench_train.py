@@ -20,7 +20,7 @@
    wrapped by a timer (a depth counter keeps nested calls, e.g. mlflow.log_metrics ->
    MlflowClient.log_batch, from being counted twice); the `tracking` package's own functions are
    timed the same way (they add figure building etc.).
-   Reported with the model logging (mlflow.pytorch.log_model, once per run) and without it.
+   Reported with the model logging (mlflow.pyfunc.log_model, once per run) and without it.
    Then the same config with log_model=False against the same training untracked
    (prepare + fit + evaluate(test) + evaluate(train), as run_training does): wall-time ratio.
 
@@ -229,7 +229,7 @@ class CallTimer:
         self._patched.clear()
 
 
-LOG_MODEL_MLFLOW = ("mlflow.pytorch.log_model", "infer_signature")  # MLflow calls of tracking.log_model
+LOG_MODEL_MLFLOW = ("mlflow.pyfunc.log_model", "infer_signature")  # MLflow calls of tracking.log_model
 
 
 @contextlib.contextmanager
@@ -237,7 +237,7 @@ def timed_tracking():
     """(mlflow_timer, tracking_timer) while every MLflow entry point the tracking package uses, and
     the package's own functions as mlproject.experiment sees them, are wrapped by timers."""
     import mlflow
-    import mlflow.pytorch
+    import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
     import mlproject.experiment as experiment
@@ -248,9 +248,9 @@ def timed_tracking():
         for fn in ("set_experiment", "start_run", "end_run", "active_run", "set_tags", "set_tag",
                    "log_metrics", "log_figure", "log_dict", "log_text", "log_table", "log_input"):
             ml.wrap(mlflow, fn, f"mlflow.{fn}")
-        for fn in ("log_batch", "get_run", "set_tag", "set_terminated"):
+        for fn in ("log_batch", "get_run", "set_tag", "set_terminated", "log_inputs", "log_figure", "log_dict"):
             ml.wrap(MlflowClient, fn, f"MlflowClient.{fn}")
-        ml.wrap(mlflow.pytorch, "log_model", "mlflow.pytorch.log_model")
+        ml.wrap(mlflow.pyfunc, "log_model", "mlflow.pyfunc.log_model")
         ml.wrap(tracking.models, "infer_signature", "infer_signature")  # imported by name there
         for fn in ("log_params", "log_dataset", "log_metrics", "log_evaluation",
                    "log_figures", "log_model"):

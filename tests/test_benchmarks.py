@@ -34,7 +34,7 @@ def test_bench_train_quick(tmp_path):
     assert figures["throughput"]["max_weight_diff"] < 1e-3
     # every MLflow entry point was timed and restored: the runs logged through the wrappers
     calls = figures["tracking"]["run_with_log_model"]["mlflow_calls"]
-    assert calls["mlflow.start_run"] == 1 and calls["mlflow.pytorch.log_model"] == 1
+    assert calls["mlflow.start_run"] == 1 and calls["mlflow.pyfunc.log_model"] == 1
     assert not list(tmp_path.glob("mlruns")) and not list(tmp_path.glob("mlflow.db"))  # all in a temp store
 
 
@@ -59,3 +59,21 @@ def test_bench_figures_runs(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "digits run total" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_speed_quick(tmp_path):
+    out = tmp_path / "speed.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_speed.py"), "--quick", "--json", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    c, t, w = figures["cache"], figures["tracking"], figures["workers"]
+    # the cached and uncached studies sampled and scored the same trials
+    assert c["same_best"] and c["max_value_diff"] < 1e-6 and c["cached"]["complete"] == c["trials"] == 3
+    assert 0 < c["ratio"] and 0 < t["tracking_s"] < t["trial_wall_s"] and 0 < t["tracking_share_pct"] < 100
+    assert t["calls"]["tracking.training_run"] == 2 * 2  # entered and left once per trial
+    assert set(w) == {"1", "2"} and all(v["trials_per_hour"] > 0 for v in w.values())
+    assert w["2"]["threads_per_worker"] == max(1, (os.cpu_count() or 1) // 2)
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "speed.json"]  # stores and caches in temp dirs
