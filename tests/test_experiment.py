@@ -14,6 +14,7 @@ from sklearn.metrics import confusion_matrix
 from mlproject.config import TrainConfig
 from mlproject.data import create_dataset
 from mlproject.experiment import prepare, run_training
+import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,7 @@ def test_mlflow_run_main_entry_point_resnet18(store, tmp_path):
     cfg = TrainConfig(model="resnet18", epochs=1)
     test = create_dataset(cfg).test
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    probs = model.predict(test.images.numpy().astype(np.float32) / 255.0)
+    probs = tracking.probabilities(model.predict(test.images.numpy().astype(np.float32) / 255.0))
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-4)
     reloaded = confusion_matrix(test.labels.numpy(), probs.argmax(1), labels=list(range(10)))
     np.testing.assert_array_equal(reloaded, matrix)
@@ -120,9 +121,12 @@ def test_in_process_run_records_everything_and_model_reloads(store, model):
     x = test.images[:32].numpy().astype(np.float32) / 255.0
     with torch.no_grad():
         expected = torch.softmax(prepared.model.cpu().eval()(torch.from_numpy(x)), 1).numpy()
-    got = mlflow.pyfunc.load_model(result.model_uri).predict(x)
+    frame = mlflow.pyfunc.load_model(result.model_uri).predict(x)
+    got = tracking.probabilities(frame)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert (got.argmax(1) == result.test.y_pred[:32]).all()
+    assert (frame["label_index"].to_numpy() == got.argmax(1)).all()
+    assert list(frame["label"]) == [prepared.data.info.class_names[k] for k in got.argmax(1)]
 
 
 def test_image_folder_run_and_no_model(store, tmp_path):

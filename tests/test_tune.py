@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from mlproject.cli import bool_flags_from_values
 from mlproject.config import TrainConfig
 from mlproject.data import create_dataset
+import tracking
 from tuning.cli import tune
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,11 +77,24 @@ def test_small_study_parent_children_summary_and_registered_model(store):
     assert len(models) == 1
     assert [c.info.run_id for c in with_model] == [best_run.info.run_id]
     assert store.get_run(best_run.info.run_id).info.status == "FINISHED"
+    # lean trials: the dataset analysis once on the parent, figures only in the best trial's run
+    def files(run_id, folder):
+        return {a.path for a in store.list_artifacts(run_id, folder)}
+
+    assert {"data/input_analysis.json", "data/samples_per_class.png"} <= files(parent.info.run_id, "data")
+    assert parent.data.metrics["data_images"] == 1797
+    for c in children:
+        assert {"test/confusion_matrix.png", "test/confusion_matrix.json"} <= files(c.info.run_id, "test")
+        assert files(c.info.run_id, "data") == set() and c.data.tags["feature_cache"] == "off"
+        assert {i.dataset.name for i in c.inputs.dataset_inputs} == {"digits"}
+        has_figures = "figures/loss_accuracy.png" in files(c.info.run_id, "figures")
+        assert has_figures == (c.info.run_id == best_run.info.run_id), c.data.tags["optuna.trial_number"]
+    assert "test/misclassified.png" in files(best_run.info.run_id, "test")
     (version,) = store.search_model_versions("name='s1'")
     assert version.run_id == best_run.info.run_id
     model = mlflow.pyfunc.load_model(f"models:/s1/{version.version}")
     test = create_dataset(TrainConfig(model="softmax")).test
-    probs = model.predict(test.images.numpy().astype(np.float32) / 255.0)
+    probs = tracking.probabilities(model.predict(test.images.numpy().astype(np.float32) / 255.0))
     accuracy = float((probs.argmax(1) == test.labels.numpy()).mean())
     assert accuracy == pytest.approx(best_run.data.metrics["test_accuracy"])
     assert "study s1: 4 complete, 0 pruned, 0 failed" in result.output
@@ -227,3 +241,26 @@ def test_every_sampler_runs_a_study(store, sampler):
     assert len(load(sampler).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
     (parent,), children = split(runs_of(store))
     assert parent.data.tags["optuna.sampler"] == sampler and len(children) == 2
+
+
+def test_frozen_backbone_study_computes_features_once(store, monkeypatch, tmp_path):
+    """Every trial of a --freeze backbone study trains its head on one set of cached features,
+    and the stored best model is the trial's (retrained on the same features)."""
+    import mlproject.features as features
+
+    monkeypatch.setenv(features.ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(features, "_memo", {})
+    result = run_tune("--model", "lenet5", "--freeze", "backbone", "--trials", "3", "--pruner", "none",
+                      "--sampler", "random", "--lr", "0.05:0.5", "--study-name", "frozen")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    _, children = split(runs_of(store))
+    by_number = {int(c.data.tags["optuna.trial_number"]): c for c in children}
+    # computed while the study is planned (its checks prepare the model and data), then read by every trial
+    assert [by_number[n].data.tags["feature_cache"] for n in (0, 1, 2)] == ["hit", "hit", "hit"]
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    study = load("frozen")
+    best = by_number[study.best_trial.number]
+    model = mlflow.pyfunc.load_model(study.user_attrs["best_model_uri"])
+    test = create_dataset(TrainConfig(model="lenet5")).test
+    probs = tracking.probabilities(model.predict(test.images.numpy().astype(np.float32) / 255.0))
+    assert float((probs.argmax(1) == test.labels.numpy()).mean()) == pytest.approx(best.data.metrics["test_accuracy"])

@@ -122,6 +122,29 @@ def models(pattern, pretrained):
         fail(f"no model matches {pattern!r}")
 
 
+@cli.command()
+@click.argument("model_refs", metavar="MODEL...", nargs=-1, required=True)
+@click.option("--images", required=True, type=click.Path(file_okay=False),
+              help="folder of out-of-domain images (any size and mode)")
+@click.option("--out", default="outliers", show_default=True, type=click.Path(file_okay=False),
+              help="folder for raw_probs.csv, predictions.csv/.md, outlier_scores.csv, predictions_grid.png")
+@click.option("--experiment", default="mlproject", show_default=True, help="MLflow experiment of the run")
+@click.option("--log/--no-log", default=True, show_default=True, help="log the files as a run named 'outliers'")
+def outliers(model_refs, images, out, experiment, log):
+    """Show logged models images from outside their domain (seed 000's outlier test).
+
+    MODEL: a run id, a registered model NAME (latest version) or NAME/VERSION, or a runs:/ or
+    models:/ URI. Writes every probability, the labels (Table 2), max-probability and entropy
+    scores and an image grid to --out."""
+    from . import outliers as ood
+
+    try:
+        checked = ood.check(model_refs, images)
+    except ConfigError as e:
+        fail(str(e))
+    click.echo(ood.summary(ood.run(checked, out, experiment=experiment if log else None)))
+
+
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=bool_flags_from_values(sys.argv[1:] if args is None else list(args)), prog_name="mlproject")

@@ -91,7 +91,7 @@ class TrainConfig:
     experiment: str = _opt("mlproject", "MLflow experiment (standalone runs; under `mlflow run` "
                            "the run MLflow created is used)")
     run_name: str = _opt("", "MLflow run name (default: MLflow's)")
-    log_model: bool = _opt(True, "log the trained model with mlflow.pytorch.log_model")
+    log_model: bool = _opt(True, "log the trained model (an MLflow pyfunc model: labels and class probabilities)")
 
     @classmethod
     def option_fields(cls) -> list[dataclasses.Field]:
