@@ -46,7 +46,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-THROUGHPUT_TARGET = 0.95  # framework / bare images per second, at least
+THROUGHPUT_TARGET = 0.97  # framework / bare images per second, at least (issue 6; was 0.95)
 SHARE_TARGET_PCT = 5.0  # MLflow share of a ~30 s run's wall time, at most
 
 

@@ -39,12 +39,13 @@ def folder(tmp_path, kind):
     (["--model", "lenet"], "unknown model 'lenet' (did you mean: lenet5"),
     (["--dataset", "digitz"], "unknown dataset 'digitz' (did you mean: digits?)"),
     (["--optimizer", "sdg"], "unknown optimizer 'sdg' (did you mean: sgd?); valid: sgd, adam, adamw"),
-    (["--lr", "0"], "lr must be > 0, got 0.0"),
-    (["--lr", "-1"], "lr must be > 0, got -1.0"),
+    (["--lr", "0"], "lr must be > 0 and a finite float32 (<= 3.4e+38), got 0.0"),
+    (["--lr", "-1"], "lr must be > 0 and a finite float32 (<= 3.4e+38), got -1.0"),
+    (["--lr", "1e300"], "lr must be > 0 and a finite float32 (<= 3.4e+38), got 1e+300"),
     (["--batch-size", "0"], "batch size must be >= 1, got 0"),
     (["--epochs", "0"], "epochs must be >= 1, got 0"),
     (["--momentum", "1"], "momentum must be in [0, 1), got 1.0"),
-    (["--weight-decay", "-0.1"], "weight decay must be >= 0, got -0.1"),
+    (["--weight-decay", "-0.1"], "weight decay must be >= 0 and a finite float32 (<= 3.4e+38), got -0.1"),
     (["--dataset", "./no/such/folder"], "ImageFolder directory not found: no/such/folder"),
     (["--dataset", "EMPTY"], "no images found in"),
     (["--dataset", "ONE_CLASS"], "has 1 class folder(s) with images (cat); a classifier needs at least 2"),
@@ -81,7 +82,7 @@ def test_bad_input_under_mlflow_run_marks_its_run_failed(store):
     assert result.exit_code == 2
     got = store.get_run(run.info.run_id)
     assert got.info.status == "FAILED"
-    assert got.data.tags["mlproject.failure"] == "lr must be > 0, got -3.0"
+    assert got.data.tags["mlproject.failure"] == "lr must be > 0 and a finite float32 (<= 3.4e+38), got -3.0"
 
 
 def test_click_rejects_malformed_numbers_with_status_2(store):

@@ -43,13 +43,16 @@ def test_defaults_are_valid():
 
 
 @pytest.mark.parametrize("changes, words", [
-    ({"lr": 0}, "lr must be > 0, got 0"),
-    ({"lr": -0.1}, "lr must be > 0, got -0.1"),
+    ({"lr": 0}, "lr must be > 0 and a finite float32 (<= 3.4e+38), got 0"),
+    ({"lr": -0.1}, "lr must be > 0 and a finite float32 (<= 3.4e+38), got -0.1"),
+    ({"lr": 1e300}, "lr must be > 0 and a finite float32 (<= 3.4e+38), got 1e+300"),  # torch: overflow mid-run
+    ({"lr": float("nan")}, "got nan"),
     ({"batch_size": 0}, "batch size must be >= 1, got 0"),
     ({"epochs": 0}, "epochs must be >= 1, got 0"),
     ({"momentum": 1.0}, "momentum must be in [0, 1), got 1.0"),
     ({"momentum": -0.5}, "momentum must be in [0, 1), got -0.5"),
-    ({"weight_decay": -1e-4}, "weight decay must be >= 0, got -0.0001"),
+    ({"weight_decay": -1e-4}, "weight decay must be >= 0 and a finite float32 (<= 3.4e+38), got -0.0001"),
+    ({"weight_decay": float("inf")}, "got inf"),
     ({"val_fraction": 0.6, "test_fraction": 0.5}, "val fraction + test fraction must be < 1"),
     ({"image_size": 4}, "image size must be 0 (auto) or >= 8, got 4"),
     ({"optimizer": "sdg"}, "unknown optimizer 'sdg' (did you mean: sgd?); valid: sgd, adam, adamw"),

@@ -115,6 +115,17 @@ def test_grid_runs_exactly_its_combinations(store):
     assert len(children) == 6 and parent.data.params["space.weight_decay"] == "0"
 
 
+def test_grid_with_a_failing_point_does_not_repeat_points(store):
+    # lr 1e30 diverges (FAIL); the grid is then exhausted: no trial re-runs a point that completed
+    result = run_tune("--model", "mlp", "--sampler", "grid", "--batch-size", "64", "--lr", "0.05,1e30", "--weight-decay", "0",
+                      "--momentum", "0.9", "--trials", "2", "--study-name", "gridfail", "--pruner", "none",
+                      "--epochs", "1")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    study = load("gridfail")
+    states = sorted((t.params["lr"], t.state.name) for t in study.trials)
+    assert states == [(0.05, "COMPLETE"), (1e30, "FAIL")]
+
+
 def test_pruning_stops_trials_early(store):
     result = run_tune("--trials", "9", "--epochs", "6", "--pruner", "median", "--sampler", "random",
                       "--lr", "1e-5:0.5", "--study-name", "pr", "--seed", "3")

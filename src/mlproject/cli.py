@@ -145,6 +145,36 @@ def outliers(model_refs, images, out, experiment, log):
     click.echo(ood.summary(ood.run(checked, out, experiment=experiment if log else None)))
 
 
+@cli.command()
+@click.argument("run_ids", metavar="[RUN_ID]...", nargs=-1)
+@click.option("--study", "studies", multiple=True, help="a study's trial runs (repeatable)")
+@click.option("--experiment", "experiments", multiple=True, help="an experiment's training runs (repeatable)")
+@click.option("--all", "include_all", is_flag=True,
+              help="also runs of studies/experiments that did not finish (pruned, failed)")
+@click.option("--sort", default=None, help="sort the table by this column (or any param or metric)")
+@click.option("--ascending/--descending", default=True, show_default=True, help="sort order")
+@click.option("--x", default=None, help="plot: the param (or metric) on the x axis, e.g. batch_size")
+@click.option("--y", "ys", multiple=True, help="plot: the metric on the y axis, e.g. train_time (repeatable)")
+@click.option("--by", default=None, help="plot: one line per value of this param, e.g. lr")
+@click.option("--out", default="report", show_default=True, type=click.Path(),
+              help="folder for table.md/.csv, the plots, confusion_matrices.png, per_class_accuracy.*")
+@click.option("--log/--no-log", default=True, show_default=True, help="log the files as a run named 'report'")
+def report(run_ids, studies, experiments, include_all, sort, ascending, x, ys, by, out, log):
+    """Compare runs already in MLflow: seed 000's Table 1, plots, confusion matrices.
+
+    Runs: RUN_IDs (a study's parent run: its trials), --study NAME, --experiment NAME; combined,
+    each run once. E.g. mlproject report --study seed000 --x batch_size --y train_time
+    --y test_accuracy --by lr --sort test_accuracy --descending"""
+    from . import report as rep
+
+    try:
+        checked = rep.check(run_ids, experiments, studies, include_all=include_all, sort=sort, ascending=ascending,
+                            x=x, ys=ys, by=by, out=out)
+    except ConfigError as e:
+        fail(str(e))
+    click.echo(rep.summary(rep.run(checked, out, log=log)))
+
+
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=bool_flags_from_values(sys.argv[1:] if args is None else list(args)), prog_name="mlproject")

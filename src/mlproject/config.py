@@ -20,6 +20,9 @@ SCHEDULERS = ("none", "cosine", "step")
 FREEZE = ("none", "backbone")
 HEADS = ("linear", "mlp")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# weights are float32: torch refuses larger hyperparameters mid-run ("cannot be converted to type
+# float without overflow"), so they are refused up front, with the other bad input
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class ConfigError(ValueError):
@@ -115,11 +118,12 @@ class TrainConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise unknown(f.name.replace("_", " "), getattr(self, f.name), choices)
         checks = [
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 < self.lr <= FLOAT32_MAX, f"lr must be > 0 and a finite float32 (<= {FLOAT32_MAX:.3g}), got {self.lr}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.weight_decay <= FLOAT32_MAX,
+             f"weight decay must be >= 0 and a finite float32 (<= {FLOAT32_MAX:.3g}), got {self.weight_decay}"),
             (0 <= self.val_fraction < 1, f"val fraction must be in [0, 1), got {self.val_fraction}"),
             (0 < self.test_fraction < 1, f"test fraction must be in (0, 1), got {self.test_fraction}"),
             (self.val_fraction + self.test_fraction < 1,

@@ -55,8 +55,12 @@ class Worker:
 
     def pending(self, study) -> bool:
         """Trials to start: fewer than --trials so far, or retries waiting (enqueued by the
-        heartbeat's RetryHeartbeatStaleTrialCallback); never past --timeout."""
+        heartbeat's RetryHeartbeatStaleTrialCallback); never past --timeout or an exhausted grid."""
         if self.deadline is not None and time.monotonic() > self.deadline:
+            return False
+        if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
+            # every grid point has run (a failed one counts: it would fail again), so more trials
+            # would only repeat points; --trials is capped at the grid's size anyway
             return False
         return self.remaining(study) > 0 or bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 

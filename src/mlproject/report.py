@@ -1,0 +1,560 @@
+"""`mlproject report`: seed 000's Table 1, its grouped plots, its page of confusion matrices and a
+per-class accuracy table, from runs already in MLflow (nothing typed by hand).
+
+    checked = check(run_ids, experiments, studies, x="batch_size", ys=["train_time"], by="lr")  # ConfigError
+    result = run(checked, "report/", log=True)   # writes the files, logs them as a run named "report"
+    print(summary(result))
+
+MLflow is reached only through `tracking` (tracking/report.py selects the runs, reads their
+confusion matrices and logs the report run); this module checks the request and renders.
+
+Files written to the output folder (and logged under `report/` of a run named "report"):
+    table.md, table.csv          one row per run: run, run_id, [experiment, study, trial, status],
+                                 the hyperparameters, train_time_s, test_time_s, train_accuracy,
+                                 val_accuracy, test_accuracy, model_size_mb, params_total
+    <y>_vs_<x>[_by_<by>].png     one per --y: y against x, one line per value of --by
+    confusion_matrices.png       every selected run's logged test confusion matrix, side by side
+    per_class_accuracy.csv/.md/.png   test accuracy of every class (columns) in every run (rows)
+
+Table columns (names are stable): `train_accuracy` / `val_accuracy` are the metrics
+final_train_accuracy / final_val_accuracy (the whole split in eval mode after training). The
+hyperparameter columns are KEY_PARAMS (model, optimizer, lr, batch_size, momentum, weight_decay,
+epochs) always, plus every other param whose value differs between the selected runs or that a
+study sampled (`sampled.<name>`), bookkeeping params (BOOKKEEPING) excepted; the params equal in
+every run are listed under the Markdown table instead. `experiment` appears when the runs come
+from several, `study`/`trial` when any run is a study's trial, `status` when any is not FINISHED.
+
+Names in --x/--y/--by/--sort: any table column, any param or metric of the selected runs (a
+metric whose name a param or table column already takes is `metrics.<name>`, e.g. the per-epoch
+`metrics.lr` and `metrics.train_accuracy`; `params.<name>` works too), and the aliases in ALIASES
+(train_time -> train_time_s, ...). A name no selected run has is a ConfigError listing those
+that exist.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import tracking
+
+from .config import ConfigError, TrainConfig
+
+KEY_PARAMS = ("model", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "epochs")
+# params that say where and how a run was recorded, not what was trained: never table columns
+# (class_names: logged with a model, so only the runs that hold one have it)
+BOOKKEEPING = ("experiment", "run_name", "data_dir", "num_workers", "log_model", "cache_features", "class_names")
+# metric -> table column
+METRICS = {"train_time_s": "train_time_s", "test_time_s": "test_time_s", "final_train_accuracy": "train_accuracy",
+           "final_val_accuracy": "val_accuracy", "test_accuracy": "test_accuracy", "model_size_mb": "model_size_mb",
+           "params_total": "params_total"}
+INTEGER_METRICS = ("params_total", "params_trainable")
+ALIASES = {"train_time": "train_time_s", "test_time": "test_time_s", "model_size": "model_size_mb",
+           "size": "model_size_mb", "params": "params_total", "parameters": "params_total",
+           "train_acc": "train_accuracy", "val_acc": "val_accuracy", "test_acc": "test_accuracy",
+           "final_train_accuracy": "train_accuracy", "final_val_accuracy": "val_accuracy",
+           "learning_rate": "lr", "batch": "batch_size", "name": "run", "run_name": "run"}
+CLASS_PREFIX = "test_class_accuracy/"
+CM_COLUMNS = 4  # confusion matrices per row in confusion_matrices.png
+CM_MAX_PIXELS = 40e6  # the matrices together, at most (drawn at less than 100 dpi if need be)
+
+
+@dataclass
+class Plot:
+    x: str
+    y: str
+    by: str | None
+
+    @property
+    def filename(self) -> str:
+        name = f"{_safe(self.y)}_vs_{_safe(self.x)}" + (f"_by_{_safe(self.by)}" if self.by else "")
+        return name + ".png"
+
+
+@dataclass
+class Checked:
+    """Everything `run` needs, validated."""
+
+    selection: object  # tracking.report.Selection
+    data: pd.DataFrame  # one row per run: every table column, param and metric (see _wide)
+    source: dict[str, tuple[str, str]]  # column -> ("meta" | "param" | "metric", name in MLflow)
+    columns: list[str]  # the table's columns, in order
+    fixed: dict[str, str]  # params equal in every run and not in the table
+    sort: str | None = None
+    ascending: bool = True
+    plots: list[Plot] = field(default_factory=list)
+
+    def table(self) -> pd.DataFrame:
+        t = self.data[self.columns]
+        if self.sort:
+            t = t.sort_values(self.sort, ascending=self.ascending, na_position="last", kind="stable")
+        return t.reset_index(drop=True)
+
+
+@dataclass
+class Result:
+    checked: Checked
+    out_dir: Path
+    files: list[str] = field(default_factory=list)  # written, relative to out_dir
+    matrices: list[str] = field(default_factory=list)  # run ids shown in confusion_matrices.png
+    no_matrix: list[str] = field(default_factory=list)  # run ids without a logged confusion matrix
+    run_id: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+
+def check(run_ids=(), experiments=(), studies=(), include_all: bool = False, sort: str | None = None,
+          ascending: bool = True, x: str | None = None, ys=(), by: str | None = None, out=None) -> Checked:
+    """All bad input, before anything is written or logged: ConfigError for run ids that do not
+    exist, an unknown experiment or study, a study or experiment with no finished runs, names in
+    sort / x / ys / by that no selected run has (those that exist listed), --x without --y and
+    the reverse, a non-numeric --y, and an --out that is a file."""
+    try:
+        sel = tracking.select_runs(run_ids=run_ids, experiments=experiments, studies=studies, include_all=include_all)
+    except tracking.RunsNotFound as e:
+        raise ConfigError(str(e)) from None
+    data, source = _wide(sel.runs)
+    columns, fixed = _columns(data, source)
+    checked = Checked(sel, data, source, columns, fixed, ascending=ascending)
+    if sort:
+        checked.sort = resolve(checked, sort, "--sort")
+        if checked.sort not in checked.columns:  # sorted by a param or metric: show it too
+            checked.columns.append(checked.sort)
+    ys = list(ys)
+    if x and not ys:
+        raise ConfigError("--x needs --y (the metric to plot against it), e.g. --x batch_size --y train_time")
+    if ys and not x:
+        raise ConfigError("--y needs --x (the parameter to plot it against), e.g. --x batch_size --y train_time")
+    if by and not x:
+        raise ConfigError("--by needs --x and --y, e.g. --x batch_size --y train_time --by lr")
+    if x:
+        xc = resolve(checked, x, "--x")
+        bc = resolve(checked, by, "--by") if by else None
+        for y in ys:
+            yc = resolve(checked, y, "--y")
+            if not pd.api.types.is_numeric_dtype(data[yc]):
+                raise ConfigError(f"--y {y!r} is not numeric (values like {data[yc].dropna().iloc[0]!r}); "
+                                  "plot a metric or a numeric param")
+            both = data[[xc, yc]].notna().all(axis=1)
+            if not both.any():
+                raise ConfigError(f"no selected run has both {xc!r} and {yc!r}")
+            checked.plots.append(Plot(xc, yc, bc))
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file, not a folder")
+    return checked
+
+
+def resolve(checked: Checked, name: str, option: str) -> str:
+    """The data column `name` means (a column, an alias, params.X / metrics.X); ConfigError
+    listing the names the selected runs have when none does."""
+    data, source = checked.data, checked.source
+    have = [c for c in data.columns if data[c].notna().any()]
+    name = name.strip()
+    candidates = [name, ALIASES.get(name, "")]
+    prefix, _, rest = name.partition(".")
+    if prefix in ("params", "metrics") and rest:
+        kind = prefix[:-1]
+        candidates += [c for c, (k, n) in source.items() if k == kind and n == rest]
+    for c in candidates:
+        if c and c in have:
+            return c
+    raise ConfigError(f"{option} {name!r}: no selected run has it{_suggest(name, [*have, *ALIASES])}; "
+                      f"they have {names_listed(checked, have)}")
+
+
+def names_listed(checked: Checked, have: list[str]) -> str:
+    """'table columns: ...; other params: ...; other metrics: ...', per-class metrics collapsed."""
+    table = [c for c in checked.columns if c in have]
+    params = [c for c in have if c not in table and checked.source[c][0] == "param"]
+    metrics = [c for c in have if c not in table and checked.source[c][0] == "metric"]
+    classes = [m for m in metrics if m.startswith(CLASS_PREFIX)]
+    if len(classes) > 3:
+        metrics = [m for m in metrics if not m.startswith(CLASS_PREFIX)]
+        metrics.append(f"{CLASS_PREFIX}<class> ({len(classes)} classes)")
+    parts = [f"table columns: {', '.join(table)}"]
+    if params:
+        parts.append(f"other params: {', '.join(params)}")
+    if metrics:
+        parts.append(f"other metrics: {', '.join(metrics)}")
+    return "; ".join(parts)
+
+
+def _suggest(value: str, names) -> str:
+    close = difflib.get_close_matches(value, list(dict.fromkeys(names)), n=3, cutoff=0.6)
+    return f" (did you mean: {', '.join(close)}?)" if close else ""
+
+
+def _typed(values: pd.Series) -> pd.Series:
+    """Param strings as numbers where every logged value is one (Int64 where all are integers)."""
+    present = values.dropna().astype(str).str.strip()
+    if present.empty:
+        return values
+    try:
+        pd.to_numeric(present)
+    except (ValueError, TypeError):
+        return values
+    numbers = pd.to_numeric(values.astype(object).where(values.notna(), None))
+    if present.str.fullmatch(r"[+-]?\d+").all():
+        return numbers.astype("Int64")
+    return numbers.astype(float)
+
+
+def _wide(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[str, str]]]:
+    """One row per run with friendly column names: META, every param under its own name, the
+    METRICS under their table names and every other metric under its own name (or metrics.<name>
+    where that is taken); and where every column came from."""
+    data: dict[str, pd.Series] = {}
+    source: dict[str, tuple[str, str]] = {}
+
+    def put(column, values, kind, name):
+        data[column] = values
+        source[column] = (kind, name)
+
+    def tag(name):
+        return runs[f"tags.{name}"] if f"tags.{name}" in runs else pd.Series([None] * len(runs), index=runs.index)
+
+    names = runs["run_name"].where(runs["run_name"].astype(bool), runs["run_id"].str[:8])
+    put("run", names, "meta", "run_name")
+    put("run_id", runs["run_id"], "meta", "run_id")
+    put("experiment", runs["experiment"], "meta", "experiment")
+    put("study", tag("optuna.study"), "meta", "tags.optuna.study")
+    put("trial", _typed(tag("optuna.trial_number")), "meta", "tags.optuna.trial_number")
+    put("status", runs["status"], "meta", "status")
+    param_cols = [c for c in runs.columns if c.startswith("params.")]
+    for c in param_cols:
+        name = c[len("params."):]
+        put(name if name not in data else c, _typed(runs[c]), "param", name)
+    metric_cols = [c for c in runs.columns if c.startswith("metrics.")]
+    for metric, column in METRICS.items():  # always there, so the table's columns are stable
+        values = runs[f"metrics.{metric}"] if f"metrics.{metric}" in runs else pd.Series(np.nan, index=runs.index)
+        if metric in INTEGER_METRICS and _integral(values):
+            values = values.round().astype("Int64")
+        put(column if column not in data else f"metrics.{metric}", values, "metric", metric)
+    for c in metric_cols:
+        name = c[len("metrics."):]
+        if name in METRICS:
+            continue
+        values = runs[c].round().astype("Int64") if name in INTEGER_METRICS and _integral(runs[c]) else runs[c]
+        put(name if name not in data else c, values, "metric", name)
+    return pd.DataFrame(data, index=runs.index).reset_index(drop=True), source
+
+
+def _integral(values: pd.Series) -> bool:
+    v = values.dropna()
+    return bool(len(v)) and bool(np.all(np.mod(v.to_numpy(dtype=float), 1) == 0))
+
+
+def _columns(data: pd.DataFrame, source) -> tuple[list[str], dict[str, str]]:
+    """The table's columns in order, and the params equal in every run that it leaves out."""
+    cols = ["run", "run_id"]
+    if data["experiment"].nunique() > 1:
+        cols.append("experiment")
+    for c in ("study", "trial"):
+        if data[c].notna().any():
+            cols.append(c)
+    if (data["status"] != "FINISHED").any():
+        cols.append("status")
+    params = {c: n for c, (k, n) in source.items() if k == "param"}
+    sampled = {n[len("sampled."):] for n in params.values() if n.startswith("sampled.")}
+    order = [f.name for f in dataclasses.fields(TrainConfig)]
+    rank = {n: i for i, n in enumerate(order)}
+    shown, fixed = [], {}
+    for c, n in sorted(params.items(), key=lambda kv: (rank.get(kv[1], len(rank)), kv[1])):
+        if n.startswith(("sampled.", "space.")) or n in BOOKKEEPING:
+            continue
+        varies = data[c].astype(str).nunique(dropna=False) > 1 or data[c].isna().any()
+        if n in KEY_PARAMS or n in sampled or varies:
+            shown.append(c)
+        else:
+            fixed[n] = str(data[c].iloc[0])
+    shown.sort(key=lambda c: (KEY_PARAMS.index(params[c]) if params[c] in KEY_PARAMS else len(KEY_PARAMS),
+                              rank.get(params[c], len(rank)), params[c]))
+    metrics = [c for c, (k, n) in source.items() if k == "metric" and n in METRICS]
+    return cols + shown + metrics, fixed
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+def run(checked: Checked, out_dir, log: bool = True) -> Result:
+    """Write every file into `out_dir` and, with `log`, log them as a run named "report" (tag
+    mlproject.role=report) in the experiment of the first selector."""
+    result = Result(checked, Path(out_dir))
+    result.out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, object] = {}
+    table = checked.table()
+    files["table.csv"] = table.to_csv(index=False)
+    files["table.md"] = table_markdown(checked, table)
+    for plot in checked.plots:
+        files[plot.filename] = plot_figure(checked, plot)
+    cms = tracking.confusion_matrices(table["run_id"])
+    result.matrices = [r for r in table["run_id"] if r in cms]
+    result.no_matrix = [r for r in table["run_id"] if r not in cms]
+    if cms:
+        files["confusion_matrices.png"] = confusion_matrices_figure(checked, table, cms)
+    per_class = per_class_table(checked, table, cms)
+    if per_class is not None:
+        files["per_class_accuracy.csv"] = per_class.to_csv()
+        files["per_class_accuracy.md"] = markdown(per_class.reset_index(), {c: ".4f" for c in per_class.columns})
+        files["per_class_accuracy.png"] = per_class_figure(per_class)
+    for name, content in files.items():
+        path = result.out_dir / name
+        if isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        else:
+            content.savefig(path)
+    result.files = list(files)
+    if log:
+        sel = checked.selection
+        order = "ascending" if checked.ascending else "descending"
+        params = {"runs": len(table), "selected": "; ".join(sel.sources), "run_ids": ",".join(table["run_id"]),
+                  "sort": f"{checked.sort} {order}" if checked.sort else "",
+                  "plots": ", ".join(p.filename for p in checked.plots)}
+        result.run_id = tracking.log_report(sel.experiment_id, str(result.out_dir), result.files, params)
+    return result
+
+
+def _seconds(v: float) -> str:
+    return f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.2g}"  # 682.71, 1.53; 0.0071, not 0.00
+
+
+def _format(column: str, dtype):
+    """How table.md writes a float column: seconds to 0.01 s (2 significant digits below 0.1 s),
+    accuracies to 4 decimals, sizes to 3 significant digits, anything else to 6."""
+    if not pd.api.types.is_float_dtype(dtype):
+        return None
+    if column.endswith("_s"):
+        return _seconds
+    if "accuracy" in column:
+        return ".4f"
+    if column.endswith("_mb"):
+        return ".3g"
+    return ".6g"
+
+
+def _cell(value, fmt=None) -> str:
+    """One Markdown cell: '' for a missing value, floats by `fmt` (a format spec or a function)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if fmt and isinstance(value, (float, np.floating)):
+        text = fmt(float(value)) if callable(fmt) else format(value, fmt)
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(frame: pd.DataFrame, formats: dict | None = None) -> str:
+    """A GitHub Markdown table of `frame` (no index), numbers right-aligned; formats: column -> a
+    format spec or a function for its floats."""
+    formats = formats or {}
+    cols = list(frame.columns)
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in cols]
+    lines = ["| " + " | ".join(_cell(c, None) for c in cols) + " |",
+             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v, formats.get(c)) for c, v in zip(cols, row)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def table_markdown(checked: Checked, table: pd.DataFrame) -> str:
+    """table.md: the table (run ids shortened to 8 characters, numbers rounded: see _format),
+    then the params every run shares, what was left out and the sort order."""
+    shown = table.copy()
+    shown["run_id"] = shown["run_id"].str[:8]
+    text = markdown(shown, {c: _format(c, shown[c].dtype) for c in shown.columns})
+    notes = []
+    if checked.fixed:
+        notes.append("Same in every run: " + ", ".join(f"{k}={v}" for k, v in checked.fixed.items()) + ".")
+    excluded = checked.selection.excluded
+    if excluded:
+        notes.append("Left out (not finished; `--all` includes them): "
+                     + ", ".join(f"{n} {s}" for s, n in sorted(excluded.items())) + ".")
+    if checked.sort:
+        notes.append(f"Sorted by {checked.sort}, {'ascending' if checked.ascending else 'descending'}.")
+    return text + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
+
+
+def run_labels(checked: Checked, table: pd.DataFrame) -> dict[str, str]:
+    """run id -> 'run (run_id8)' plus its hyperparameters that vary between the runs: figure titles."""
+    varying = [c for c in checked.columns if checked.source[c][0] == "param"
+               and table[c].astype(str).nunique(dropna=False) > 1]
+    labels = {}
+    for _, row in table.iterrows():
+        parts = [f"{c}={_cell(row[c], '.6g')}" for c in varying[:4]]
+        labels[row["run_id"]] = f"{row['run']} ({row['run_id'][:8]})" + ("\n" + " ".join(parts) if parts else "")
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name).strip("_") or "value"
+
+
+def plot_figure(checked: Checked, plot: Plot):
+    """y against x, one line (sorted by x) per value of `by`. A numeric x spanning 8x or more
+    (batch sizes 16..512) is drawn on a log2 axis with a tick at every value, so 16 and 32 do
+    not run together (seed 000's figure); a text x (model names) is categorical."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    data = checked.data
+    cols = [plot.x, plot.y] + ([plot.by] if plot.by and plot.by not in (plot.x, plot.y) else [])
+    d = data[cols].dropna(subset=[plot.x, plot.y])
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    numeric_x = pd.api.types.is_numeric_dtype(d[plot.x])
+    if numeric_x:
+        xs = d[plot.x].astype(float)
+    else:
+        cats = sorted(d[plot.x].astype(str).unique())
+        xs = d[plot.x].astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
+    d = d.assign(_x=xs, _y=d[plot.y].astype(float))
+    groups = [(None, d)] if not plot.by else list(d.groupby(plot.by, dropna=False, sort=True))
+    for value, g in groups:
+        g = g.sort_values("_x", kind="stable")
+        label = None if plot.by is None else f"{plot.by}={_cell(value, '.6g') or 'none'}"
+        ax.plot(g["_x"], g["_y"], marker="o", label=label)
+    if numeric_x:
+        values = sorted(set(d["_x"]))
+        if values and values[0] > 0 and values[-1] / values[0] >= 8:
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_minor_locator(NullLocator())
+        if len(values) <= 16:
+            ax.xaxis.set_major_locator(FixedLocator(values))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.6g}"))
+    else:
+        ax.set_xticks(range(len(cats)), cats, rotation=30 if max(map(len, cats), default=0) > 8 else 0,
+                      ha="right" if max(map(len, cats), default=0) > 8 else "center")
+    ax.set_xlabel(plot.x)
+    ax.set_ylabel(plot.y)
+    ax.set_title(f"{plot.y} vs {plot.x}" + (f" by {plot.by}" if plot.by else ""))
+    ax.grid(alpha=0.3)
+    if plot.by:
+        ax.legend(title=plot.by)
+    return fig
+
+
+def _rendered(fig) -> np.ndarray:
+    """A figure drawn by Agg at its own dpi: (H, W, 4) uint8."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def confusion_matrices_figure(checked: Checked, table: pd.DataFrame, cms: dict[str, dict]):
+    """The runs' logged test confusion matrices side by side (CM_COLUMNS per row, table order),
+    each drawn by tracking.artifacts.confusion_matrix_figure exactly as in its own run, titled
+    with the run and its varying hyperparameters."""
+    from matplotlib.figure import Figure
+
+    from tracking.artifacts import confusion_matrix_figure
+
+    labels = run_labels(checked, table)
+    ids = [r for r in table["run_id"] if r in cms]
+    figures = [confusion_matrix_figure(np.asarray(cms[r]["matrix"]), cms[r]["class_names"]) for r in ids]
+    # 100 dpi, less where the whole would pass CM_MAX_PIXELS (100 classes: 22 in a matrix)
+    inches = sum(float(np.prod(f.get_size_inches())) for f in figures)
+    dpi = min(100.0, math.sqrt(CM_MAX_PIXELS / inches))
+    for f in figures:
+        f.set_dpi(dpi)
+    tiles = [_rendered(f) for f in figures]
+    th = max(t.shape[0] for t in tiles) / dpi
+    tw = max(t.shape[1] for t in tiles) / dpi
+    band = 0.5  # inches above every tile for its two-line title
+    ncols = min(CM_COLUMNS, len(tiles))
+    nrows = math.ceil(len(tiles) / ncols)
+    fw, fh = ncols * tw, nrows * (th + band) + 0.5
+    fig = Figure(figsize=(fw, fh), dpi=dpi)
+    fig.suptitle(f"test confusion matrices of {len(tiles)} runs", y=1 - 0.1 / fh, va="top")
+    for k, (rid, tile) in enumerate(zip(ids, tiles)):
+        r, c = divmod(k, ncols)
+        h, w = tile.shape[0] / dpi, tile.shape[1] / dpi
+        left, top = c * tw, 0.5 + r * (th + band) + band
+        ax = fig.add_axes((left / fw, 1 - (top + h) / fh, w / fw, h / fh))
+        ax.imshow(tile, interpolation="none")
+        ax.set_axis_off()
+        ax.set_title(labels[rid], fontsize=10, pad=2)
+    return fig
+
+
+def per_class_table(checked: Checked, table: pd.DataFrame, cms: dict[str, dict]) -> pd.DataFrame | None:
+    """Test accuracy per class (columns, in the confusion matrices' class order) per run (rows,
+    indexed by the run's label 'run (run_id8)'), from the metrics test_class_accuracy/<class>;
+    None when no run has them."""
+    data = checked.data.set_index("run_id").loc[table["run_id"]]
+    keys = {checked.source[c][1][len(CLASS_PREFIX):]: c for c in checked.data.columns
+            if checked.source[c][0] == "metric" and checked.source[c][1].startswith(CLASS_PREFIX)}
+    keys = {k: c for k, c in keys.items() if data[c].notna().any()}
+    if not keys:
+        return None
+    order = []  # class names, in the first logged confusion matrix's order
+    for cm in cms.values():
+        order += [str(n) for n in cm["class_names"] if tracking.metric_key(n) in keys and str(n) not in order]
+    columns = {n: keys[tracking.metric_key(n)] for n in order}
+    natural = lambda k: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", k)]  # noqa: E731
+    for k in sorted(set(keys) - {tracking.metric_key(n) for n in order}, key=natural):
+        columns[k] = keys[k]
+    index = pd.Index([f"{r} ({i[:8]})" for r, i in zip(table["run"], table["run_id"])], name="run")
+    return pd.DataFrame({n: data[c].to_numpy(dtype=float) for n, c in columns.items()}, index=index)
+
+
+def per_class_figure(per_class: pd.DataFrame):
+    """Heat map of per_class (runs x classes), values written in the cells up to 30 classes; the
+    colours span the lowest accuracy (rounded down to 0.1) to 1."""
+    from matplotlib.figure import Figure
+
+    values = per_class.to_numpy(dtype=float)
+    nr, nc = values.shape
+    cell = 0.55 if nc <= 30 else 0.22
+    label_w = max(len(s) for s in per_class.index) * 0.075
+    fig = Figure(figsize=(max(5.0, nc * cell + label_w + 1.8), max(2.5, nr * 0.4 + 1.8)), layout="constrained")
+    ax = fig.add_subplot()
+    # from the lowest accuracy (rounded down to 0.1) to 1: runs that all score 0.8-1.0 still differ in colour
+    low = np.nanmin(values) if np.isfinite(values).any() else 0.0
+    vmin = min(0.9, math.floor(low * 10) / 10)
+    im = ax.imshow(np.ma.masked_invalid(values), cmap="Blues", vmin=vmin, vmax=1, aspect="auto",
+                   interpolation="nearest")
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="test accuracy")
+    names = [str(c) for c in per_class.columns]
+    rotate = nc > 10 or max(map(len, names), default=0) * nc > 60
+    ax.set_xticks(range(nc), names, rotation=45 if rotate else 0, ha="right" if rotate else "center",
+                  fontsize=9 if nc <= 30 else 6)
+    ax.set_yticks(range(nr), list(per_class.index), fontsize=9)
+    ax.set_xlabel("class")
+    ax.set_title("test accuracy per class")
+    if nc <= 30 and nr <= 60:
+        rgba = im.cmap(im.norm(np.nan_to_num(values)))
+        dark = (0.299 * rgba[..., 0] + 0.587 * rgba[..., 1] + 0.114 * rgba[..., 2]) < 0.5
+        for i in range(nr):
+            for j in range(nc):
+                if not math.isnan(values[i, j]):
+                    ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if dark[i, j] else "black")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# what the command prints
+
+def summary(result: Result) -> str:
+    checked = result.checked
+    lines = [table_markdown(checked, checked.table()).rstrip(), ""]
+    lines.append("selected: " + "; ".join(checked.selection.sources))
+    if result.no_matrix:
+        lines.append(f"no logged confusion matrix in {len(result.no_matrix)} runs: "
+                     + ", ".join(r[:8] for r in result.no_matrix))
+    lines.append(f"wrote {', '.join(result.files)} to {result.out_dir}")
+    if result.run_id:
+        lines.append(f"logged as run {result.run_id} (artifacts under {tracking.REPORT_ARTIFACTS}/)")
+    return "\n".join(lines)
