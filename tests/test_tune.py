@@ -99,6 +99,15 @@ def test_small_study_parent_children_summary_and_registered_model(store):
     assert accuracy == pytest.approx(best_run.data.metrics["test_accuracy"])
     assert "study s1: 4 complete, 0 pruned, 0 failed" in result.output
     assert "registered as 's1'" in result.output
+    # a saved view of the runs table with the study's columns, and its link printed
+    import json
+
+    exp = store.get_experiment(parent.info.experiment_id)
+    view = json.loads(exp.tags["mlflow.sharedViewState.study-s1"])
+    columns = json.loads(view["state"])["selectedColumns"]
+    assert view["name"] == "study s1" and {"metrics.`best_value`", "metrics.`val_accuracy`", "params.`lr`"} <= set(columns)
+    assert (f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=study-s1"
+            "&workflowType=machine_learning") in result.output
 
 
 def test_grid_runs_exactly_its_combinations(store):

@@ -3,7 +3,8 @@
 A 3-trial study is tuned (the real `tune` code path, SQLite MLflow and Optuna stores in tmp_path),
 `mlflow ui` serves that store, and Chromium (Debian's package, driven by Playwright) opens the
 experiment: the parent run `study-NAME` is listed alone until expanded, then its trials show nested
-under it; the key metrics, chosen in the Columns menu, are columns with the values MLflow recorded;
+under it; the key metrics are columns, with the values MLflow recorded, in the view `tune` saved
+and printed a link to;
 a trial's artifacts view renders test/confusion_matrix.png (an <img> that has loaded, the size of
 the stored file). Screenshots of both views are saved in tmp_path (paths printed) and must not be
 blank.
@@ -128,7 +129,11 @@ def test_mlflow_ui_shows_the_study_nested_with_metric_columns_and_confusion_matr
                 localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');
             } catch (e) {}""")
             try:
-                page.goto(f"{base}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning")
+                # the link `tune` printed: the study's saved view of the runs table
+                (link,) = re.findall(r"http://127\.0\.0\.1:5000/(#/experiments/\S+)", result.output)
+                assert link == f"#/experiments/{exp.experiment_id}/runs?viewStateShareKey=study-{STUDY}" \
+                               "&workflowType=machine_learning"
+                page.goto(f"{base}/{link}")
 
                 # the parent run, alone until expanded: its trials are nested under it, not beside it
                 def row(run):
@@ -148,17 +153,7 @@ def test_mlflow_ui_shows_the_study_nested_with_metric_columns_and_confusion_matr
                 for t in trials:  # indented under the parent
                     assert name_link(t).bounding_box()["x"] > parent_x + 10, t.info.run_name
 
-                # the key metrics as columns: chosen in "Columns", as a user does (MLflow shows none by default)
-                page.get_by_role("button", name="Columns", exact=True).click()
-                search = page.get_by_placeholder("Search columns")
-                tree = page.get_by_test_id("column-selector-tree")
-                for metric in KEY_METRICS:
-                    search.fill(metric)
-                    exactly = re.compile(rf"^{re.escape(metric)}$")  # not final_val_accuracy
-                    node = tree.locator("[class*='tree-treenode']").filter(has_text=exactly)
-                    node.locator("[class*='tree-checkbox']").first.click()
-                page.keyboard.press("Escape")
-                expect(search).to_be_hidden()
+                # the key metrics as columns, from the view `tune` saved (MLflow shows none by default)
                 for metric in KEY_METRICS:
                     expect(page.locator(f'.ag-header-cell[col-id="metrics.`{metric}`"]')).to_be_visible()
                 expect(row(parent).locator('[col-id="metrics.`best_value`"]')).not_to_be_empty()

@@ -136,3 +136,26 @@ def log_run_metrics(run_id: str, metrics: dict) -> None:
 def log_metrics(metrics: dict, step: int | None = None) -> None:
     """A dict of metrics on the active run, in one call (an epoch's, with step=epoch)."""
     mlflow.log_metrics(metrics, step=step)
+
+
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # MLflow 3 UI: experiment tags holding saved run-table views
+
+
+def save_runs_view(experiment_id: str, key: str, name: str, metrics: list[str], params: list[str]) -> str:
+    """Save a view of the experiment's runs table (these metric and param columns) in the MLflow
+    UI's own format, and return the path that opens it (append to the UI's address).
+
+    MLflow's UI shows no metric or param columns until a user picks them; a study's parent run
+    saves one view of its key columns so its link opens with them. The format (an experiment tag
+    `mlflow.sharedViewState.<key>` holding {"name", "createdAt", "updatedAt", "state"}, state a
+    JSON string with "selectedColumns") is what MLflow 3.x's UI writes when a view is shared;
+    a UI that does not know it ignores the tag, and the runs table is then as it always was.
+    """
+    import json
+
+    now = int(time.time() * 1000)
+    columns = ["attributes.`Dataset`", "attributes.`Models`", *(f"params.`{p}`" for p in params),
+               *(f"metrics.`{m}`" for m in metrics)]
+    value = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps({"selectedColumns": columns})}
+    MlflowClient().set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key, json.dumps(value))
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={key}&workflowType=machine_learning"

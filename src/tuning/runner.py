@@ -29,6 +29,10 @@ from .space import SearchSpace
 NOT_IN_SIGNATURE = ("experiment", "run_name", "log_model", "num_workers", "device", "data_dir", "seed",
                     "cache_features", "compile")
 PARENT_ATTR = "mlflow_parent_run_id"
+VIEW_ATTR = "mlflow_ui_view"  # the UI path of the study's saved runs-table view
+# columns of that view: the parent's best, each trial's own results (README, 'The MLflow UI')
+STUDY_VIEW_METRICS = ["best_value", "val_accuracy", "test_accuracy", "final_train_accuracy", "train_time_s",
+                      "test_time_s", "model_size_mb"]
 
 
 @dataclass
@@ -166,6 +170,10 @@ def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float =
     tracking.set_run_tags(run_id, {"optuna.study": p.study_name, "optuna.sampler": p.sampler,
                                    "optuna.pruner": p.pruner, "optuna.storage": studies.redact(p.storage),
                                    "mlproject.role": "study"})
+    experiment_id = client.get_run(run_id).info.experiment_id
+    view = tracking.save_runs_view(experiment_id, f"study-{p.study_name}", f"study {p.study_name}", STUDY_VIEW_METRICS,
+                                   ["model", *p.space.searched()])
+    study.set_user_attr(VIEW_ATTR, view)
     if p.data is not None:  # the dataset analysis, once for the study (trials log only the inputs)
         samples = p.data.train.head_images(min(len(p.data.train), 2000))
         tracking.log_dataset(p.data.info, samples.numpy(), p.data.train.labels[: len(samples)].numpy(), run_id=run_id)
