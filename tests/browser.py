@@ -15,11 +15,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
-from servers import Unavailable
+from servers import Unavailable, apt_install
 
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
 
@@ -50,22 +49,9 @@ def chromium_path() -> str:
     found = _find()
     if found:
         return found
-    apt = shutil.which("apt-get")
-    if not apt:
-        raise Unavailable("chromium is not installed and apt-get is not available")
     if os.geteuid() != 0:
         raise Unavailable("chromium is not installed and installing it needs root (apt-get install chromium)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = [apt, "install", "-y", "--no-install-recommends", "chromium"]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:  # stale package lists: update once and retry
-            subprocess.run([apt, "update"], env=env, capture_output=True, text=True, timeout=300)
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise Unavailable(f"apt-get install chromium failed: {e}") from None
-    if proc.returncode != 0:
-        raise Unavailable(f"apt-get install chromium failed ({proc.returncode}): {proc.stderr[-500:]}")
+    apt_install("chromium")
     found = _find()
     if not found:
         raise Unavailable("apt-get installed chromium but /usr/bin/chromium was not found")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 
@@ -91,6 +92,25 @@ def store(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(uri)
     yield MlflowClient(uri)
     mlflow.set_tracking_uri(None)
+
+
+@contextlib.contextmanager
+def module_store(tmp_path_factory, name: str):
+    """For module-scoped fixtures: a real MLflow store (sqlite) in a new tmp dir, which is also
+    the working directory meanwhile; yields its URI."""
+    import mlflow
+
+    tmp = tmp_path_factory.mktemp(name)
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        mp.chdir(tmp)
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture(autouse=True, scope="session")

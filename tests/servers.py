@@ -61,6 +61,25 @@ def wait_for(check, timeout: float, what: str, proc=None, log: Path | None = Non
 
 # --------------------------------------------------------------------------------------- PostgreSQL
 
+def apt_install(package: str, timeout: float = 900) -> None:
+    """`apt-get install -y --no-install-recommends PACKAGE` (after one `apt-get update` if the
+    package lists are stale); Unavailable when apt-get is missing or the install fails."""
+    apt = shutil.which("apt-get")
+    if not apt:
+        raise Unavailable(f"{package} is not installed and apt-get is not available")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = [apt, "install", "-y", "--no-install-recommends", package]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:  # stale package lists: update once and retry
+            subprocess.run([apt, "update"], env=env, capture_output=True, text=True, timeout=300)
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise Unavailable(f"apt-get install {package} failed: {e}") from None
+    if proc.returncode != 0:
+        raise Unavailable(f"apt-get install {package} failed ({proc.returncode}): {proc.stderr[-500:]}")
+
+
 def postgres_bindir() -> Path:
     """The directory holding initdb/pg_ctl; installs Debian's `postgresql` package if needed."""
 
@@ -80,21 +99,7 @@ def postgres_bindir() -> Path:
     found = find()
     if found:
         return found
-    apt = shutil.which("apt-get")
-    if not apt:
-        raise Unavailable("PostgreSQL is not installed and apt-get is not available")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        proc = subprocess.run([apt, "install", "-y", "--no-install-recommends", "postgresql"], env=env,
-                              capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:  # stale package lists: update once and retry
-            subprocess.run([apt, "update"], env=env, capture_output=True, text=True, timeout=300)
-            proc = subprocess.run([apt, "install", "-y", "--no-install-recommends", "postgresql"], env=env,
-                                  capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise Unavailable(f"apt-get install postgresql failed: {e}") from None
-    if proc.returncode != 0:
-        raise Unavailable(f"apt-get install postgresql failed ({proc.returncode}): {proc.stderr[-500:]}")
+    apt_install("postgresql")
     found = find()
     if not found:
         raise Unavailable("apt-get installed postgresql but no initdb/pg_ctl was found")

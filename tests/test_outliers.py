@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 import tracking
+from conftest import module_store
 from mlproject.cli import cli
 from mlproject.config import TrainConfig
 from mlproject.experiment import run_training
@@ -24,23 +25,14 @@ REGISTERED = "digits-lenet"
 def models(tmp_path_factory):
     """(store client, softmax run id, lenet5 run id registered as REGISTERED, run without a model),
     in a sqlite store in a tmp dir that is also the working directory while this module runs."""
-    tmp = tmp_path_factory.mktemp("outliers-store")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        mp.chdir(tmp)
-        mlflow.set_tracking_uri(uri)
-        try:
-            ids = [run_training(TrainConfig(model=m, epochs=1, lr=0.05, experiment="train", num_workers=0)).run_id
-                   for m in ("softmax", "lenet5")]
-            mlflow.register_model(f"runs:/{ids[1]}/model", REGISTERED)
-            client = MlflowClient(uri)
-            bare = client.create_run(client.get_experiment_by_name("train").experiment_id).info.run_id
-            client.set_terminated(bare)
-            yield client, ids[0], ids[1], bare
-        finally:
-            mlflow.set_tracking_uri(None)
+    with module_store(tmp_path_factory, "outliers-store") as uri:
+        ids = [run_training(TrainConfig(model=m, epochs=1, lr=0.05, experiment="train", num_workers=0)).run_id
+               for m in ("softmax", "lenet5")]
+        mlflow.register_model(f"runs:/{ids[1]}/model", REGISTERED)
+        client = MlflowClient(uri)
+        bare = client.create_run(client.get_experiment_by_name("train").experiment_id).info.run_id
+        client.set_terminated(bare)
+        yield client, ids[0], ids[1], bare
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from PIL import Image
 
 import tracking
 from mlproject import report as rep
+from conftest import module_store
 from mlproject.cli import bool_flags_from_values, cli
 from mlproject.config import TrainConfig
 from mlproject.experiment import run_training
@@ -35,39 +36,30 @@ def runs(tmp_path_factory):
     0.05, 0.2) of softmax on digits, a standalone finished run and a KILLED one (stopped after its
     first epoch, as a pruned trial is), all in experiment 'mlproject', and a second KILLED run alone
     in experiment 'side', in a sqlite store in a tmp dir that is the working directory meanwhile."""
-    tmp = tmp_path_factory.mktemp("report-store")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        mp.chdir(tmp)
-        mlflow.set_tracking_uri(uri)
-        try:
-            result = CliRunner().invoke(tune, bool_flags_from_values([
-                "--model", "softmax", "--num-workers", "0", "--epochs", "1", "--sampler", "grid",
-                "--batch-size", "16,64", "--lr", "0.05,0.2", "--weight-decay", "0", "--momentum", "0.9",
-                "--pruner", "none", "--trials", "4", "--study-name", STUDY]))
-            assert result.exit_code == 0, result.output + str(result.exception)
-            cfg = TrainConfig(model="softmax", epochs=1, lr=0.01, batch_size=32, num_workers=0, log_model=False)
-            default = run_training(cfg.replace(run_name="default")).run_id
+    with module_store(tmp_path_factory, "report-store") as uri:
+        result = CliRunner().invoke(tune, bool_flags_from_values([
+            "--model", "softmax", "--num-workers", "0", "--epochs", "1", "--sampler", "grid",
+            "--batch-size", "16,64", "--lr", "0.05,0.2", "--weight-decay", "0", "--momentum", "0.9",
+            "--pruner", "none", "--trials", "4", "--study-name", STUDY]))
+        assert result.exit_code == 0, result.output + str(result.exception)
+        cfg = TrainConfig(model="softmax", epochs=1, lr=0.01, batch_size=32, num_workers=0, log_model=False)
+        default = run_training(cfg.replace(run_name="default")).run_id
 
-            def stop(stats):
-                raise Stop("stopped after one epoch")
+        def stop(stats):
+            raise Stop("stopped after one epoch")
 
-            for experiment in ("mlproject", "side"):  # "side" holds only this unfinished run
-                with pytest.raises(Stop):
-                    run_training(cfg.replace(run_name="stopped", experiment=experiment), on_epoch=stop)
-            client = MlflowClient(uri)
-            everything = all_runs(client)
-            (parent,) = [r for r in everything if r.data.tags.get("mlproject.role") == "study"]
-            trials = [r.info.run_id for r in everything if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-            (stopped,) = [r.info.run_id for r in everything if r.info.run_name == "stopped"
-                          and client.get_experiment(r.info.experiment_id).name == "mlproject"]
-            assert len(trials) == 4 and client.get_run(stopped).info.status == "KILLED"
-            yield {"uri": uri, "client": client, "parent": parent.info.run_id, "trials": trials, "default": default,
-                   "stopped": stopped}
-        finally:
-            mlflow.set_tracking_uri(None)
+        for experiment in ("mlproject", "side"):  # "side" holds only this unfinished run
+            with pytest.raises(Stop):
+                run_training(cfg.replace(run_name="stopped", experiment=experiment), on_epoch=stop)
+        client = MlflowClient(uri)
+        everything = all_runs(client)
+        (parent,) = [r for r in everything if r.data.tags.get("mlproject.role") == "study"]
+        trials = [r.info.run_id for r in everything if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        (stopped,) = [r.info.run_id for r in everything if r.info.run_name == "stopped"
+                      and client.get_experiment(r.info.experiment_id).name == "mlproject"]
+        assert len(trials) == 4 and client.get_run(stopped).info.status == "KILLED"
+        yield {"uri": uri, "client": client, "parent": parent.info.run_id, "trials": trials, "default": default,
+               "stopped": stopped}
 
 
 def all_runs(client):

@@ -74,3 +74,24 @@ def test_metric_buffer_batches_short_epochs_and_flushes(client):
     live = tracking.MetricBuffer(run, every_s=0)
     live.log({"lr": 0.1}, step=1)  # every_s elapsed: sent at once
     assert [m.value for m in client.get_metric_history(run, "lr")] == [0.1]
+
+
+def test_log_model_pins_requirements_and_restores_mlflows_check(store):
+    """The logged requirements are the installed versions (so MLflow's mismatch check, skipped
+    for speed, has nothing to find), and that check is MLflow's own again afterwards."""
+    from importlib import metadata
+
+    import mlflow
+    import numpy as np
+    import torch
+    from mlflow.utils import environment
+
+    check = environment.warn_dependency_requirement_mismatches
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Softmax(dim=1))
+    mlflow.set_experiment("models")
+    with mlflow.start_run():
+        info = tracking.log_model(net, np.zeros((2, 1, 2, 2), np.float32), ["a", "b", "c"])
+    assert environment.warn_dependency_requirement_mismatches is check
+    reqs = open(mlflow.pyfunc.get_model_dependencies(info.model_uri)).read().split()
+    assert f"torch=={metadata.version('torch').split('+')[0]}" in reqs
+    assert f"mlflow=={metadata.version('mlflow')}" in reqs
