@@ -13,20 +13,30 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "benchmarks" / "bench_train.py"
 
 KEYS = ["throughput_ratio", "mlflow_share_pct", "mlflow_share_pct_without_log_model", "tracked_untracked_ratio"]
 
 
+def run_quick(tmp_path, script: str, timeout: float = 300):
+    """`benchmarks/SCRIPT --quick --json FILE` in tmp_path with no MLflow settings inherited;
+    (stdout, figures from the JSON)."""
+    out = tmp_path / f"{script}.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--json", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+def only_json_left(tmp_path) -> bool:
+    """Stores, artifacts and caches went to temp dirs: the working directory holds the JSON alone."""
+    return all(p.suffix == ".json" for p in tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_bench_train_quick(tmp_path):
-    out = tmp_path / "bench.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID")}
-    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--json", str(out)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "trainer/bare throughput ratio" in proc.stdout and "MLflow share" in proc.stdout
-    figures = json.loads(out.read_text())
+    stdout, figures = run_quick(tmp_path, "bench_train.py")
+    assert "trainer/bare throughput ratio" in stdout and "MLflow share" in stdout
     for key in KEYS:
         value = figures[key]
         assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, value)
@@ -35,22 +45,17 @@ def test_bench_train_quick(tmp_path):
     # every MLflow entry point was timed and restored: the runs logged through the wrappers
     calls = figures["tracking"]["run_with_log_model"]["mlflow_calls"]
     assert calls["mlflow.start_run"] == 1 and calls["mlflow.pyfunc.log_model"] == 1
-    assert not list(tmp_path.glob("mlruns")) and not list(tmp_path.glob("mlflow.db"))  # all in a temp store
+    assert only_json_left(tmp_path)
 
 
 @pytest.mark.slow
 def test_bench_tune_quick(tmp_path):
-    out = tmp_path / "tune.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_tune.py"), "--quick", "--json", str(out)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    _, figures = run_quick(tmp_path, "bench_tune.py")
     o, p, s = figures["overhead"], figures["pruning"], figures["sampler"]
     assert 0 < o["fit_s"] < o["trial_wall_s"] and 0 < o["overhead_share"] < 1
     assert p["pruned"]["epochs"] <= p["unpruned"]["epochs"] and 0 <= p["epoch_reduction"] < 1
     assert s["trials"] == 50 and s["ms_per_trial_mean"] > 0
-    assert not [p.name for p in tmp_path.iterdir() if p.name != "tune.json"]  # stores and artifacts in a temp dir
+    assert only_json_left(tmp_path)
 
 
 @pytest.mark.slow
@@ -63,12 +68,7 @@ def test_bench_figures_runs(tmp_path):
 
 @pytest.mark.slow
 def test_bench_speed_quick(tmp_path):
-    out = tmp_path / "speed.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_speed.py"), "--quick", "--json", str(out)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    _, figures = run_quick(tmp_path, "bench_speed.py", timeout=600)
     c, t, w = figures["cache"], figures["tracking"], figures["workers"]
     # the cached and uncached studies sampled and scored the same trials
     assert c["same_best"] and c["max_value_diff"] < 1e-6 and c["cached"]["complete"] == c["trials"] == 3
@@ -76,4 +76,4 @@ def test_bench_speed_quick(tmp_path):
     assert t["calls"]["tracking.training_run"] == 2 * 2  # entered and left once per trial
     assert set(w) == {"1", "2"} and all(v["trials_per_hour"] > 0 for v in w.values())
     assert w["2"]["threads_per_worker"] == max(1, (os.cpu_count() or 1) // 2)
-    assert not [p.name for p in tmp_path.iterdir() if p.name != "speed.json"]  # stores and caches in temp dirs
+    assert only_json_left(tmp_path)
