@@ -122,3 +122,22 @@ def test_head_trained_on_features_is_the_models_head(cache):
         assert torch.allclose(head_model(fdata.test.images), logits, rtol=1e-4, atol=1e-4)
     after = p.model.net.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in backbone_before.items())
+
+
+def test_split_digests_are_computed_once_per_tensor_and_follow_the_data(cache):
+    p = prepare(TrainConfig(model="lenet5", **FROZEN))
+    key = features.cache_key(p.model, p.data, p.device)
+    assert id(p.data.train.images) in features._digests  # remembered for the next trial
+    copy = p.data.train.images.clone()
+    copy[0, 0, 0, 0] ^= 1  # one pixel of another tensor: another digest, another key
+    from mlproject.data import Split, Splits
+
+    changed = Splits(Split(p.data.train.labels, images=copy), p.data.val, p.data.test, p.data.info)
+    assert features.cache_key(p.model, changed, p.device) != key
+    assert features.cache_key(p.model, p.data, p.device) == key
+    n = len(features._digests)
+    del changed, copy  # a tensor gone: its digest is forgotten, so a new tensor at its id is hashed anew
+    import gc
+
+    gc.collect()
+    assert len(features._digests) == n - 1
