@@ -38,11 +38,16 @@ def suggest(value: str, choices, n: int = 3) -> str:
     return f" (did you mean: {', '.join(close)}?)" if close else ""
 
 
+def listed(names, show: int = 12) -> str:
+    """'a, b, c' for the first `show` names, then ', ... (N in all)' where there are more."""
+    names = list(names)
+    return ", ".join(names[:show]) + (f", ... ({len(names)} in all)" if len(names) > show else "")
+
+
 def unknown(kind: str, value: str, choices, show: int = 12) -> ConfigError:
     """ConfigError for an unknown name: suggests close matches and lists the valid choices."""
     choices = list(choices)
-    listed = ", ".join(choices[:show]) + (f", ... ({len(choices)} in all)" if len(choices) > show else "")
-    return ConfigError(f"unknown {kind} {value!r}{suggest(value, choices)}; valid: {listed}")
+    return ConfigError(f"unknown {kind} {value!r}{suggest(value, choices)}; valid: {listed(choices, show)}")
 
 
 def _opt(default, help: str, choices: tuple | None = None, **extra):

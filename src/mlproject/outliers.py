@@ -30,7 +30,7 @@ import numpy as np
 
 import tracking
 
-from .config import ConfigError
+from .config import ConfigError, listed
 from .data import DataError, _Files
 
 GRID_SIZE = 64  # px per tile in predictions_grid.png
@@ -109,7 +109,7 @@ def scan_images(root: Path) -> list[Path]:
     decoder = _Files([str(f) for f in files], [0] * len(files), (1, 1), "L")
     bad = [f.relative_to(root).as_posix() for i, f in enumerate(files) if not decoder[i][2]]
     if bad:
-        named = ", ".join(bad[:LIST_MAX]) + (f", ... ({len(bad)} in all)" if len(bad) > LIST_MAX else "")
+        named = listed(bad, LIST_MAX)
         raise DataError(f"{len(bad)} of {len(files)} files in {root} are not images (cannot decode): {named}; "
                         "remove them")
     return files

@@ -33,7 +33,6 @@ that exist.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ import pandas as pd
 
 import tracking
 
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, suggest
 
 KEY_PARAMS = ("model", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "epochs")
 # params that say where and how a run was recorded, not what was trained: never table columns
@@ -165,7 +164,7 @@ def resolve(checked: Checked, name: str, option: str) -> str:
     for c in candidates:
         if c and c in have:
             return c
-    raise ConfigError(f"{option} {name!r}: no selected run has it{_suggest(name, [*have, *ALIASES])}; "
+    raise ConfigError(f"{option} {name!r}: no selected run has it{suggest(name, dict.fromkeys([*have, *ALIASES]))}; "
                       f"they have {names_listed(checked, have)}")
 
 
@@ -184,11 +183,6 @@ def names_listed(checked: Checked, have: list[str]) -> str:
     if metrics:
         parts.append(f"other metrics: {', '.join(metrics)}")
     return "; ".join(parts)
-
-
-def _suggest(value: str, names) -> str:
-    close = difflib.get_close_matches(value, list(dict.fromkeys(names)), n=3, cutoff=0.6)
-    return f" (did you mean: {', '.join(close)}?)" if close else ""
 
 
 def _typed(values: pd.Series) -> pd.Series:

@@ -250,16 +250,15 @@ def _run_model_uri(client, run, path: str) -> str:
 
 
 def _registered(client, name: str):
-    from mlproject.config import suggest
+    from mlproject.config import listed, suggest
 
     try:
         return client.get_registered_model(name)
     except MlflowException:
         pass
     names = sorted(m.name for m in client.search_registered_models())
-    listed = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
     raise ModelNotFound(f"no run or registered model {name!r}{suggest(name, names)}; "
-                        + (f"registered models: {listed}" if names else "no model is registered")
+                        + (f"registered models: {listed(names)}" if names else "no model is registered")
                         + f" in {mlflow.get_tracking_uri()}")
 
 

@@ -26,13 +26,14 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mlproject.config import listed, suggest
+
 ROLE_TAG = "mlproject.role"
 NOT_TRAINING = ("study", "report", "outliers")  # roles of runs that hold no trained model's numbers
 STUDY_TAG = "optuna.study"
 PARENT_TAG = "mlflow.parentRunId"
 CONFUSION_MATRIX = "test/confusion_matrix.json"
 ARTIFACT_DIR = "report"
-LIST_MAX = 12  # names listed in an error at most
 
 
 class RunsNotFound(LookupError):
@@ -45,18 +46,6 @@ class Selection:
     experiment_id: str  # where the report's own run goes: that of the first selector
     excluded: dict[str, int] = field(default_factory=dict)  # status -> runs left out (not FINISHED)
     sources: list[str] = field(default_factory=list)  # "study s1 (4 runs)", ... for the summary
-
-
-def _listed(names) -> str:
-    names = list(names)
-    return ", ".join(names[:LIST_MAX]) + (f", ... ({len(names)} in all)" if len(names) > LIST_MAX else "")
-
-
-def _suggest(value: str, names) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(value, list(names), n=3, cutoff=0.6)
-    return f" (did you mean: {', '.join(close)}?)" if close else ""
 
 
 def _search(filter_string: str, experiment_ids: list[str] | None = None) -> list:
@@ -141,8 +130,8 @@ def select_runs(run_ids=(), experiments=(), studies=(), include_all: bool = Fals
         exp = client.get_experiment_by_name(name)
         if exp is None or exp.lifecycle_stage != "active":
             names = sorted(e.name for e in client.search_experiments())
-            raise RunsNotFound(f"no experiment {name!r}{_suggest(name, names)} in {uri}; "
-                               + (f"experiments: {_listed(names)}" if names else "it has no experiments"))
+            raise RunsNotFound(f"no experiment {name!r}{suggest(name, names)} in {uri}; "
+                               + (f"experiments: {listed(names)}" if names else "it has no experiments"))
         runs = [r for r in _search("", [exp.experiment_id]) if _is_training(r)]
         if not runs:
             raise RunsNotFound(f"experiment {name!r} has no training runs (runs with a 'model' param) in {uri}")
@@ -154,8 +143,8 @@ def select_runs(run_ids=(), experiments=(), studies=(), include_all: bool = Fals
             names = study_names()
             if name in names:
                 raise RunsNotFound(f"study {name!r} has a parent run but no trial runs in {uri}")
-            raise RunsNotFound(f"no runs of study {name!r}{_suggest(name, names)} in {uri}; "
-                               + (f"studies: {_listed(names)}" if names else "it holds no study"))
+            raise RunsNotFound(f"no runs of study {name!r}{suggest(name, names)} in {uri}; "
+                               + (f"studies: {listed(names)}" if names else "it holds no study"))
         add(runs, f"study {name!r}", include_all)
 
     missing, given = [], []
