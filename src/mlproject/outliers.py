@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 import tracking
 
 from .config import ConfigError, listed
 from .data import DataError, _Files
+from .report import markdown
 
 GRID_SIZE = 64  # px per tile in predictions_grid.png
 GRID_MAX = 64  # images drawn in the grid at most
@@ -172,10 +174,6 @@ def _csv(rows) -> str:
     return buf.getvalue()
 
 
-def _md_cell(s: str) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
-
-
 def table2(result: Result) -> list[list[str]]:
     """Seed 000's Table 2: header, then one row per model with its label for every image."""
     return [["model", *result.names]] + [[m.name, *result.labels(i)] for i, m in enumerate(result.checked.models)]
@@ -208,9 +206,7 @@ def write(result: Result) -> list[str]:
 
     table = table2(result)
     files["predictions.csv"] = _csv(table)
-    md = ["| " + " | ".join(_md_cell(c) for c in table[0]) + " |", "|" + "---|" * len(table[0])]
-    md += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table[1:]]
-    files["predictions.md"] = "\n".join(md) + "\n"
+    files["predictions.md"] = markdown(pd.DataFrame(table[1:], columns=table[0], dtype=str))
 
     rows = [["image", "model", "label", "max_prob", "entropy", "entropy_norm"]]
     all_scores = [scores(p) for p in result.probs]

@@ -349,7 +349,7 @@ def markdown(frame: pd.DataFrame, formats: dict | None = None) -> str:
     format spec or a function for its floats."""
     formats = formats or {}
     cols = list(frame.columns)
-    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in cols]
+    numeric = [pd.api.types.is_numeric_dtype(frame.iloc[:, i]) for i in range(len(cols))]  # names may repeat
     lines = ["| " + " | ".join(_cell(c, None) for c in cols) + " |",
              "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     for row in frame.itertuples(index=False):
