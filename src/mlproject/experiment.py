@@ -109,11 +109,7 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None, parent_run_
         tracking.log_params({**cfg.to_params(), "input_size": minfo.input_size,
                              "input_channels": minfo.in_channels, "num_classes": len(info.class_names),
                              **(extra_params or {})})
-        if lean:
-            tracking.log_dataset(info)
-        else:
-            samples = data.train.head_images(min(len(data.train), 2000))
-            tracking.log_dataset(info, samples.numpy(), data.train.labels[: len(samples)].numpy())
+        log_dataset(data, analysis=not lean)
 
         epochs_log = tracking.MetricBuffer(run.info.run_id)
 
@@ -162,6 +158,16 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None, parent_run_
             model_uri = tracking.log_model(Probabilities(model), example, info.class_names).model_uri
             model.to(device)
     return Result(run.info.run_id, run.info.experiment_id, history, test, metrics, model_uri)
+
+
+def log_dataset(data: Splits, analysis: bool = True, run_id: str | None = None) -> None:
+    """The dataset as the run's inputs and, with `analysis`, the input analysis drawn from up to
+    2,000 training images (tracking.log_dataset); `run_id`: default the active run."""
+    if not analysis:
+        tracking.log_dataset(data.info, run_id=run_id)
+        return
+    samples = data.train.head_images(min(len(data.train), 2000))
+    tracking.log_dataset(data.info, samples.numpy(), data.train.labels[: len(samples)].numpy(), run_id=run_id)
 
 
 def log_figures(p: Prepared, history: History, test: Evaluation) -> None:

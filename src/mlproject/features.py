@@ -172,9 +172,7 @@ def _save(path: Path, feats: dict[str, torch.Tensor]) -> None:
 def _load(path: Path) -> dict[str, torch.Tensor] | None:
     try:
         feats = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        return None
-    except Exception:  # a damaged file (disk full, killed writer on another file system): recompute
+    except Exception:  # not there yet, or damaged (disk full, killed writer on another file system): recompute
         return None
     return feats if isinstance(feats, dict) and {"train", "val", "test", "backbone_s"} <= feats.keys() else None
 

@@ -29,7 +29,6 @@ from .space import SearchSpace
 NOT_IN_SIGNATURE = ("experiment", "run_name", "log_model", "num_workers", "device", "data_dir", "seed",
                     "cache_features", "compile")
 PARENT_ATTR = "mlflow_parent_run_id"
-VIEW_ATTR = "mlflow_ui_view"  # the UI path of the study's saved runs-table view
 # columns of that view: the parent's best, each trial's own results (README, 'The MLflow UI')
 STUDY_VIEW_METRICS = ["best_value", "val_accuracy", "test_accuracy", "final_train_accuracy", "train_time_s",
                       "test_time_s", "model_size_mb"]
@@ -173,10 +172,11 @@ def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float =
     experiment_id = client.get_run(run_id).info.experiment_id
     view = tracking.save_runs_view(experiment_id, f"study-{p.study_name}", f"study {p.study_name}", STUDY_VIEW_METRICS,
                                    ["model", *p.space.searched()])
-    study.set_user_attr(VIEW_ATTR, view)
+    study.set_user_attr(studies.VIEW_ATTR, view)
     if p.data is not None:  # the dataset analysis, once for the study (trials log only the inputs)
-        samples = p.data.train.head_images(min(len(p.data.train), 2000))
-        tracking.log_dataset(p.data.info, samples.numpy(), p.data.train.labels[: len(samples)].numpy(), run_id=run_id)
+        from mlproject.experiment import log_dataset
+
+        log_dataset(p.data, run_id=run_id)
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
 

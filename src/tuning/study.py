@@ -25,6 +25,10 @@ DEFAULT_STORAGE = "sqlite:///optuna.db"
 # re-run (RetryFailedTrialCallback). 60 s covers a slow epoch's GIL-heavy stretches on 2 cores.
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 60
+
+# study user attribute: the UI path of the study's saved runs-table view (runner sets it, summary prints it)
+VIEW_ATTR = "mlflow_ui_view"
+
 # SQLite serialises writers; with N local workers a writer may wait for others' commits.
 # 60 s busy timeout instead of the default 5 s turns "database is locked" into a short wait.
 SQLITE_TIMEOUT_S = 60

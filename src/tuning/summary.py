@@ -147,6 +147,6 @@ def table(study, p, parent: str, wall_time_s: float, top: int = 5) -> str:
                      f"registered as {p.register_name!r}")
     uri = mlflow.get_tracking_uri()
     lines.append(f"parent run {parent}; open the UI: mlflow ui --backend-store-uri {uri}")
-    if study.user_attrs.get("mlflow_ui_view"):  # tuning.runner.VIEW_ATTR: the study's trials with their key columns
-        lines.append(f"  then http://127.0.0.1:5000/{study.user_attrs['mlflow_ui_view']}")
+    if study.user_attrs.get(studies.VIEW_ATTR):  # the study's trials with their key columns
+        lines.append(f"  then http://127.0.0.1:5000/{study.user_attrs[studies.VIEW_ATTR]}")
     return "\n".join(lines)
