@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Figure benchmark: build + savefig(PNG) time of every figure `tracking.artifacts` draws.
+"""Figure benchmark: build + savefig(PNG) time of every figure `mlproject.figures` draws.
 
     python benchmarks/bench_figures.py                                   # current module only
     python benchmarks/bench_figures.py --baseline /tmp/old/artifacts.py  # side by side with an older copy
@@ -141,7 +141,7 @@ def main(argv=None):
 
     import matplotlib
     matplotlib.use("Agg")
-    from tracking import artifacts as new
+    from mlproject import figures as new
     mods = {"new": new}
     if args.baseline:
         mods = {"old": load_module(args.baseline, "artifacts_baseline"), "new": new}

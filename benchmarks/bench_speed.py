@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import CallTimer, temp_store  # noqa: E402  (the same timers and temp store)
 
-import mlproject.experiment as experiment  # noqa: E402
+import mlproject.app.experiment as experiment  # noqa: E402
 import mlproject.features as features  # noqa: E402
 import tracking  # noqa: E402
 from mlproject.config import TrainConfig  # noqa: E402
@@ -59,7 +59,7 @@ def study(base: TrainConfig, space: SearchSpace, trials: int, experiment_name: s
     s = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
                             pruner=optuna.pruners.NopPruner())
     start = time.perf_counter()
-    Worker(base.replace(experiment=experiment_name), space, parent, trials).run(s)
+    Worker(base.replace(experiment=experiment_name), space, experiment.StudyTrainer(), parent, trials).run(s)
     wall = time.perf_counter() - start
     client.set_terminated(parent)
     return s, wall
@@ -133,7 +133,8 @@ def bench_tracking(trials: int, seconds: float, model: str, log) -> dict:
             exp = client.get_experiment_by_name("bench-tracking")
             parent = client.create_run(exp.experiment_id).info.run_id
             s = optuna.create_study(direction="maximize")
-            worker = Worker(base.replace(experiment="bench-tracking"), space, parent, trials, callbacks=[mark])
+            worker = Worker(base.replace(experiment="bench-tracking"), space, experiment.StudyTrainer(), parent, trials,
+                            callbacks=[mark])
             worker.data = experiment.prepare(base).data  # loaded once per worker, as `tune` does
             worker.run(s)
     finally:
@@ -156,7 +157,7 @@ def bench_workers(counts: list[int], trials: int, epochs: int, model: str, log) 
         with tempfile.TemporaryDirectory(prefix="bench_workers_") as tmp:
             env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
             env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-            cmd = [sys.executable, "-m", "tuning.cli", "--model", model, "--epochs", str(epochs),
+            cmd = [sys.executable, "-m", "mlproject.app.tune", "--model", model, "--epochs", str(epochs),
                    "--num-workers", "0", "--trials", str(trials), "--workers", str(n), "--pruner", "none",
                    "--storage", f"sqlite:///{tmp}/optuna.db", "--study-name", f"w{n}", "--no-log-model"]
             start = time.perf_counter()

@@ -92,7 +92,7 @@ def max_weight_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
 
 
 def bench_throughput(cfg, repeats: int, log) -> dict:
-    from mlproject.experiment import prepare
+    from mlproject.app.experiment import prepare
     from mlproject.train import fit
 
     p = prepare(cfg)
@@ -235,13 +235,13 @@ LOG_MODEL_MLFLOW = ("mlflow.pyfunc.log_model", "infer_signature")  # MLflow call
 @contextlib.contextmanager
 def timed_tracking():
     """(mlflow_timer, tracking_timer) while every MLflow entry point the tracking package uses, and
-    the package's own functions as mlproject.experiment sees them, are wrapped by timers."""
+    the package's own functions as mlproject.app.experiment sees them, are wrapped by timers."""
     import mlflow
     import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
-    import mlproject.experiment as experiment
-    import tracking.models
+    import mlproject.app.experiment as experiment
+    import tracking.logged_models
 
     ml, tr = CallTimer(), CallTimer()
     try:
@@ -251,7 +251,7 @@ def timed_tracking():
         for fn in ("log_batch", "get_run", "set_tag", "set_terminated", "log_inputs", "log_figure", "log_dict"):
             ml.wrap(MlflowClient, fn, f"MlflowClient.{fn}")
         ml.wrap(mlflow.pyfunc, "log_model", "mlflow.pyfunc.log_model")
-        ml.wrap(tracking.models, "infer_signature", "infer_signature")  # imported by name there
+        ml.wrap(tracking.logged_models, "infer_signature", "infer_signature")  # imported by name there
         for fn in ("log_params", "log_dataset", "log_metrics", "log_evaluation",
                    "log_figures", "log_model"):
             tr.wrap(experiment.tracking, fn, f"tracking.{fn}")
@@ -294,7 +294,7 @@ def temp_store(experiment: str):
 
 def untracked_run(cfg) -> dict:
     """What run_training trains and evaluates, without any tracking."""
-    from mlproject.experiment import prepare
+    from mlproject.app.experiment import prepare
     from mlproject.train import evaluate, fit
 
     torch.manual_seed(cfg.seed)  # same initial weights as the tracked runs
@@ -307,7 +307,7 @@ def untracked_run(cfg) -> dict:
 
 
 def tracked_run(cfg) -> dict:
-    from mlproject.experiment import run_training
+    from mlproject.app.experiment import run_training
 
     with timed_tracking() as (ml, tr):
         torch.manual_seed(cfg.seed)

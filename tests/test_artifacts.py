@@ -1,4 +1,4 @@
-"""Tests for tracking.artifacts: real digits images, real (if crude) predictions, saved PNGs."""
+"""Tests for mlproject.figures: real digits images, real (if crude) predictions, saved PNGs."""
 
 import csv
 import io
@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from sklearn.datasets import load_digits
 from sklearn.metrics import confusion_matrix
 
-from tracking.artifacts import (
+from mlproject.figures import (
     confusion_matrix_csv,
     confusion_matrix_data,
     confusion_matrix_figure,

@@ -3,7 +3,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mlproject.cli import bool_flags_from_values, cli
+from mlproject.app.cli import bool_flags_from_values, cli
 
 
 def invoke(*args):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlproject.cli import bool_flags_from_values
+from mlproject.app.cli import bool_flags_from_values
 from mlproject.config import ConfigError, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -464,11 +464,11 @@ def test_streaming_batches_cover_every_row_once_when_shuffled(memory_and_streami
     assert seen == rows(in_memory.train)
 
 
-def test_split_take_and_head_images(memory_and_streaming):
+def test_split_take_and_first_images(memory_and_streaming):
     in_memory, streaming = memory_and_streaming
     idx = np.array([3, 0, 5])
     for split in (in_memory.train, streaming.train):
         part = split.take(idx)
         assert part.labels.tolist() == [split.labels[i].item() for i in idx]
-        assert torch.equal(part.head_images(3), in_memory.train.images[torch.as_tensor(idx)])
-    assert torch.equal(streaming.train.head_images(4), in_memory.train.images[:4])
+        assert torch.equal(part.first_images(3), in_memory.train.images[torch.as_tensor(idx)])
+    assert torch.equal(streaming.train.first_images(4), in_memory.train.images[:4])

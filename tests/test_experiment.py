@@ -13,7 +13,7 @@ from sklearn.metrics import confusion_matrix
 
 from mlproject.config import TrainConfig
 from mlproject.data import create_dataset
-from mlproject.experiment import prepare, run_training
+from mlproject.app.experiment import prepare, run_training
 import tracking
 
 ROOT = Path(__file__).resolve().parents[1]

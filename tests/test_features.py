@@ -6,7 +6,7 @@ import torch
 
 import mlproject.features as features
 from mlproject.config import TrainConfig
-from mlproject.experiment import prepare, run_training
+from mlproject.app.experiment import prepare, run_training
 from mlproject.train import fit
 
 FROZEN = dict(freeze="backbone", epochs=2, num_workers=0, lr=0.05, head_dropout=0.2, log_model=False,

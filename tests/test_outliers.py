@@ -13,10 +13,10 @@ from PIL import Image
 
 import tracking
 from conftest import module_store
-from mlproject.cli import cli
+from mlproject.app.cli import cli
 from mlproject.config import TrainConfig
-from mlproject.experiment import run_training
-from mlproject.outliers import adapt, check, scores
+from mlproject.app.experiment import run_training
+from mlproject.app.outliers import adapt, check, scores
 
 REGISTERED = "digits-lenet"
 

@@ -11,12 +11,12 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 import tracking
-from mlproject import report as rep
+from mlproject.app import report as rep
 from conftest import module_store
-from mlproject.cli import bool_flags_from_values, cli
+from mlproject.app.cli import bool_flags_from_values, cli
 from mlproject.config import TrainConfig
-from mlproject.experiment import run_training
-from tuning.cli import tune
+from mlproject.app.experiment import run_training
+from mlproject.app.tune import tune
 
 STUDY = "grid"
 TABLE_METRICS = {"train_time_s": "train_time_s", "test_time_s": "test_time_s", "train_accuracy": "final_train_accuracy",

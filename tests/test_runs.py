@@ -1,5 +1,7 @@
 """tracking.runs: run status on every way out, params, batched epoch metrics (real sqlite store)."""
 import contextlib
+import threading
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -76,22 +78,36 @@ def test_metric_buffer_batches_short_epochs_and_flushes(client):
     assert [m.value for m in client.get_metric_history(run, "lr")] == [0.1]
 
 
-def test_log_model_pins_requirements_and_restores_mlflows_check(store):
-    """The logged requirements are the installed versions (so MLflow's mismatch check, skipped
-    for speed, has nothing to find), and that check is MLflow's own again afterwards."""
+def test_log_model_pins_requirements_and_ships_the_core_only(store):
+    """The logged requirements are the installed versions, and the code beside the model is the
+    training core without the application layer."""
     from importlib import metadata
 
-    import mlflow
     import numpy as np
     import torch
-    from mlflow.utils import environment
 
-    check = environment.warn_dependency_requirement_mismatches
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Softmax(dim=1))
     mlflow.set_experiment("models")
     with mlflow.start_run():
         info = tracking.log_model(net, np.zeros((2, 1, 2, 2), np.float32), ["a", "b", "c"])
-    assert environment.warn_dependency_requirement_mismatches is check
     reqs = open(mlflow.pyfunc.get_model_dependencies(info.model_uri)).read().split()
     assert f"torch=={metadata.version('torch').split('+')[0]}" in reqs
     assert f"mlflow=={metadata.version('mlflow')}" in reqs
+    code = Path(mlflow.artifacts.download_artifacts(info.model_uri)) / "code"
+    shipped = {p.relative_to(code).as_posix() for p in code.rglob("*.py")}
+    assert {"mlproject/__init__.py", "mlproject/train.py", "mlproject/figures.py"} <= shipped
+    assert not any(s.startswith("mlproject/app") for s in shipped), shipped
+
+
+def test_warm_model_logging_fills_mlflows_package_map_in_the_background():
+    """Pins the private MLflow function warm_model_logging relies on: it exists, and it builds the
+    module -> package map that MLflow's requirement check needs (so the check is then quick)."""
+    from mlflow.utils import requirements_utils
+
+    assert callable(requirements_utils._init_packages_to_modules_map)
+    tracking.warm_model_logging()
+    scan = [t for t in threading.enumerate() if t.name == "mlflow-requirements-scan"]
+    for t in scan:
+        t.join(timeout=60)
+    assert requirements_utils._MODULES_TO_PACKAGES is not None
+    assert "torch" in requirements_utils._MODULES_TO_PACKAGES

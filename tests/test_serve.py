@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 import servers
 import tracking
 from mlproject.config import TrainConfig
-from mlproject.experiment import run_training
+from mlproject.app.experiment import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "digits-best"

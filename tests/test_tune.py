@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from mlproject.cli import bool_flags_from_values
+from mlproject.app.cli import bool_flags_from_values
 from mlproject.config import TrainConfig
 from mlproject.data import create_dataset
 import tracking
-from tuning.cli import tune
+from mlproject.app.tune import tune
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEAP = ["--model", "softmax", "--num-workers", "0", "--epochs", "2"]
@@ -154,7 +154,7 @@ def test_pruning_stops_trials_early(store):
 
 
 def test_failing_trials_are_recorded_and_the_study_goes_on(store, monkeypatch):
-    import mlproject.experiment as experiment
+    import mlproject.app.experiment as experiment
     import mlproject.train as train_mod
 
     real_fit, calls = experiment.fit, []
@@ -188,7 +188,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(store, monkeypatch):
 
 
 def test_trials_failing_in_a_row_stop_the_study(store, monkeypatch):
-    import mlproject.experiment as experiment
+    import mlproject.app.experiment as experiment
 
     def broken(*a, **k):
         raise RuntimeError("always broken")

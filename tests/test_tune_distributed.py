@@ -90,7 +90,7 @@ def tracking_server(mlflow_boot) -> str:
 
 def tune_command() -> list[str]:
     script = Path(sys.executable).with_name("tune")  # the console script of `pip install -e .`
-    return [str(script)] if script.exists() else [sys.executable, "-m", "tuning.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mlproject.app.tune"]
 
 
 def worker_env() -> dict:

@@ -40,7 +40,7 @@ def tune_command() -> list[str]:
     script = Path(sys.executable).with_name("tune")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from tuning.cli import main; main()"]
+    return [sys.executable, "-c", "from mlproject.app.tune import main; main()"]
 
 
 _started: list[subprocess.Popen] = []

@@ -31,9 +31,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from browser import chromium_page, chromium_path
-from mlproject.cli import bool_flags_from_values
+from mlproject.app.cli import bool_flags_from_values
 from servers import Unavailable, _stop_group, free_port, wait_for
-from tuning.cli import tune
+from mlproject.app.tune import tune
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,10 @@
-"""mlproject: tracked, reproducible image-classification experiments.
+"""mlproject's training core: data, models, the training loop, cached features and figures.
+It imports no MLflow, Optuna or click (tests/test_layers.py holds it there).
 
-    from mlproject import TrainConfig, run_training
-    result = run_training(TrainConfig(model="lenet5", epochs=3))
+    from mlproject import TrainConfig, create_dataset, create_model, fit
+    cfg = TrainConfig(model="lenet5", epochs=3)
+
+A tracked run (MLflow) is the application's: `from mlproject.app import run_training`.
 """
 from .config import ConfigError, TrainConfig
 from .data import create_dataset, peek_dataset
@@ -10,13 +13,5 @@ from .train import evaluate, fit
 
 __version__ = "0.1.0"
 
-
-def run_training(*args, **kwargs):
-    """See mlproject.experiment.run_training (imported lazily: it pulls in MLflow)."""
-    from .experiment import run_training as _run
-
-    return _run(*args, **kwargs)
-
-
 __all__ = ["ConfigError", "TrainConfig", "create_dataset", "create_model", "evaluate", "fit",
-           "list_models", "peek_dataset", "run_training"]
+           "list_models", "peek_dataset"]

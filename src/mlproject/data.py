@@ -85,7 +85,7 @@ class Split:
                     yield self.images[idx], self.labels[idx]
             return
         loader = torch.utils.data.DataLoader(
-            _Files(self.files, self.labels.tolist(), self.size, self.mode), batch_size=batch_size,
+            ImageFiles(self.files, self.labels.tolist(), self.size, self.mode), batch_size=batch_size,
             shuffle=shuffle, generator=generator, num_workers=num_workers,
             persistent_workers=False, collate_fn=_collate_ok)
         for images, labels, _ in loader:
@@ -111,7 +111,7 @@ class Split:
             return 0
         return self.images.element_size() * self.images.nelement() + self.labels.element_size() * self.labels.nelement()
 
-    def head_images(self, n: int) -> torch.Tensor:
+    def first_images(self, n: int) -> torch.Tensor:
         """The first n images as a uint8 tensor on the CPU (for sample grids and input examples)."""
         if self.images is not None:
             return self.images[:n].cpu()
@@ -156,6 +156,12 @@ class Splits:
     val: Split
     test: Split
     info: DatasetInfo
+
+    def analysis_sample(self, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+        """The first `n` training images (uint8, N x C x H x W) and their labels, as numpy: what
+        the input analysis (class counts, samples per class) is drawn from."""
+        images = self.train.first_images(min(len(self.train), n))
+        return images.numpy(), self.train.labels[: len(images)].numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,7 +339,7 @@ def _load_folder(cfg: TrainConfig, size: int | None) -> Splits:
                    channels=channels, height=h, width=w)
 
 
-class _Files(torch.utils.data.Dataset):
+class ImageFiles(torch.utils.data.Dataset):
     """Decodes one image file to uint8 (C, H, W) at a fixed size; flags files that fail to decode."""
 
     def __init__(self, files, labels, size, mode):
@@ -365,7 +371,7 @@ def _collate_ok(batch):
 
 def _decode_all(split: Split, num_workers: int) -> Split:
     """Decode every file once (in worker processes) into one uint8 tensor; stop on a bad file."""
-    loader = torch.utils.data.DataLoader(_Files(split.files, split.labels.tolist(), split.size, split.mode),
+    loader = torch.utils.data.DataLoader(ImageFiles(split.files, split.labels.tolist(), split.size, split.mode),
                                          batch_size=256, num_workers=num_workers, collate_fn=_collate_ok)
     images, oks = [], []
     for x, _, ok in loader:
@@ -432,7 +438,7 @@ def _finish(name, source, class_names, train: Split, val: Split, test: Split, in
         _, channels, height, width = train.images.shape
         stats_images = train.images
     else:  # streaming: statistics from up to 2,048 training images
-        stats_images = train.head_images(min(2048, len(train)))
+        stats_images = train.first_images(min(2048, len(train)))
     x = stats_images.float().div_(255)
     mean = x.mean(dim=(0, 2, 3)).tolist()
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()

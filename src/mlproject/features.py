@@ -138,7 +138,7 @@ def cache_key(model: Classifier, data: Splits, device: torch.device) -> str:
 def compute_features(model: Classifier, split: Split, device: torch.device, batch_size: int = 256,
                      num_workers: int = 0) -> torch.Tensor:
     """The head's inputs for every image of `split`, float32 on the CPU, in split order."""
-    from .train import _autocast
+    from .train import autocast
 
     model.eval().to(device)
     head = model.net.get_submodule(model.head)
@@ -146,7 +146,7 @@ def compute_features(model: Classifier, split: Split, device: torch.device, batc
     out = []
     try:
         for images, _ in split.batches(batch_size, num_workers=num_workers):
-            with _autocast(device):
+            with autocast(device):
                 model(images.to(device, non_blocking=True))
             out.append(hook.value.float())
     finally:
@@ -182,7 +182,7 @@ def cached_features(model: Classifier, data: Splits, cfg: TrainConfig, device: t
     (then stored); None when cfg does not ask for it or the head is not the network's last step."""
     if not applies(cfg) or not len(data.train):
         return None
-    probe = data.train.head_images(min(4, len(data.train)))
+    probe = data.train.first_images(min(4, len(data.train)))
     if not head_is_last(model.cpu(), probe):
         return None
     start = time.perf_counter()

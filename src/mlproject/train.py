@@ -134,7 +134,7 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
-def _autocast(device: torch.device):
+def autocast(device: torch.device):
     # bf16 on CUDA: no loss scaling needed, and Ampere+ tensor cores run it at full rate
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -181,7 +181,7 @@ def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
         for images, labels in batches:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            with _autocast(device):
+            with autocast(device):
                 x = model.preprocess(images)
                 if cfg.augment:
                     x = augment(x, aug_gen)
@@ -225,7 +225,7 @@ def evaluate(model: Classifier, split: Split, device: torch.device, batch_size: 
     start = time.perf_counter()
     for images, labels in split.batches(batch_size):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with _autocast(device):
+        with autocast(device):
             logits = model(images).float()
         losses.append(F.cross_entropy(logits, labels, reduction="sum"))
         probs.append(torch.softmax(logits, 1))

@@ -1,14 +1,20 @@
-"""Everything MLflow: runs, params, metrics, artifacts and models. `mlproject` and `tuning` talk
-to MLflow only through these functions."""
-from .models import FoundModel, ModelNotFound, load_model, log_model, log_outliers, probabilities, resolve_model
+"""Everything MLflow: runs and their lifecycle, params, metrics, artifacts, models and run
+queries. The rest of the project talks to MLflow only through these functions; this package
+imports the training core (`mlproject` without `mlproject.app`) for the figures it logs, and
+nothing of `tuning` or the application."""
+from .logged_models import (FoundModel, ModelNotFound, find_model, load_model, log_model, probabilities,
+                            warm_model_logging)
+from .query import RunsNotFound, Selection, confusion_matrices, experiment_name, select_runs
 from .record import log_dataset, log_evaluation, log_figures, metric_key
-from .report import ARTIFACT_DIR as REPORT_ARTIFACTS
-from .report import RunsNotFound, Selection, confusion_matrices, log_report, select_runs
-from .runs import (FAILURE_TAG, MetricBuffer, fail_env_run, log_metrics, log_params, log_run_metrics, run_id_from_env,
-                   save_runs_view, set_run_tags, set_tags, training_run)
+from .runs import (FAILURE_TAG, MetricBuffer, detach_env_run, end_run, experiment_of, fail_env_run, log_files_run,
+                   log_metrics, log_params, log_run_figure, log_run_metrics, log_run_text, reopened_run, resume_run,
+                   run_exists, run_id_from_env, save_runs_view, set_run_tags, set_tags, start_run, tracking_uri,
+                   training_run, use_tracking_uri)
 
-__all__ = ["FAILURE_TAG", "FoundModel", "MetricBuffer", "ModelNotFound", "REPORT_ARTIFACTS", "RunsNotFound",
-           "Selection", "confusion_matrices", "fail_env_run", "load_model", "log_dataset",
-           "log_evaluation", "log_figures", "log_metrics", "log_model", "log_outliers", "log_params",
-           "log_report", "log_run_metrics", "metric_key", "probabilities", "resolve_model", "run_id_from_env",
-           "save_runs_view", "select_runs", "set_run_tags", "set_tags", "training_run"]
+__all__ = ["FAILURE_TAG", "FoundModel", "MetricBuffer", "ModelNotFound", "RunsNotFound", "Selection",
+           "confusion_matrices", "detach_env_run", "end_run", "experiment_name", "experiment_of", "fail_env_run",
+           "find_model", "load_model", "log_dataset", "log_evaluation", "log_figures", "log_files_run",
+           "log_metrics", "log_model", "log_params", "log_run_figure", "log_run_metrics", "log_run_text",
+           "metric_key", "probabilities", "reopened_run", "resume_run", "run_exists", "run_id_from_env",
+           "save_runs_view", "select_runs", "set_run_tags", "set_tags", "start_run", "tracking_uri",
+           "training_run", "use_tracking_uri", "warm_model_logging"]

@@ -4,7 +4,7 @@ Names are stable (the README lists them); every function logs into the active ru
 into `run_id` where given: a study's parent run, which is not active):
 
     log_dataset(info, sample_images, sample_labels)       # or log_dataset(info): the inputs alone
-    log_evaluation(cm, class_names, report)
+    log_evaluation(cm, per_class, class_names, report)
     log_figures(history_series, first_layer_weight, in_shape, class_names, y_true, y_pred, images)
 """
 from __future__ import annotations
@@ -15,13 +15,13 @@ import warnings
 
 import mlflow
 import numpy as np
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunTag
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
-from . import artifacts
+from mlproject import figures as artifacts
 
 
 def metric_key(name: str) -> str:
@@ -45,6 +45,17 @@ def _source(source: str):
     return CodeDatasetSource(tags={"loader": source})
 
 
+def _dataset_entity(info, split: str) -> Dataset:
+    """One split as MLflow's dataset entity, from MetaDataset's public `to_dict` (the fields its
+    private _to_mlflow_entity uses): MlflowClient.log_inputs takes entities, and a study's parent
+    run is not the active run, so mlflow.log_inputs cannot log to it."""
+    schema = Schema([TensorSpec(np.dtype(np.uint8), (-1, info.channels, info.height, info.width), "image"),
+                     TensorSpec(np.dtype(np.int64), (-1,), "label")])
+    d = MetaDataset(_source(info.source), name=info.name, digest=f"{info.digest}-{split}"[:36], schema=schema).to_dict()
+    return Dataset(name=d["name"], digest=d["digest"], source_type=d["source_type"], source=d["source"],
+                   schema=d.get("schema"), profile=d.get("profile"))
+
+
 def _run_id(run_id: str | None) -> str:
     return run_id or mlflow.active_run().info.run_id
 
@@ -59,25 +70,21 @@ def log_dataset(info, sample_images: np.ndarray | None = None, sample_labels: np
     Tuning trials log the inputs alone: their study's parent run holds the analysis, once.
     `run_id`: any run (default: the active one), so a study's running parent run works too.
     """
-    from mlflow.tracking.fluent import _create_dataset_input
-
     run_id = _run_id(run_id)
     client = MlflowClient()
-    schema = Schema([TensorSpec(np.dtype(np.uint8), (-1, info.channels, info.height, info.width), "image"),
-                     TensorSpec(np.dtype(np.int64), (-1,), "label")])
     shape = f"{info.channels}x{info.height}x{info.width}"
-    inputs = []
-    for split, context in (("train", "train"), ("val", "validation"), ("test", "test")):
-        ds = MetaDataset(_source(info.source), name=info.name, digest=f"{info.digest}-{split}"[:36], schema=schema)
-        tags = {"split_size": str(info.split_sizes[split]), "image_shape": shape,
-                "num_classes": str(len(info.class_names)), "classes": ",".join(info.class_names)[:1000]}
-        inputs.append(_create_dataset_input(ds, context, tags))
+    inputs = [DatasetInput(_dataset_entity(info, split), [
+        InputTag("mlflow.data.context", context), InputTag("split_size", str(info.split_sizes[split])),
+        InputTag("image_shape", shape), InputTag("num_classes", str(len(info.class_names))),
+        InputTag("classes", ",".join(info.class_names)[:1000])])
+        for split, context in (("train", "train"), ("val", "validation"), ("test", "test"))]
     try:
         client.log_inputs(run_id, datasets=inputs)
     except MlflowException as e:
         # MLflow checks, then inserts, the experiment's dataset rows: two workers logging the
-        # same dataset at once can both insert (UNIQUE constraint); the retry finds the rows
-        if "UNIQUE" not in str(e) and "IntegrityError" not in str(e):
+        # same dataset at once can both insert; the loser gets BAD_REQUEST (the database's
+        # IntegrityError), and the retry finds the rows
+        if e.error_code != "BAD_REQUEST":
             raise
         client.log_inputs(run_id, datasets=inputs)
     if sample_images is None:
@@ -101,7 +108,7 @@ def log_dataset(info, sample_images: np.ndarray | None = None, sample_labels: np
                       "data/samples_per_class.png")
 
 
-def log_evaluation(cm: np.ndarray, class_names: list[str], report: str, prefix: str = "test",
+def log_evaluation(cm: np.ndarray, per_class: np.ndarray, class_names: list[str], report: str, prefix: str = "test",
                    table: bool = True) -> None:
     """Confusion matrix (PNG, JSON, CSV), per-class accuracy (metrics `{prefix}_class_accuracy/<class>`
     and, with `table`, an MLflow table) and the classification report.
@@ -111,7 +118,6 @@ def log_evaluation(cm: np.ndarray, class_names: list[str], report: str, prefix: 
     mlflow.log_figure(artifacts.confusion_matrix_figure(cm, class_names), f"{prefix}/confusion_matrix.png")
     mlflow.log_dict(artifacts.confusion_matrix_data(cm, class_names), f"{prefix}/confusion_matrix.json")
     mlflow.log_text(artifacts.confusion_matrix_csv(cm, class_names), f"{prefix}/confusion_matrix.csv")
-    per_class = artifacts.per_class_accuracy(cm)
     mlflow.log_metrics({f"{prefix}_class_accuracy/{metric_key(n)}": float(a) for n, a in zip(class_names, per_class)})
     if table:
         mlflow.log_table({"class": list(class_names), "accuracy": [float(a) for a in per_class],

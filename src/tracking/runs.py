@@ -1,9 +1,14 @@
-"""MLflow runs: start one or join the one `mlflow run` created, and always close it with a status.
+"""Every run's lifecycle: start one (or join the one `mlflow run` created), and always end it
+with a status. A training run is the active run; a study's parent is not (its trials are).
 
     with training_run("my-experiment", run_name="", tags={...}) as run:
         log_params(cfg_dict)
         ...
     # FINISHED on success; FAILED with tag mlproject.failure on an exception; KILLED on Ctrl-C
+
+    parent = start_run("my-experiment", "study-s1", tags={...})   # or resume_run(stored id)
+    ...
+    end_run(parent, "FINISHED")                                   # or FAILED/KILLED with a reason
 
 `MLFLOW_TRACKING_URI` is respected (MLflow reads it); otherwise MLflow's default store is used
 (sqlite:///mlflow.db in the working directory for MLflow 3), so `mlflow ui` there shows the runs.
@@ -17,6 +22,7 @@ import time
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 FAILURE_TAG = "mlproject.failure"
@@ -32,7 +38,8 @@ def run_id_from_env() -> str | None:
 @contextlib.contextmanager
 def training_run(experiment: str, run_name: str = "", tags: dict | None = None, parent_run_id: str | None = None):
     """Start a run in `experiment` (or join MLFLOW_RUN_ID under `mlflow run`, or nest under
-    `parent_run_id`); end it FINISHED, FAILED (reason in tag mlproject.failure) or KILLED."""
+    `parent_run_id`) as the active run; end it FINISHED, FAILED (reason in tag mlproject.failure)
+    or KILLED."""
     joined = run_id_from_env() if parent_run_id is None else None
     tags = {k: str(v) for k, v in (tags or {}).items()} or None
     if joined:
@@ -43,19 +50,74 @@ def training_run(experiment: str, run_name: str = "", tags: dict | None = None, 
     else:
         mlflow.set_experiment(experiment)
         run = mlflow.start_run(run_name=run_name or None, tags=tags)
-    try:
+    with ended_on_exception(run.info.run_id):
         yield run
+    mlflow.end_run("FINISHED")
+
+
+@contextlib.contextmanager
+def ended_on_exception(run_id: str):
+    """End `run_id` KILLED on Ctrl-C, else FAILED (or the exception's `mlflow_status`: tuning's
+    pruned trials end KILLED) with the reason in tag mlproject.failure, and re-raise."""
+    try:
+        yield
     except KeyboardInterrupt:
-        mlflow.set_tag(FAILURE_TAG, "interrupted (Ctrl-C)")
-        mlflow.end_run("KILLED")
+        end_run(run_id, "KILLED", "interrupted (Ctrl-C)")
         raise
     except BaseException as e:
-        # an exception may say how its run ends (tuning's pruned trials end KILLED); default FAILED
-        mlflow.set_tag(FAILURE_TAG, f"{type(e).__name__}: {e}"[:5000])
-        mlflow.end_run(getattr(e, "mlflow_status", "FAILED"))
+        end_run(run_id, getattr(e, "mlflow_status", "FAILED"), f"{type(e).__name__}: {e}")
         raise
+
+
+@contextlib.contextmanager
+def reopened_run(run_id: str):
+    """An ended run made the active run again (a study stores its best model into the best
+    trial's run), ended FINISHED again, or as `ended_on_exception` says."""
+    mlflow.start_run(run_id=run_id)
+    with ended_on_exception(run_id):
+        yield
+    mlflow.end_run("FINISHED")
+
+
+def end_run(run_id: str, status: str, reason: str | None = None) -> None:
+    """End any run with `status` (FINISHED, FAILED, KILLED), `reason` in tag mlproject.failure;
+    the active run is ended too, so no run of this process stays open."""
+    client = MlflowClient()
+    if reason:
+        client.set_tag(run_id, FAILURE_TAG, reason[:5000])
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status)
     else:
-        mlflow.end_run("FINISHED")
+        client.set_terminated(run_id, status)
+
+
+def start_run(experiment: str, run_name: str, tags: dict | None = None) -> str:
+    """A new run in `experiment` that is not the active one (a study's parent: its trials run
+    beside it, and any process may end it); returns its id."""
+    exp = mlflow.set_experiment(experiment)
+    tags = {k: str(v) for k, v in (tags or {}).items()}
+    return MlflowClient().create_run(exp.experiment_id, run_name=run_name, tags=tags).info.run_id
+
+
+def resume_run(run_id: str) -> None:
+    """Mark an ended run RUNNING again (a resumed study's parent)."""
+    MlflowClient().update_run(run_id, status="RUNNING")
+
+
+def run_exists(run_id: str) -> bool:
+    """Whether `run_id` is a run of the tracking store that is not deleted."""
+    try:
+        return MlflowClient().get_run(run_id).info.lifecycle_stage != "deleted"
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+
+
+def experiment_of(run_id: str) -> str:
+    """The experiment id of a run."""
+    return _experiment_of(run_id)
 
 
 @functools.lru_cache(maxsize=64)
@@ -68,23 +130,40 @@ def fail_env_run(message: str) -> None:
     """Bad input under `mlflow run`: mark the run MLflow created FAILED with the reason as a tag,
     so no run is left RUNNING. Does nothing for standalone runs (none was created yet)."""
     run_id = run_id_from_env()
-    if not run_id:
-        return
-    client = MlflowClient()
-    client.set_tag(run_id, FAILURE_TAG, message[:5000])
-    client.set_terminated(run_id, "FAILED")
+    if run_id:
+        end_run(run_id, "FAILED", message)
 
 
-def log_params(params: dict) -> None:
-    """Log all params of the active run in one batch, skipping keys already logged (`mlflow run`
-    logs the -P values itself, as typed strings, and MLflow refuses to change a logged param;
-    a run this process created is asked nothing: one call fewer per tuning trial)."""
-    run = mlflow.active_run()
+def detach_env_run() -> str | None:
+    """Take MLFLOW_RUN_ID out of the environment and return it: the runs this process starts
+    (a study's trials, in worker processes too) must not join the run `mlflow run` created."""
+    return os.environ.pop("MLFLOW_RUN_ID", None) or None
+
+
+def use_tracking_uri(uri: str) -> None:
+    """Track to `uri` in this process and the processes it starts."""
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+
+
+def tracking_uri() -> str:
+    return mlflow.get_tracking_uri()
+
+
+def log_params(params: dict, run_id: str | None = None) -> None:
+    """Log params on `run_id` (default: the active run) in one batch, skipping keys already
+    logged: `mlflow run` logs the -P values itself, as typed strings, a resumed study's parent
+    has its params, and MLflow refuses to change a logged param. The active run, unless it is
+    `mlflow run`'s, was just created here and holds none: not asked (one call fewer per trial)."""
     client = MlflowClient()
-    have = client.get_run(run.info.run_id).data.params if run.info.run_id == run_id_from_env() else {}
+    if run_id is None:
+        run_id = mlflow.active_run().info.run_id
+        have = client.get_run(run_id).data.params if run_id == run_id_from_env() else {}
+    else:
+        have = client.get_run(run_id).data.params
     new = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items() if k not in have]
     if new:
-        client.log_batch(run.info.run_id, params=new, synchronous=True)
+        client.log_batch(run_id, params=new, synchronous=True)
 
 
 class MetricBuffer:
@@ -136,6 +215,31 @@ def log_run_metrics(run_id: str, metrics: dict) -> None:
 def log_metrics(metrics: dict, step: int | None = None) -> None:
     """A dict of metrics on the active run, in one call (an epoch's, with step=epoch)."""
     mlflow.log_metrics(metrics, step=step)
+
+
+def log_run_text(run_id: str, text: str, path: str) -> None:
+    """A text artifact (CSV, Markdown) on any run."""
+    MlflowClient().log_text(run_id, text, path)
+
+
+def log_run_figure(run_id: str, figure, path: str) -> None:
+    """A matplotlib figure as a PNG artifact on any run."""
+    MlflowClient().log_figure(run_id, figure, path)
+
+
+def log_files_run(experiment: str, role: str, out_dir: str, files: list[str], params: dict,
+                  metrics: dict | None = None) -> str:
+    """A new run named `role` (tag mlproject.role=ROLE) in `experiment`, holding `files` (paths
+    relative to `out_dir`) as artifacts under `ROLE/`, plus `params` and `metrics`: what
+    `mlproject report` and `mlproject outliers` leave. Returns its id."""
+    with training_run(experiment, run_name=role, tags={"mlproject.role": role}) as run:
+        log_params(params)
+        if metrics:
+            mlflow.log_metrics(metrics)
+        for f in files:
+            sub = os.path.dirname(f)
+            mlflow.log_artifact(os.path.join(out_dir, f), f"{role}/{sub}" if sub else role)
+        return run.info.run_id
 
 
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # MLflow 3 UI: experiment tags holding saved run-table views

@@ -1,7 +1,7 @@
 """One worker of a study: trials until the study holds `--trials` finished ones.
 
-Every trial is one child MLflow run under the study's parent run, trained by the same
-`mlproject.experiment.run_training` path as `mlproject train`. Optuna states map to MLflow
+Every trial is one child MLflow run under the study's parent run, trained by the `Trainer` the
+application gives (mlproject.app.experiment.StudyTrainer: the same path as `mlproject train`). Optuna states map to MLflow
 statuses as: COMPLETE -> FINISHED, PRUNED -> KILLED (stopped by the pruner, tag
 optuna.pruned_epoch), FAIL -> FAILED (reason in tag mlproject.failure), a worker killed or
 interrupted mid-trial -> KILLED (its trial is failed and re-run).
@@ -13,6 +13,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
 import optuna
 from optuna.trial import TrialState
@@ -25,6 +26,24 @@ from mlproject.train import TrainingDiverged
 from .space import SearchSpace
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class Trainer(Protocol):
+    """What a study needs from the application (mlproject.app.experiment.StudyTrainer). It must
+    pickle: worker processes get it."""
+
+    def prepare(self, cfg: TrainConfig, data: Splits | None = None) -> Any:
+        """Model and data for cfg (an object with `.data`: the Splits); ConfigError on bad input."""
+
+    def train_trial(self, cfg: TrainConfig, prepared: Any, parent_run_id: str, tags: dict, params: dict,
+                    on_epoch: Callable, on_run_start: Callable[[str], None]) -> Any:
+        """Train cfg as a tracked child run of `parent_run_id`; returns an object with `run_id`,
+        `metrics` (dict) and `history` (mlproject.train.History). `on_epoch(stats)` may raise
+        to stop the run (pruning)."""
+
+    def store_model(self, cfg: TrainConfig, data: Splits | None, run_id: str, registered_name: str) -> str:
+        """Train cfg again and log its model into run `run_id`, registered as `registered_name`;
+        returns the model's URI."""
 
 
 class Pruned(optuna.TrialPruned):
@@ -41,10 +60,12 @@ class Surplus(RuntimeError):
 class Worker:
     base: TrainConfig
     space: SearchSpace
+    trainer: Trainer
     parent_run_id: str
     total_trials: int
     max_failures_in_a_row: int = 5
     data: Splits | None = None
+    heartbeat: bool = True  # the storage fails a dead worker's trial when its heartbeat stops
     deadline: float | None = None  # time.monotonic() after which no trial starts (--timeout)
     callbacks: list = dataclasses.field(default_factory=list)  # Optuna callbacks (progress bar)
 
@@ -65,8 +86,6 @@ class Worker:
         return self.remaining(study) > 0 or bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     def objective(self, trial: optuna.Trial) -> float:
-        from mlproject.experiment import prepare, run_training
-
         earlier = [t for t in trial.study.get_trials(deepcopy=False)
                    if t.number < trial.number and t.state != TrialState.FAIL]
         if len(earlier) >= self.total_trials:
@@ -74,7 +93,7 @@ class Worker:
             raise Surplus(f"the study already has {self.total_trials} trials")
         overrides = self.space.suggest(trial)
         cfg = dataclasses.replace(self.base, **overrides, run_name=f"trial-{trial.number}", log_model=False)
-        prepared = prepare(cfg, data=self.data)
+        prepared = self.trainer.prepare(cfg, data=self.data)
         if self.data is None:
             self.data = prepared.data  # same dataset options for every trial: load once per worker
 
@@ -89,11 +108,12 @@ class Worker:
             trial.set_user_attr("mlflow_run_id", run_id)
 
         try:
-            result = run_training(
-                cfg, prepared, parent_run_id=self.parent_run_id, on_epoch=report, on_run_start=started, lean=True,
-                extra_tags={"optuna.study": trial.study.study_name, "optuna.trial_number": str(trial.number),
-                            "optuna.state": "RUNNING"},
-                extra_params={f"sampled.{k}": v for k, v in overrides.items() if k in self.space.searched()})
+            result = self.trainer.train_trial(
+                cfg, prepared, self.parent_run_id,
+                tags={"optuna.study": trial.study.study_name, "optuna.trial_number": str(trial.number),
+                      "optuna.state": "RUNNING"},
+                params={f"sampled.{k}": v for k, v in overrides.items() if k in self.space.searched()},
+                on_epoch=report, on_run_start=started)
         except optuna.TrialPruned:
             raise
         except (Exception, KeyboardInterrupt) as e:
@@ -129,7 +149,6 @@ class Worker:
                 raise StudyFailing(f"{failures} trials failed in a row; last: "
                                    f"{last.user_attrs.get('fail_reason', 'see its MLflow run')}")
 
-
     def finish(self, study, poll_s: float = 5.0) -> None:
         """After this machine's workers: wait for trials still RUNNING elsewhere; those whose
         worker died are failed once their heartbeat is stale (and re-enqueued), then run here."""
@@ -141,15 +160,9 @@ class Worker:
                 self.run(study)
                 continue
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if not running or not _has_heartbeat(study) or (self.deadline and time.monotonic() > self.deadline):
+            if not running or not self.heartbeat or (self.deadline and time.monotonic() > self.deadline):
                 return
             time.sleep(poll_s)  # other workers' trials: nothing to do until they end or go stale
-
-
-def _has_heartbeat(study) -> bool:
-    from optuna.storages import RDBStorage
-
-    return isinstance(study._storage, RDBStorage)  # journal files have no heartbeats to go stale
 
 
 class StudyFailing(RuntimeError):

@@ -1,7 +1,11 @@
 """Plan a study (every check, nothing created), then execute it: parent run, workers, summary.
 
-    p = plan(train_options, {"lr": "1e-4:1e-1", ...}, trials=40, sampler="tpe", ...)
+    p = plan(train_options, {"lr": "1e-4:1e-1", ...}, StudyOptions(trials=40), trainer)
     exit_code = execute(p)
+
+`trainer` is what the application gives a study (mlproject.app.experiment.StudyTrainer): it
+prepares and trains a trial as a tracked child run and stores a model. MLflow is reached only
+through `tracking`; every Optuna call is here, in `tuning`.
 """
 from __future__ import annotations
 
@@ -13,16 +17,12 @@ import sys
 import time
 from dataclasses import dataclass
 
-import mlflow
-from mlflow.entities import Param
-from mlflow.tracking import MlflowClient
-
 import tracking
 from mlproject.config import ConfigError, TrainConfig
 from mlproject.data import Splits
 
 from . import study as studies
-from .objective import StudyFailing, Worker
+from .objective import StudyFailing, Trainer, Worker
 from .space import SearchSpace
 
 # options that may change between invocations of one study without changing what it searches
@@ -35,56 +35,73 @@ STUDY_VIEW_METRICS = ["best_value", "val_accuracy", "test_accuracy", "final_trai
 
 
 @dataclass
+class StudyOptions:
+    """`tune`'s options that are not training options (None: the default named in `resolved`)."""
+
+    trials: int = 40
+    timeout: float | None = None  # seconds after which no trial starts
+    sampler: str = "tpe"
+    pruner: str = "median"
+    study_name: str | None = None  # default MODEL-DATASET
+    storage: str | None = None  # default studies.DEFAULT_STORAGE
+    tracking_uri: str | None = None  # default MLFLOW_TRACKING_URI or MLflow's
+    workers: int = 1
+    register_name: str | None = None  # default the study name
+    max_failures: int = 5
+    grace_period: int | None = None  # seconds without heartbeat before a trial counts as dead
+
+    def validate(self) -> None:
+        for name in ("trials", "workers", "max_failures"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        if self.sampler not in studies.SAMPLERS:
+            raise studies.unknown("sampler", self.sampler, studies.SAMPLERS)
+        if self.pruner not in studies.PRUNERS:
+            raise studies.unknown("pruner", self.pruner, studies.PRUNERS)
+
+
+@dataclass
 class Plan:
     base: TrainConfig
     space: SearchSpace
-    trials: int
-    timeout: float | None
-    sampler: str
-    pruner: str
-    study_name: str
-    storage: str
-    tracking_uri: str | None
-    workers: int
-    register_name: str
-    max_failures: int
-    grace_period: int | None
-    data: Splits | None = None
+    options: StudyOptions  # resolved: study_name, storage and register_name are set
+    trainer: Trainer
+    data: Splits | None = None  # loaded by plan; worker processes load their own
 
     def signature(self) -> dict:
         fixed = {k: v for k, v in dataclasses.asdict(self.base).items()
                  if k not in NOT_IN_SIGNATURE and k not in self.space.dims}
-        return studies.signature_of(fixed, self.space, self.sampler)
+        return studies.signature_of(fixed, self.space, self.options.sampler)
 
 
-def plan(options: dict, searched: dict, trials: int, timeout, sampler: str, pruner: str, study_name,
-         storage, tracking_uri, workers: int, register_name, max_failures: int, grace_period) -> Plan:
+def plan(train_options: dict, searched: dict, options: StudyOptions, trainer: Trainer) -> Plan:
     """Check everything a study needs before anything is created; ConfigError on bad input."""
-    from mlproject.experiment import prepare
+    options.validate()
+    space = SearchSpace.parse(searched, optimizer=train_options.get("optimizer", "sgd"))
+    base = _checked_base(TrainConfig(**train_options), space)
+    studies.create_sampler(options.sampler, space, base.seed)  # grid over a continuous range fails here
+    trials = options.trials
+    if options.sampler == "grid":  # a grid is done once every combination ran: --trials cannot exceed it
+        trials = min(trials, math.prod(len(v) for v in space.grid().values()))
+    prepared = trainer.prepare(base)  # model name, dataset, pretrained weights: checked before any study
+    name = options.study_name or studies.default_study_name(dataclasses.asdict(base))
+    resolved = dataclasses.replace(options, trials=trials, study_name=name,
+                                   storage=options.storage or studies.DEFAULT_STORAGE,
+                                   register_name=options.register_name or name)
+    return Plan(base, space, resolved, trainer, data=prepared.data)
 
-    for name, value, low in (("trials", trials, 1), ("workers", workers, 1), ("max failures", max_failures, 1)):
-        if value < low:
-            raise ConfigError(f"--{name.replace(' ', '-')} must be >= {low}, got {value}")
-    if timeout is not None and timeout <= 0:
-        raise ConfigError(f"--timeout must be > 0 seconds, got {timeout}")
-    if sampler not in studies.SAMPLERS:
-        raise studies.unknown("sampler", sampler, studies.SAMPLERS)
-    if pruner not in studies.PRUNERS:
-        raise studies.unknown("pruner", pruner, studies.PRUNERS)
-    space = SearchSpace.parse(searched, optimizer=options.get("optimizer", "sgd"))
-    base = TrainConfig(**options)
+
+def _checked_base(base: TrainConfig, space: SearchSpace) -> TrainConfig:
+    """`base` with the space's first values, validated with every end of every range (each must
+    be a valid value itself)."""
     base = dataclasses.replace(base, **{n: d.choices[0] if d.kind != "range" else d.low for n, d in space.dims.items()})
     base.validate()
-    for name, d in space.dims.items():  # every end of every range must be a valid value itself
+    for name, d in space.dims.items():
         for v in ((d.low, d.high) if d.kind == "range" else d.choices):
             dataclasses.replace(base, **{name: v}).validate()
-    studies.create_sampler(sampler, space, base.seed)  # grid over a continuous range fails here
-    if sampler == "grid":  # a grid is done once every combination ran: --trials cannot exceed it
-        trials = min(trials, math.prod(len(v) for v in space.grid().values()))
-    prepared = prepare(base)  # model name, dataset, pretrained weights: checked before any study
-    name = study_name or studies.default_study_name(dataclasses.asdict(base))
-    return Plan(base, space, trials, timeout, sampler, pruner, name, storage or studies.DEFAULT_STORAGE,
-                tracking_uri, workers, register_name or name, max_failures, grace_period, data=prepared.data)
+    return base
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,23 +109,28 @@ def plan(options: dict, searched: dict, trials: int, timeout, sampler: str, prun
 def close_stale_run(study, trial) -> None:
     """A trial whose worker died (no heartbeat): its MLflow run ends KILLED, not RUNNING."""
     run_id = trial.user_attrs.get("mlflow_run_id")
-    if not run_id:
-        return
-    tracking.set_run_tags(run_id, {tracking.FAILURE_TAG: "worker stopped sending heartbeats (killed?); trial re-run",
-                                   "optuna.state": "FAIL"})
-    MlflowClient().set_terminated(run_id, "KILLED")
+    if run_id:
+        tracking.set_run_tags(run_id, {"optuna.state": "FAIL"})
+        tracking.end_run(run_id, "KILLED", "worker stopped sending heartbeats (killed?); trial re-run")
 
 
 def _open(p: Plan, worker_index: int = 0):
-    storage = studies.create_storage(p.storage, on_stale=close_stale_run,
-                                     grace_period_s=p.grace_period or studies.GRACE_PERIOD_S)
-    pruner = studies.create_pruner(p.pruner, p.base.epochs)
-    study = studies.open_study(p.study_name, storage, studies.create_sampler(p.sampler, p.space, p.base.seed),
+    o = p.options
+    storage = studies.create_storage(o.storage, on_stale=close_stale_run,
+                                     grace_period_s=o.grace_period or studies.GRACE_PERIOD_S)
+    pruner = studies.create_pruner(o.pruner, p.base.epochs)
+    study = studies.open_study(o.study_name, storage, studies.create_sampler(o.sampler, p.space, p.base.seed),
                                pruner, p.signature())
     # Workers and resumed invocations must not replay one random stream (a resumed TPE study
     # would repeat its first trials): derive the seed from the worker and the trials so far.
-    study.sampler = studies.create_sampler(p.sampler, p.space, p.base.seed + 1000 * worker_index + len(study.trials))
+    study.sampler = studies.create_sampler(o.sampler, p.space, p.base.seed + 1000 * worker_index + len(study.trials))
     return study, storage
+
+
+def _worker(p: Plan, parent: str, storage, **kwargs) -> Worker:
+    o = p.options
+    return Worker(p.base, p.space, p.trainer, parent, o.trials, o.max_failures, p.data,
+                  heartbeat=studies.has_heartbeat(storage), **kwargs)
 
 
 def _worker_main(p: Plan, index: int, threads: int) -> None:
@@ -116,67 +138,64 @@ def _worker_main(p: Plan, index: int, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    study, _ = _open(p, index)
+    study, storage = _open(p, index)
     try:
-        Worker(p.base, p.space, study.user_attrs[PARENT_ATTR], p.trials, p.max_failures, p.data).run(study)
+        _worker(p, study.user_attrs[PARENT_ATTR], storage).run(study)
     except KeyboardInterrupt:  # Ctrl-C reaches every worker: its trial ended KILLED; the parent reports
         sys.exit(130)
-
-
-def _exists(client, run_id: str) -> bool:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_run(run_id).info.lifecycle_stage != "deleted"
-    except MlflowException:
-        return False
 
 
 def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float = 120.0) -> str:
     """The study's parent run: the stored one (resume); else one new run (the `mlflow run` one if
     any), made by exactly one of the workers starting together while the others wait for it."""
-    client = MlflowClient()
+    name = p.options.study_name
     run_id = study.user_attrs.get(PARENT_ATTR)
-    stale = run_id if run_id and not _exists(client, run_id) else None
+    stale = run_id if run_id and not tracking.run_exists(run_id) else None
     if stale:
-        print(f"warning: study {p.study_name!r} points at parent run {stale}, which is not in "
-              f"{mlflow.get_tracking_uri()}; starting a new parent run", file=sys.stderr)
+        print(f"warning: study {name!r} points at parent run {stale}, which is not in "
+              f"{tracking.tracking_uri()}; starting a new parent run", file=sys.stderr)
     elif run_id:
-        client.update_run(run_id, status="RUNNING")
-        if env_run_id and env_run_id != run_id:  # a resumed study under `mlflow run`: point there
-            client.set_tag(env_run_id, "mlproject.parent_run", run_id)
-            client.set_terminated(env_run_id, "FINISHED")
-        return run_id
-    if not studies.claim(storage, p.study_name, f"parent-replacing-{stale or 'none'}"):
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:  # another worker is making it: poll the storage
-            run_id = study.user_attrs.get(PARENT_ATTR)
-            if run_id and run_id != stale:
-                client.update_run(run_id, status="RUNNING")
-                return run_id
-            time.sleep(0.5)
-        raise ConfigError(f"study {p.study_name!r}: another worker claimed the parent run but stored none "
-                          f"within {wait_s:.0f} s")
+        return _resumed_parent(run_id, env_run_id)
+    with studies.claim(storage, name, f"parent-replacing-{stale or 'none'}") as won:
+        stored = study.user_attrs.get(PARENT_ATTR)  # read from the storage, not cached
+        if won and stored in (None, stale):
+            return _new_parent(study, p, env_run_id)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:  # another worker made it, or is making it: poll the storage
+        run_id = study.user_attrs.get(PARENT_ATTR)
+        if run_id and run_id != stale:
+            tracking.resume_run(run_id)
+            return run_id
+        time.sleep(0.5)
+    raise ConfigError(f"study {name!r}: another worker claimed the parent run but stored none within {wait_s:.0f} s")
+
+
+def _resumed_parent(run_id: str, env_run_id: str | None) -> str:
+    tracking.resume_run(run_id)
+    if env_run_id and env_run_id != run_id:  # a resumed study under `mlflow run`: point there
+        tracking.set_run_tags(env_run_id, {"mlproject.parent_run": run_id})
+        tracking.end_run(env_run_id, "FINISHED")
+    return run_id
+
+
+def _new_parent(study, p: Plan, env_run_id: str | None) -> str:
+    """The parent run (`mlflow run`'s, or a new one) with the study's params, tags, saved view
+    and dataset analysis; its id stored in the study."""
+    o = p.options
+    tags = {"optuna.study": o.study_name, "optuna.sampler": o.sampler, "optuna.pruner": o.pruner,
+            "optuna.storage": studies.redact(o.storage), "mlproject.role": "study"}
     if env_run_id:
         run_id = env_run_id
+        tracking.set_run_tags(run_id, tags)
     else:
-        exp = mlflow.set_experiment(p.base.experiment)
-        run_id = client.create_run(exp.experiment_id, run_name=f"study-{p.study_name}").info.run_id
+        run_id = tracking.start_run(p.base.experiment, f"study-{o.study_name}", tags)
     fixed = {k: v for k, v in dataclasses.asdict(p.base).items() if k not in p.space.dims}
-    have = client.get_run(run_id).data.params
-    params = {**fixed, **p.space.describe(), "sampler": p.sampler, "pruner": p.pruner}
-    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in have])
-    tracking.set_run_tags(run_id, {"optuna.study": p.study_name, "optuna.sampler": p.sampler,
-                                   "optuna.pruner": p.pruner, "optuna.storage": studies.redact(p.storage),
-                                   "mlproject.role": "study"})
-    experiment_id = client.get_run(run_id).info.experiment_id
-    view = tracking.save_runs_view(experiment_id, f"study-{p.study_name}", f"study {p.study_name}", STUDY_VIEW_METRICS,
-                                   ["model", *p.space.searched()])
+    tracking.log_params({**fixed, **p.space.describe(), "sampler": o.sampler, "pruner": o.pruner}, run_id=run_id)
+    view = tracking.save_runs_view(tracking.experiment_of(run_id), f"study-{o.study_name}", f"study {o.study_name}",
+                                   STUDY_VIEW_METRICS, ["model", *p.space.searched()])
     study.set_user_attr(studies.VIEW_ATTR, view)
     if p.data is not None:  # the dataset analysis, once for the study (trials log only the inputs)
-        from mlproject.experiment import log_dataset
-
-        log_dataset(p.data, run_id=run_id)
+        tracking.log_dataset(p.data.info, *p.data.analysis_sample(), run_id=run_id)
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
 
@@ -186,58 +205,57 @@ def execute(p: Plan) -> int:
     130 on Ctrl-C). Rerunning the same command resumes the same study and parent run."""
     from . import summary
 
-    if p.tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = p.tracking_uri  # worker processes inherit it
-        mlflow.set_tracking_uri(p.tracking_uri)
+    if p.options.tracking_uri:
+        tracking.use_tracking_uri(p.options.tracking_uri)  # worker processes inherit it
     study, storage = _open(p)  # may still refuse (storage unreachable, other search space): exit 2
-    env_run_id = os.environ.pop("MLFLOW_RUN_ID", None)  # trials must not join `mlflow run`'s run
-    parent = _parent_run(study, storage, p, env_run_id)
-    tracking.set_run_tags(parent, {"optuna.trials": p.trials})  # a tag: --trials may grow on resume
-    client = MlflowClient()
+    parent = _parent_run(study, storage, p, tracking.detach_env_run())
+    tracking.set_run_tags(parent, {"optuna.trials": p.options.trials})  # a tag: --trials may grow on resume
     start = time.perf_counter()
-    status, code = "FINISHED", 0
+    status, code, reason = "FINISHED", 0, None
     try:
-        _run_workers(study, p, parent)
+        _run_workers(study, storage, p, parent)
     except StudyFailing as e:
         print(f"Error: {e}", file=sys.stderr)
-        status, code = "FAILED", 1
-        client.set_tag(parent, tracking.FAILURE_TAG, str(e)[:5000])
+        status, code, reason = "FAILED", 1, str(e)
     except KeyboardInterrupt:
         print("interrupted: the current trial ended KILLED; rerun the same command to resume", file=sys.stderr)
-        client.set_terminated(parent, "KILLED")
+        tracking.end_run(parent, "KILLED")
         return 130
     try:
         summary.record(study, storage, p, parent, wall_time_s=time.perf_counter() - start)
     finally:
-        client.set_terminated(parent, status)
+        tracking.end_run(parent, status, reason)
     print(summary.table(study, p, parent, time.perf_counter() - start))
     return code
 
 
-def _run_workers(study, p: Plan, parent: str) -> None:
+def _run_workers(study, storage, p: Plan, parent: str) -> None:
     from .summary import progress
 
-    deadline = time.monotonic() + p.timeout if p.timeout else None
+    deadline = time.monotonic() + p.options.timeout if p.options.timeout else None
     with progress(study, p) as bar:
-        if p.workers == 1:
-            Worker(p.base, p.space, parent, p.trials, p.max_failures, p.data, deadline=deadline,
-                   callbacks=[bar]).run(study)
+        if p.options.workers == 1:
+            _worker(p, parent, storage, deadline=deadline, callbacks=[bar]).run(study)
         else:
-            cores = os.cpu_count() or 1
-            threads = max(1, cores // p.workers)  # N workers x threads = the cores, no oversubscription
-            ctx = multiprocessing.get_context("spawn")
-            procs = [ctx.Process(target=_worker_main, args=(dataclasses.replace(p, data=None), i, threads))
-                     for i in range(1, p.workers + 1)]
-            for proc in procs:
-                proc.start()
-            while any(proc.is_alive() for proc in procs):
-                bar.poll()
-                for proc in procs:
-                    proc.join(timeout=2.0)
-            bad = [proc.exitcode for proc in procs if proc.exitcode]
-            if bad:
-                raise StudyFailing(f"{len(bad)} of {p.workers} workers exited with codes {bad}")
+            _run_processes(p, bar)
         # trials of workers that died (elsewhere or here) are failed once their heartbeat is
         # stale, and re-run: finish the study's count here
-        Worker(p.base, p.space, parent, p.trials, p.max_failures, p.data, deadline=deadline,
-               callbacks=[bar]).finish(study)
+        _worker(p, parent, storage, deadline=deadline, callbacks=[bar]).finish(study)
+
+
+def _run_processes(p: Plan, bar) -> None:
+    """p.options.workers worker processes on this machine, the cores shared between them."""
+    workers = p.options.workers
+    threads = max(1, (os.cpu_count() or 1) // workers)  # N workers x threads = the cores, no oversubscription
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(dataclasses.replace(p, data=None), i, threads))
+             for i in range(1, workers + 1)]
+    for proc in procs:
+        proc.start()
+    while any(proc.is_alive() for proc in procs):
+        bar.poll()
+        for proc in procs:
+            proc.join(timeout=2.0)
+    bad = [proc.exitcode for proc in procs if proc.exitcode]
+    if bad:
+        raise StudyFailing(f"{len(bad)} of {workers} workers exited with codes {bad}")

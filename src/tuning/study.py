@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -106,15 +107,30 @@ def _with_installed_driver(url: str) -> str:
     return url
 
 
-def claim(storage, study_name: str, key: str) -> bool:
-    """True for exactly one caller per (study, key), across processes and machines: creating a
-    marker study is atomic in every Optuna storage (unique study names). Used so that one worker
-    alone makes the parent run and stores the best model."""
+@contextlib.contextmanager
+def claim(storage, study_name: str, key: str):
+    """Yields True for exactly one caller at a time per (study, key), across processes and
+    machines, while it holds the claim (one worker alone makes the parent run, one stores a best
+    model). Optuna has no lock; creating a study is atomic in every storage (study names are
+    unique), so the claim is a marker study `NAME::KEY`, deleted on leaving, so that it never
+    shows in the user's study list for longer than the claim. Callers check again, after winning,
+    that the work is still undone: the previous holder may have done it and left."""
+    marker = f"{study_name}::{key}"
     try:
-        optuna.create_study(study_name=f"{study_name}::{key}", storage=storage)
-        return True
+        optuna.create_study(study_name=marker, storage=storage)
     except optuna.exceptions.DuplicatedStudyError:
-        return False
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        optuna.delete_study(study_name=marker, storage=storage)
+
+
+def has_heartbeat(storage) -> bool:
+    """Whether trials in `storage` send heartbeats, so a dead worker's trial goes stale (RDB
+    storages, as create_storage makes them; journal files have none)."""
+    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
 
 
 def create_sampler(name: str, space: SearchSpace, seed: int | None):

@@ -17,8 +17,7 @@ import dataclasses
 import sys
 import warnings
 
-import mlflow
-from mlflow.tracking import MlflowClient
+import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
@@ -30,7 +29,7 @@ from . import study as studies
 @contextlib.contextmanager
 def progress(study, p):
     """A bar over the study's finished trials with the best value so far (terminal only)."""
-    bar = tqdm(total=p.trials, desc=f"study {p.study_name}", unit="trial", disable=not sys.stderr.isatty())
+    bar = tqdm(total=p.options.trials, desc=f"study {p.options.study_name}", unit="trial", disable=not sys.stderr.isatty())
 
     class Bar:
         def __call__(self, study, trial=None):
@@ -62,68 +61,60 @@ def _best(study):
         return None
 
 
-def _plots(study) -> dict[str, object]:
-    """Optuna's matplotlib plots that apply to this study (some need 2+ trials or params)."""
+PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "slice")
+
+
+def log_plots(study, run_id: str) -> None:
+    """Optuna's matplotlib plots that apply to this study (some need 2+ trials or varying
+    params) as PNGs under study/ of run `run_id`. Optuna draws them with pyplot, so each figure
+    is closed once logged (pyplot keeps every figure it made alive until then)."""
+    import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as vm
 
-    figs = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ExperimentalWarning for the matplotlib backend
-        for name, fn in (("optimization_history", vm.plot_optimization_history),
-                         ("param_importances", vm.plot_param_importances),
-                         ("parallel_coordinate", vm.plot_parallel_coordinate), ("slice", vm.plot_slice)):
+    for name in PLOTS:
+        with warnings.catch_warnings():  # the matplotlib backend is 'experimental' since Optuna 2.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             try:
-                ax = fn(study)
+                ax = getattr(vm, f"plot_{name}")(study)
             except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials / no varying params
                 continue
-            ax = ax.flat[0] if hasattr(ax, "flat") else ax
-            figs[name] = ax.get_figure()
-    return figs
+        fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
+        try:
+            tracking.log_run_figure(run_id, fig, f"study/{name}.png")
+        finally:
+            plt.close(fig)
 
 
 def record(study, storage, p, parent: str, wall_time_s: float) -> None:
     """Write the study's summary onto the parent run and store/register the best model."""
-    client = MlflowClient()
     c = counts(study)
     best = _best(study)
     metrics = {"trials_complete": c["COMPLETE"], "trials_pruned": c["PRUNED"], "trials_fail": c["FAIL"],
                "wall_time_s": wall_time_s}
     if best is not None:
         metrics.update(best_value=best.value, best_trial=best.number)
-    # the client API, not start_run: the parent stays open until execute() sets its status
     tracking.log_run_metrics(parent, metrics)
     if best is not None:
         tracking.set_run_tags(parent, {"best.trial": best.number, "best.value": f"{best.value:.6f}",
                                        **{f"best.{k}": v for k, v in best.params.items()}})
     df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
-    client.log_text(parent, df.to_csv(index=False), "study/trials.csv")
-    for name, fig in _plots(study).items():
-        client.log_figure(parent, fig, f"study/{name}.png")
-    # one worker alone stores each best model, whichever finishes the study first
-    if best is not None and study.user_attrs.get("best_model_trial") != best.number \
-            and studies.claim(storage, p.study_name, f"model-{best.number}"):
-        _store_best_model(study, best, p)
+    tracking.log_run_text(parent, df.to_csv(index=False), "study/trials.csv")
+    log_plots(study, parent)
+    if best is not None:
+        _store_best_model(study, storage, best, p)
 
 
-def _store_best_model(study, best, p) -> None:
-    """Retrain the best trial (same config and seed, so the same model on CPU) and log its model
-    into the best trial's own run, registered as p.register_name."""
-    from mlproject.experiment import log_figures, prepare
-    from mlproject.models import Probabilities
-    from mlproject.train import evaluate, fit
-
-    run_id = best.user_attrs["mlflow_run_id"]
-    cfg = dataclasses.replace(p.base, **{**p.space.fixed(), **best.params})
-    prepared = prepare(cfg, data=p.data)
-    history = fit(*prepared.trained, cfg, prepared.device)  # the head alone on cached features, as the trial did
-    test = evaluate(prepared.model, prepared.data.test, prepared.device, cfg.batch_size)
-    example = prepared.data.test.head_images(2).numpy().astype("float32") / 255.0
-    with mlflow.start_run(run_id=run_id):  # reopened for the model, ended FINISHED (it is COMPLETE)
-        log_figures(prepared, history, test)  # the figures trials skip, for the best one
-        info = tracking.log_model(Probabilities(prepared.model), example, prepared.data.info.class_names,
-                                  registered_model_name=p.register_name)
-    study.set_user_attr("best_model_uri", info.model_uri)
-    study.set_user_attr("best_model_trial", best.number)
+def _store_best_model(study, storage, best, p) -> None:
+    """The best trial's model, logged into its own run and registered as --register-name, by one
+    worker alone (whichever finishes the study first): the trainer trains it again (same config
+    and seed, so the same model on CPU)."""
+    with studies.claim(storage, p.options.study_name, f"model-{best.number}") as won:
+        if not won or study.user_attrs.get("best_model_trial") == best.number:
+            return
+        cfg = dataclasses.replace(p.base, **{**p.space.fixed(), **best.params})
+        uri = p.trainer.store_model(cfg, p.data, best.user_attrs["mlflow_run_id"], p.options.register_name)
+        study.set_user_attr("best_model_uri", uri)
+        study.set_user_attr("best_model_trial", best.number)
 
 
 def table(study, p, parent: str, wall_time_s: float, top: int = 5) -> str:
@@ -140,12 +131,12 @@ def table(study, p, parent: str, wall_time_s: float, top: int = 5) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)
     c = counts(study)
-    lines = [f"study {p.study_name}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed "
+    lines = [f"study {p.options.study_name}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed "
              f"in {wall_time_s:.1f} s (this invocation)", fmt.format(*head), *(fmt.format(*r) for r in rows)]
     if "best_model_uri" in study.user_attrs:
         lines.append(f"best model (trial {study.user_attrs['best_model_trial']}): {study.user_attrs['best_model_uri']}, "
-                     f"registered as {p.register_name!r}")
-    uri = mlflow.get_tracking_uri()
+                     f"registered as {p.options.register_name!r}")
+    uri = tracking.tracking_uri()
     lines.append(f"parent run {parent}; open the UI: mlflow ui --backend-store-uri {uri}")
     if study.user_attrs.get(studies.VIEW_ATTR):  # the study's trials with their key columns
         lines.append(f"  then http://127.0.0.1:5000/{study.user_attrs[studies.VIEW_ATTR]}")

@@ -5,7 +5,7 @@ per-class accuracy table, from runs already in MLflow (nothing typed by hand).
     result = run(checked, "report/", log=True)   # writes the files, logs them as a run named "report"
     print(summary(result))
 
-MLflow is reached only through `tracking` (tracking/report.py selects the runs, reads their
+MLflow is reached only through `tracking` (tracking/query.py selects the runs, reads their
 confusion matrices and logs the report run); this module checks the request and renders.
 
 Files written to the output folder (and logged under `report/` of a run named "report"):
@@ -43,7 +43,7 @@ import pandas as pd
 
 import tracking
 
-from .config import ConfigError, TrainConfig, suggest
+from mlproject.config import ConfigError, TrainConfig, suggest
 
 KEY_PARAMS = ("model", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "epochs")
 # params that say where and how a run was recorded, not what was trained: never table columns
@@ -311,7 +311,8 @@ def run(checked: Checked, out_dir, log: bool = True) -> Result:
         params = {"runs": len(table), "selected": "; ".join(sel.sources), "run_ids": ",".join(table["run_id"]),
                   "sort": f"{checked.sort} {order}" if checked.sort else "",
                   "plots": ", ".join(p.filename for p in checked.plots)}
-        result.run_id = tracking.log_report(sel.experiment_id, str(result.out_dir), result.files, params)
+        result.run_id = tracking.log_files_run(tracking.experiment_name(sel.experiment_id), "report", str(result.out_dir),
+                                              result.files, params)
     return result
 
 
@@ -448,11 +449,11 @@ def _rendered(fig) -> np.ndarray:
 
 def confusion_matrices_figure(checked: Checked, table: pd.DataFrame, cms: dict[str, dict]):
     """The runs' logged test confusion matrices side by side (CM_COLUMNS per row, table order),
-    each drawn by tracking.artifacts.confusion_matrix_figure exactly as in its own run, titled
+    each drawn by mlproject.figures.confusion_matrix_figure exactly as in its own run, titled
     with the run and its varying hyperparameters."""
     from matplotlib.figure import Figure
 
-    from tracking.artifacts import confusion_matrix_figure
+    from mlproject.figures import confusion_matrix_figure
 
     labels = run_labels(checked, table)
     ids = [r for r in table["run_id"] if r in cms]
@@ -550,5 +551,5 @@ def summary(result: Result) -> str:
                      + ", ".join(r[:8] for r in result.no_matrix))
     lines.append(f"wrote {', '.join(result.files)} to {result.out_dir}")
     if result.run_id:
-        lines.append(f"logged as run {result.run_id} (artifacts under {tracking.REPORT_ARTIFACTS}/)")
+        lines.append(f"logged as run {result.run_id} (artifacts under report/)")
     return "\n".join(lines)

@@ -31,9 +31,9 @@ import pandas as pd
 
 import tracking
 
-from .config import ConfigError, listed
-from .data import DataError, _Files
-from .report import markdown
+from mlproject.config import ConfigError, listed
+from mlproject.data import DataError, ImageFiles
+from mlproject.app.report import markdown
 
 GRID_SIZE = 64  # px per tile in predictions_grid.png
 GRID_MAX = 64  # images drawn in the grid at most
@@ -83,7 +83,7 @@ def check(refs, images_dir) -> Checked:
     found = []
     for ref in refs:
         try:
-            found.append(tracking.resolve_model(ref))
+            found.append(tracking.find_model(ref))
         except tracking.ModelNotFound as e:
             raise ConfigError(str(e)) from None
     seen: dict[str, int] = {}
@@ -108,7 +108,7 @@ def scan_images(root: Path) -> list[Path]:
     if not files:
         raise DataError(f"images folder {root} is empty: put the out-of-domain images (.jpg, .png, ...) in it")
     # data.py's ImageFolder decoder at 1x1: a full decode, so truncated files are caught too
-    decoder = _Files([str(f) for f in files], [0] * len(files), (1, 1), "L")
+    decoder = ImageFiles([str(f) for f in files], [0] * len(files), (1, 1), "L")
     bad = [f.relative_to(root).as_posix() for i, f in enumerate(files) if not decoder[i][2]]
     if bad:
         named = listed(bad, LIST_MAX)
@@ -124,7 +124,7 @@ def adapt(files: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
     """float32 images in [0, 1], (N, C, H, W): each file decoded as an ImageFolder image of
     training data shaped `shape` = (C, H, W) was (mode L for C = 1, else RGB; bilinear to H x W)."""
     c, h, w = shape
-    decoder = _Files([str(f) for f in files], [0] * len(files), (h, w), "L" if c == 1 else "RGB")
+    decoder = ImageFiles([str(f) for f in files], [0] * len(files), (h, w), "L" if c == 1 else "RGB")
     images = np.stack([decoder[i][0].numpy() for i in range(len(files))])
     return images.astype(np.float32) / 255.0
 
@@ -161,7 +161,7 @@ def run(checked: Checked, out_dir, experiment: str | None = "mlproject") -> Resu
             metrics[tracking.metric_key(f"mean_entropy/{m.name}")] = float(s["entropy"].mean())
         params = {"models": ", ".join(m.uri for m in checked.models), "images": str(checked.images_dir.resolve()),
                   "num_images": len(checked.files), "num_models": len(checked.models)}
-        result.run_id = tracking.log_outliers(experiment, str(result.out_dir), params, metrics)
+        result.run_id = tracking.log_files_run(experiment, "outliers", str(result.out_dir), result.files, params, metrics)
     return result
 
 
@@ -226,7 +226,7 @@ def write(result: Result) -> list[str]:
 def grid_figure(result: Result):
     """The first GRID_MAX images (RGB, GRID_SIZE px), each titled with its name and every model's
     'name: label (confidence)'."""
-    from tracking.artifacts import image_grid_figure
+    from mlproject.figures import image_grid_figure
 
     n = min(len(result.names), GRID_MAX)
     images = (adapt(result.checked.files[:n], (3, GRID_SIZE, GRID_SIZE)) * 255).round().astype(np.uint8)

@@ -1,4 +1,4 @@
-"""`mlproject` command line: parse -> TrainConfig -> experiment.run_training. Nothing else.
+"""`mlproject` command line: parse -> TrainConfig -> experiment.run_training; report, outliers, models.
 
     mlproject train --model lenet5 --epochs 3
     mlproject models 'resnet*'
@@ -14,8 +14,8 @@ import sys
 
 import click
 
-from .config import ConfigError, TrainConfig
-from .train import TrainingDiverged
+from mlproject.config import ConfigError, TrainConfig
+from mlproject.train import TrainingDiverged
 
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -56,7 +56,7 @@ def bool_flags_from_values(args: list[str], cls=TrainConfig) -> list[str]:
 
 def fail(message: str) -> None:
     """Bad input: one line on stderr, the `mlflow run` run (if any) marked FAILED, exit 2."""
-    import tracking
+    import tracking  # here, not at the top: `--help` and `models` need no MLflow
 
     click.echo(f"Error: {message}", err=True)
     tracking.fail_env_run(message)
@@ -88,10 +88,10 @@ def train(**options):
 
 
 def summary(cfg: TrainConfig, result) -> str:
-    import mlflow
+    import tracking
 
     m = result.metrics
-    uri = mlflow.get_tracking_uri()
+    uri = tracking.tracking_uri()
     here = uri in ("sqlite:///mlflow.db", "sqlite:///" + os.path.abspath("mlflow.db"))  # MLflow's default
     ui = "mlflow ui  (in this folder)" if here else f"mlflow ui --backend-store-uri {uri}"
     return "\n".join([
@@ -110,7 +110,7 @@ def summary(cfg: TrainConfig, result) -> str:
 @click.option("--pretrained", is_flag=True, help="only timm models with pretrained weights")
 def models(pattern, pretrained):
     """List what --model accepts (glob PATTERN, e.g. 'resnet*')."""
-    from .models import list_models
+    from mlproject.models import list_models
 
     found = list_models(pattern, pretrained=pretrained)
     for source, names in found.items():

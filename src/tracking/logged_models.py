@@ -4,7 +4,7 @@
     frame = mlflow.pyfunc.load_model(info.model_uri).predict(images_float32)
     probs = probabilities(frame)                                 # (N, K) array
 
-    found = resolve_model("3f2a...")   # a run id, runs:/ or models:/ URI, NAME or NAME/VERSION
+    found = find_model("3f2a...")      # a run id, runs:/ or models:/ URI, NAME or NAME/VERSION
 
 The logged model is an MLflow pyfunc model (models from code: `pyfunc_classifier.py`) around the
 pickled torch module: float32 images in [0, 1], shaped (N, C, H, W) like the training data as
@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -36,8 +38,8 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _requirements() -> list[str]:
-    # Explicit requirements: MLflow's inference of them imports and scans the environment,
-    # which costs seconds per logged model (DEVELOPERS.md: ~6 s for resnet18 here).
+    # Explicit requirements, pinned to the installed versions: MLflow's inference of them imports
+    # the model's code and scans the environment, which costs seconds per logged model.
     reqs = []
     for dist in ("mlflow", "torch", "torchvision", "timm", "numpy", "pandas", "cloudpickle", "scikit-learn",
                  "pillow"):
@@ -56,20 +58,17 @@ def output_schema(class_names: list[str]) -> Schema:
 
 def log_model(model: torch.nn.Module, example: np.ndarray, class_names: list[str], name: str = "model",
               registered_model_name: str | None = None):
-    """Log `model` (images -> probabilities) as a pyfunc model; its tensor input signature is
-    inferred from `example`, its output is `output_schema(class_names)`.
+    """Log `model` (images -> probabilities) as a pyfunc model into the active run; its tensor
+    input signature is inferred from `example`, its output is `output_schema(class_names)`.
 
     `example`: a few float32 images in [0, 1], (n, C, H, W). Returns MLflow's ModelInfo.
-    The torch module is pickled (cloudpickle, as MLflow's pytorch 'pickle' format) with this
-    package's code beside it (code_paths), so it loads where mlproject is not installed; the
-    'pt2' export would trace the preprocessing's data-dependent branches. No input example is
-    stored: MLflow then reloads the model to validate it (0.35 s here, bench_train), and the
-    signature already tells a server the input's dtype and shape. MLflow's requirements check
-    is skipped (`_requirements_pinned_here`): about 0.1 s per call remains.
+    The torch module is pickled (cloudpickle, as MLflow's pytorch 'pickle' format) with the
+    training core beside it (code_paths: `core_package`), so it loads where mlproject is not
+    installed; the 'pt2' export would trace the preprocessing's data-dependent branches. No input
+    example is stored: MLflow would reload the model to validate it (0.35 s, bench_train), and the
+    signature already tells a server the input's dtype and shape.
     """
     import cloudpickle
-
-    import mlproject
 
     class_names = [str(c) for c in class_names]
     model = model.cpu().eval()
@@ -78,7 +77,7 @@ def log_model(model: torch.nn.Module, example: np.ndarray, class_names: list[str
     if out.ndim != 2 or out.shape[1] != len(class_names):
         raise ValueError(f"the model gives {tuple(out.shape)} outputs for {len(class_names)} class names")
     signature = ModelSignature(inputs=infer_signature(example).inputs, outputs=output_schema(class_names))
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _requirements_pinned_here():
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # no input example on purpose (see above): MLflow's reminder is noise here
         warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
         path = os.path.join(tmp, "module.pt")
@@ -86,28 +85,36 @@ def log_model(model: torch.nn.Module, example: np.ndarray, class_names: list[str
         return mlflow.pyfunc.log_model(
             name=name, python_model=MODEL_CODE, artifacts={"module": path},
             model_config={"class_names": class_names}, signature=signature,
-            pip_requirements=_requirements(), code_paths=[os.path.dirname(mlproject.__file__)],
+            pip_requirements=_requirements(), code_paths=[core_package(tmp)],
             metadata={"class_names": class_names}, registered_model_name=registered_model_name)
 
 
-@contextlib.contextmanager
-def _requirements_pinned_here():
-    """MLflow's check that a model's pip requirements match this environment, skipped for our
-    log_model call: `_requirements()` pins them to the installed versions, so it cannot find a
-    mismatch, and it costs 1-2 s per process (it maps every installed distribution's files to
-    modules: importlib_metadata.packages_distributions; 1.68 s of a 1.98 s first log_model here,
-    the 2nd call 0.06 s). Where MLflow has no such function the call runs as it is."""
-    from mlflow.utils import environment
+def core_package(tmp: str) -> str:
+    """A copy of the `mlproject` package without its application layer (`mlproject.app`: the
+    commands, which a loaded model never runs) under `tmp`: what a logged model ships."""
+    import mlproject
 
-    original = getattr(environment, "warn_dependency_requirement_mismatches", None)
-    if original is None:
-        yield
-        return
-    environment.warn_dependency_requirement_mismatches = lambda requirements: None
-    try:
-        yield
-    finally:
-        environment.warn_dependency_requirement_mismatches = original
+    dest = os.path.join(tmp, "mlproject")
+    shutil.copytree(os.path.dirname(mlproject.__file__), dest,
+                    ignore=shutil.ignore_patterns("app", "__pycache__", "*.pyc"))
+    return dest
+
+
+def warm_model_logging() -> None:
+    """Start, in a daemon thread, the environment scan MLflow makes once per process before it
+    logs the first model, so that it overlaps training instead of following it.
+
+    MLflow checks a model's pip requirements against the installed packages, and the check first
+    maps every installed distribution's files to modules (importlib_metadata's
+    packages_distributions): 1.6 s here, once per process; the check itself then takes ~10 ms.
+    There is no public switch to skip or warm it, so this calls the private function that builds
+    that map (tests/test_runs.py pins that it exists and fills the map). Without it, nothing
+    breaks: the first log_model just takes the 1.6 s."""
+    from mlflow.utils import requirements_utils
+
+    warm = getattr(requirements_utils, "_init_packages_to_modules_map", None)
+    if warm is not None and getattr(requirements_utils, "_MODULES_TO_PACKAGES", None) is None:
+        threading.Thread(target=warm, name="mlflow-requirements-scan", daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -162,7 +169,7 @@ class FoundModel:
     params: dict = field(default_factory=dict)
 
 
-def resolve_model(ref: str) -> FoundModel:
+def find_model(ref: str) -> FoundModel:
     """Find the logged model `ref` names: a run id (its model), `runs:/ID/PATH`, `models:/...`,
     a registered model `NAME` (latest version) or `NAME/VERSION`. ModelNotFound for a run that
     does not exist or has no logged model, an unknown registered model (close names suggested) or
@@ -222,7 +229,7 @@ def _get_run(client, run_id: str):
     try:
         return client.get_run(run_id)
     except MlflowException as e:
-        if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(e).lower():
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise ModelNotFound(f"run {run_id!r} does not exist in {mlflow.get_tracking_uri()}") from None
         raise
 
@@ -254,8 +261,9 @@ def _registered(client, name: str):
 
     try:
         return client.get_registered_model(name)
-    except MlflowException:
-        pass
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
     names = sorted(m.name for m in client.search_registered_models())
     raise ModelNotFound(f"no run or registered model {name!r}{suggest(name, names)}; "
                         + (f"registered models: {listed(names)}" if names else "no model is registered")
@@ -274,16 +282,3 @@ def _input_shape(info, run) -> tuple[int, int, int] | None:
         c, h, w = (int(v) for v in res.split("x"))
         return c, h, w
     return None
-
-
-def log_outliers(experiment: str, out_dir: str, params: dict, metrics: dict, run_name: str = "outliers") -> str:
-    """A new run (name `run_name`, tag mlproject.role=outliers) holding everything under `out_dir`
-    as artifacts under `outliers/`, plus `params` and `metrics`; returns its id."""
-    from .runs import log_params, training_run
-
-    with training_run(experiment, run_name=run_name, tags={"mlproject.role": "outliers"}) as run:
-        log_params(params)
-        if metrics:
-            mlflow.log_metrics(metrics)
-        mlflow.log_artifacts(out_dir, "outliers")
-        return run.info.run_id

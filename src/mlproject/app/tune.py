@@ -4,8 +4,9 @@
     tune --sampler grid --batch-size 16,32,128,256,512 --lr 0.0002,0.00005    # seed 000's grid
     tune --model resnet18 --freeze backbone --lr 1e-3:1e-1 --batch-size 64 --workers 2
 
-Thin: parse -> TrainConfig + SearchSpace -> study (tuning.study) -> workers (tuning.objective)
--> summary on the parent run (tuning.summary).
+Thin: parse -> TrainConfig options, search texts and tuning.StudyOptions -> tuning.runner.plan
+(every check) -> tuning.runner.execute (parent run, workers, summary), with the application's
+StudyTrainer training each trial.
 """
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ import sys
 
 import click
 
-from mlproject.cli import bool_flags_from_values, config_options, fail
+from mlproject.app.cli import bool_flags_from_values, config_options, fail
 from mlproject.config import ConfigError, TrainConfig
-
-from .space import DEFAULTS
+from tuning.space import DEFAULTS
 
 SEARCHED = tuple(DEFAULTS)
 
@@ -52,7 +52,9 @@ def _with_search_options(fn):
 def tune(**opts):
     """Search learning rate, batch size, weight decay and momentum with Optuna; every trial is a
     child MLflow run of the study's parent run."""
-    from . import runner
+    from tuning import runner
+
+    from .experiment import StudyTrainer
 
     # MLproject passes every parameter, so "" (strings) and 0 (--timeout) mean "not given"
     searched = {n: opts.pop(n) or None for n in SEARCHED}
@@ -60,7 +62,7 @@ def tune(**opts):
                                                  "register_name", "grace_period")}
     controls.update({k: opts.pop(k) for k in ("trials", "sampler", "pruner", "workers", "max_failures")})
     try:
-        plan = runner.plan(opts, searched, **controls)
+        plan = runner.plan(opts, searched, runner.StudyOptions(**controls), StudyTrainer())
         code = runner.execute(plan)
     except ConfigError as e:
         fail(str(e))

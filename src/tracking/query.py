@@ -4,7 +4,7 @@ and log the finished report as a run of its own.
     sel = select_runs(run_ids=["3f2a..."], studies=["seed000"], experiments=[])   # RunsNotFound
     sel.runs                       # DataFrame: one row per run, params.* / metrics.* / tags.* columns
     cms = confusion_matrices(sel.runs["run_id"])    # {run_id: {"class_names": [...], "matrix": [[...]]}}
-    run_id = log_report(sel.experiment_id, "report/", params={...})
+    run_id = log_files_run(experiment_name(sel.experiment_id), "report", "report/", files, params={...})
 
 Which runs a selector picks (the union of all selectors, each run once, in start-time order):
   a run id           that run, whatever its status; the id of a study's parent run: its trials
@@ -33,7 +33,6 @@ NOT_TRAINING = ("study", "report", "outliers")  # roles of runs that hold no tra
 STUDY_TAG = "optuna.study"
 PARENT_TAG = "mlflow.parentRunId"
 CONFUSION_MATRIX = "test/confusion_matrix.json"
-ARTIFACT_DIR = "report"
 
 
 class RunsNotFound(LookupError):
@@ -70,6 +69,10 @@ def _study_runs(name: str) -> list:
 def study_names() -> list[str]:
     """Names of the studies whose parent runs this tracking store holds, sorted."""
     return sorted({r.data.tags.get(STUDY_TAG, "") for r in _search(f"tags.`{ROLE_TAG}` = 'study'")} - {""})
+
+
+def experiment_name(experiment_id: str) -> str:
+    return MlflowClient().get_experiment(experiment_id).name
 
 
 def _check_store(uri: str) -> None:
@@ -206,8 +209,8 @@ def frame(runs, experiment_names: dict[str, str] | None = None) -> pd.DataFrame:
 
 def confusion_matrices(run_ids, path: str = CONFUSION_MATRIX) -> dict[str, dict]:
     """{run_id: {"class_names": [...], "matrix": [[int, ...], ...]}} from each run's logged
-    `path` (tracking.artifacts.confusion_matrix_data's format); runs without it are left out."""
-    from .models import _no_progress_bars
+    `path` (the format of mlproject.figures.confusion_matrix_data); runs without it are left out."""
+    from .logged_models import _no_progress_bars
 
     client = MlflowClient()
     out = {}
@@ -225,18 +228,3 @@ def confusion_matrices(run_ids, path: str = CONFUSION_MATRIX) -> dict[str, dict]
             if isinstance(data, dict) and data.get("class_names") and data.get("matrix"):
                 out[rid] = data
     return out
-
-
-def log_report(experiment_id: str, out_dir: str, files: list[str], params: dict, tags: dict | None = None,
-               run_name: str = "report") -> str:
-    """A new run (name `run_name`, tag mlproject.role=report) in `experiment_id`, holding `files`
-    (paths relative to `out_dir`) as artifacts under `report/`, plus `params`; returns its id."""
-    from .runs import log_params, training_run
-
-    exp = MlflowClient().get_experiment(experiment_id)
-    with training_run(exp.name, run_name=run_name, tags={ROLE_TAG: "report", **(tags or {})}) as run:
-        log_params(params)
-        for f in files:
-            sub = os.path.dirname(f)
-            mlflow.log_artifact(os.path.join(out_dir, f), f"{ARTIFACT_DIR}/{sub}" if sub else ARTIFACT_DIR)
-        return run.info.run_id

@@ -1,0 +1,233 @@
+"""One tracked training run, start to end: what `mlproject train` and every tuning trial call.
+
+    prepared = prepare(cfg)                 # every check and all loading; raises ConfigError
+    run = run_training(cfg, prepared)       # MLflow run: params, epochs, results, artifacts, model
+
+`prepare` does all that can fail on bad input before any MLflow run exists; `run_training` wraps
+the work in `tracking.training_run`, so a failure ends the run FAILED with its reason.
+`StudyTrainer` is the same path for a study's trials (what `tuning` is given).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Callable
+
+import numpy as np
+import torch
+from sklearn.metrics import classification_report, confusion_matrix, recall_score
+
+import tracking
+
+from mlproject.config import TrainConfig
+from mlproject.data import Splits, create_dataset, is_path, peek_dataset
+from mlproject.features import CachedFeatures, cached_features
+from mlproject.features import applies as features_apply
+from mlproject.models import Classifier, ModelInfo, Probabilities, count_parameters, create_model, model_size_mb, set_normalisation
+from mlproject.train import EpochStats, Evaluation, History, evaluate, fit, seed_everything, select_device
+
+
+@dataclass
+class Prepared:
+    model: Classifier
+    model_info: ModelInfo
+    data: Splits
+    device: torch.device
+    features: CachedFeatures | None = None  # frozen backbone: train the head on these
+
+    @property
+    def trained(self) -> tuple[Classifier, Splits]:
+        """What `fit` trains on: the head and cached features, or the whole model and the images."""
+        return (self.features.model, self.features.data) if self.features else (self.model, self.data)
+
+
+@dataclass
+class ChildRun:
+    """How a study's trial is recorded: nested under the study's parent run, and lean: params,
+    metrics, the dataset inputs, the confusion matrix, per-class accuracy and the classification
+    report only. The parent holds the dataset analysis; the best trial's run gets the figures
+    when its model is stored (StudyTrainer.store_model)."""
+
+    parent_run_id: str
+    tags: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    on_run_start: Callable[[str], None] | None = None  # called with the run id once the run exists
+
+
+@dataclass
+class TrackedRun:
+    """A finished training run: where it is in MLflow and what it recorded."""
+
+    run_id: str
+    experiment_id: str
+    history: History
+    test: Evaluation
+    metrics: dict[str, float]
+    model_uri: str | None
+
+
+def prepare(cfg: TrainConfig, data: Splits | None = None) -> Prepared:
+    """Validate cfg, build the model and load the data; ConfigError on any bad input.
+
+    `data`: splits loaded earlier for the same dataset options (tuning trials share them).
+    """
+    cfg.validate()
+    shape = peek_dataset(cfg)
+    seed_everything(cfg.seed)  # initial weights from the seed, whatever ran before in this process
+    model, minfo = create_model(cfg, shape)
+    if data is None:
+        data = create_dataset(cfg, size=minfo.input_size if is_path(cfg.dataset) else None)
+    if minfo.mean is None:  # trained from scratch: normalise with the training set's statistics
+        set_normalisation(model, data.info.mean, data.info.std)
+    device = select_device(cfg.device)
+    return Prepared(model, minfo, data, device, cached_features(model, data, cfg, device))
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> dict[str, str]:
+    tags = {"python_version": platform.python_version()}
+    for dist in ("mlproject", "torch", "torchvision", "timm", "mlflow", "optuna"):
+        try:
+            tags[f"{dist}_version"] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return tags
+
+
+def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
+                 on_epoch: Callable[[EpochStats], None] | None = None, child: ChildRun | None = None) -> TrackedRun:
+    """Train cfg in an MLflow run and record everything (README, 'What a run records').
+
+    Standalone the run is created in cfg.experiment; under `mlflow run` the run MLflow created is
+    used; `child`: a study's trial (nested, lean). `on_epoch(stats)` runs after each epoch is
+    logged and may raise to stop training (pruning).
+    """
+    p = prepared or prepare(cfg)
+    info = p.data.info
+    if cfg.log_model:
+        tracking.warm_model_logging()  # MLflow's one-off environment scan, meanwhile
+    with tracking.training_run(cfg.experiment, cfg.run_name, tags=_run_tags(cfg, p, child),
+                               parent_run_id=child.parent_run_id if child else None) as run:
+        if child and child.on_run_start:
+            child.on_run_start(run.info.run_id)
+        tracking.log_params({**cfg.to_params(), "input_size": p.model_info.input_size,
+                             "input_channels": p.model_info.in_channels, "num_classes": len(info.class_names),
+                             **(child.params if child else {})})
+        if child:
+            tracking.log_dataset(info)
+        else:
+            tracking.log_dataset(info, *p.data.analysis_sample())
+        history = _fit_logged(cfg, p, run.info.run_id, on_epoch)
+        test, metrics = _results(cfg, p, history)
+        tracking.log_metrics(metrics)
+        _log_evaluation(test, info.class_names, table=child is None)
+        if child is None:
+            log_figures(p, history, test)
+        model_uri = log_model(p) if cfg.log_model else None
+    return TrackedRun(run.info.run_id, run.info.experiment_id, history, test, metrics, model_uri)
+
+
+def _run_tags(cfg: TrainConfig, p: Prepared, child: ChildRun | None) -> dict:
+    device = p.device
+    return {"model_source": p.model_info.source, "model_name": p.model_info.name, "device": str(device),
+            "feature_cache": p.features.status if p.features else "unsupported" if features_apply(cfg) else "off",
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            **_versions(), **(child.tags if child else {})}
+
+
+def _fit_logged(cfg: TrainConfig, p: Prepared, run_id: str, on_epoch) -> History:
+    """fit, with every epoch's metrics sent to the run (batched), then `on_epoch`."""
+    epochs_log = tracking.MetricBuffer(run_id)
+
+    def log_and_forward(stats: EpochStats) -> None:
+        epochs_log.log({"train_loss": stats.train_loss, "train_accuracy": stats.train_accuracy,
+                        "val_loss": stats.val_loss, "val_accuracy": stats.val_accuracy,
+                        "lr": stats.lr, "epoch_time_s": stats.epoch_time_s}, step=stats.epoch)
+        if on_epoch is not None:
+            on_epoch(stats)
+
+    try:
+        return fit(*p.trained, cfg, p.device, on_epoch=log_and_forward)
+    finally:  # a pruned or failed run keeps the epochs it ran
+        epochs_log.flush()
+
+
+def _results(cfg: TrainConfig, p: Prepared, history: History) -> tuple[Evaluation, dict[str, float]]:
+    """The test evaluation and the run's summary metrics (README, 'What a run records')."""
+    trained_model, trained_data = p.trained
+    test = evaluate(trained_model, trained_data.test, p.device, cfg.batch_size)
+    if p.features:  # the whole model's inference time: the backbone's part was measured once
+        test = dataclasses.replace(test, time_s=test.time_s + p.features.backbone_s["test"])
+    train_eval = evaluate(trained_model, trained_data.train, p.device, cfg.batch_size)
+    total, trainable = count_parameters(p.model.net)
+    metrics = {
+        "train_time_s": history.train_time_s,
+        "train_throughput_ips": history.train_images / history.train_time_s,
+        "test_time_s": test.time_s,
+        "test_throughput_ips": test.throughput,
+        "final_train_accuracy": train_eval.accuracy,
+        "final_val_accuracy": history.epochs[-1].val_accuracy,
+        "test_accuracy": test.accuracy,
+        "test_loss": test.loss,
+        "model_size_mb": model_size_mb(p.model),
+        "params_total": total,
+        "params_trainable": trainable,
+    }
+    if p.features:
+        metrics["feature_cache_time_s"] = p.features.time_s
+    return test, metrics
+
+
+def _log_evaluation(test: Evaluation, class_names: list[str], table: bool) -> None:
+    """Confusion matrix, per-class accuracy (each class's recall) and the classification report."""
+    labels = list(range(len(class_names)))
+    cm = confusion_matrix(test.y_true, test.y_pred, labels=labels)
+    per_class = recall_score(test.y_true, test.y_pred, labels=labels, average=None, zero_division=0)
+    report = classification_report(test.y_true, test.y_pred, labels=labels, target_names=class_names, digits=4,
+                                   zero_division=0)
+    tracking.log_evaluation(cm, per_class, class_names, report, table=table)
+
+
+def log_model(p: Prepared, registered_name: str | None = None) -> str:
+    """The whole model (backbone and trained head) as the active run's pyfunc model; its URI."""
+    example = p.data.test.first_images(2).numpy().astype(np.float32) / 255.0
+    uri = tracking.log_model(Probabilities(p.model), example, p.data.info.class_names,
+                             registered_model_name=registered_name).model_uri
+    p.model.to(p.device)  # log_model moved it to the CPU
+    return uri
+
+
+class StudyTrainer:
+    """What `tune` gives a study (tuning.objective.Trainer): trials trained and recorded as
+    `mlproject train` runs are, nested under the study's parent run."""
+
+    def prepare(self, cfg: TrainConfig, data: Splits | None = None) -> Prepared:
+        return prepare(cfg, data)
+
+    def train_trial(self, cfg: TrainConfig, prepared: Prepared, parent_run_id: str, tags: dict, params: dict,
+                    on_epoch, on_run_start) -> TrackedRun:
+        return run_training(cfg, prepared, on_epoch, ChildRun(parent_run_id, tags, params, on_run_start))
+
+    def store_model(self, cfg: TrainConfig, data: Splits | None, run_id: str, registered_name: str) -> str:
+        """Train cfg again (same config and seed: the same model on CPU) and log its model and the
+        figures trials skip into run `run_id`, registered as `registered_name`."""
+        p = prepare(cfg, data)
+        history = fit(*p.trained, cfg, p.device)  # the head alone on cached features, as the trial did
+        test = evaluate(p.model, p.data.test, p.device, cfg.batch_size)
+        with tracking.reopened_run(run_id):
+            log_figures(p, history, test)
+            return log_model(p, registered_name)
+
+
+def log_figures(p: Prepared, history: History, test: Evaluation) -> None:
+    """Into the active run: loss curves, misclassified test images (up to 64), first-layer weights."""
+    info, minfo = p.data.info, p.model_info
+    wrong = np.flatnonzero(test.y_true != test.y_pred)[:64]
+    wrong_images = p.data.test.take(wrong).first_images(len(wrong)).numpy() if len(wrong) else \
+        np.zeros((0, info.channels, info.height, info.width), np.uint8)
+    first = p.model.net.get_submodule(minfo.first_layer).weight.detach().cpu().numpy() if minfo.first_layer else None
+    tracking.log_figures(history.series(), first, (minfo.in_channels, minfo.input_size, minfo.input_size),
+                         info.class_names, test.y_true[wrong], test.y_pred[wrong], wrong_images)
