@@ -99,7 +99,9 @@ def test_two_models_probabilities_tables_scores_grid_and_run(models, images, tmp
     for row in table[1:]:
         assert row[1:] == [classes[int(probs[(n, row[0])].argmax())] for n in names]
     md = (out / "predictions.md").read_text().splitlines()
-    assert md[0] == "| model | " + " | ".join(names) + " |" and len(md) == 2 + len(model_names)
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in md]
+    assert cells[0] == ["model", *names] and [row[0] for row in cells[2:]] == model_names
+    assert [row[1:] for row in cells[2:]] == [row[1:] for row in table[1:]] and len(md) == 2 + len(model_names)
 
     # outlier_scores.csv: max probability and entropy per image and model
     head, *rows = read_csv(out / "outlier_scores.csv")

@@ -115,7 +115,7 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Check every value that can be checked without touching data or models.
 
-        Model and dataset names are checked by `models.resolve_model` and `data.resolve_dataset`,
+        Model and dataset names are checked by `models.resolve_model` and `data.peek_dataset`,
         which know the registries; this checks choices and ranges. Returns self.
         """
         for f in fields(self):

@@ -187,20 +187,7 @@ def find_model(ref: str) -> FoundModel:
             reg = re.split(r"[/@]", rest, maxsplit=1)[0]
             _registered(client, reg)
     else:
-        reg, _, version = ref.partition("/")
-        _registered(client, reg)
-        if version:
-            versions = [str(v.version) for v in client.search_model_versions(f"name='{reg}'")]
-            if version.removeprefix("v") not in versions:
-                raise ModelNotFound(f"registered model {reg!r} has no version {version!r}; "
-                                    f"versions: {', '.join(sorted(versions, key=int))}")
-            version = version.removeprefix("v")
-        else:
-            latest = max((int(v.version) for v in client.search_model_versions(f"name='{reg}'")), default=None)
-            if latest is None:
-                raise ModelNotFound(f"registered model {reg!r} has no versions")
-            version = str(latest)
-        uri, name, run = f"models:/{reg}/{version}", f"{reg}/v{version}", None
+        uri, name, run = *_registered_version(client, ref), None
     try:
         with _no_progress_bars():
             info = mlflow.models.get_model_info(uri)
@@ -223,6 +210,23 @@ def find_model(ref: str) -> FoundModel:
         raise ModelNotFound(f"model {ref!r} has no class_names in its metadata")
     return FoundModel(ref, uri, name, shape, [str(c) for c in classes], run.info.run_id if run else None,
                       dict(run.data.params) if run else {})
+
+
+def _registered_version(client, ref: str) -> tuple[str, str]:
+    """(models:/NAME/VERSION, 'NAME/vVERSION') for `NAME` (its latest version) or `NAME/VERSION`."""
+    reg, _, version = ref.partition("/")
+    _registered(client, reg)
+    versions = [int(v.version) for v in client.search_model_versions(f"name='{reg}'")]
+    if version:
+        if version.removeprefix("v") not in {str(v) for v in versions}:
+            raise ModelNotFound(f"registered model {reg!r} has no version {version!r}; "
+                                f"versions: {', '.join(str(v) for v in sorted(versions))}")
+        version = version.removeprefix("v")
+    elif not versions:
+        raise ModelNotFound(f"registered model {reg!r} has no versions")
+    else:
+        version = str(max(versions))
+    return f"models:/{reg}/{version}", f"{reg}/v{version}"
 
 
 def _get_run(client, run_id: str):

@@ -13,6 +13,8 @@ Which runs a selector picks (the union of all selectors, each run once, in start
                      studies nor report/outliers runs (tag mlproject.role)
 Runs found through a study or an experiment count only when FINISHED (pruned trials are KILLED,
 failed ones FAILED, and neither has test metrics) unless include_all; `excluded` counts the rest.
+Runs are read with mlflow.search_runs(output_format="pandas"): deleted runs and runs of deleted
+experiments are not found.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ NOT_TRAINING = ("study", "report", "outliers")  # roles of runs that hold no tra
 STUDY_TAG = "optuna.study"
 PARENT_TAG = "mlflow.parentRunId"
 CONFUSION_MATRIX = "test/confusion_matrix.json"
+META = ["run_id", "run_name", "experiment_id", "experiment", "status", "start_time"]
 
 
 class RunsNotFound(LookupError):
@@ -47,9 +50,20 @@ class Selection:
     sources: list[str] = field(default_factory=list)  # "study s1 (4 runs)", ... for the summary
 
 
-def _search(filter_string: str, experiment_ids: list[str] | None = None) -> list:
-    return mlflow.search_runs(experiment_ids=experiment_ids, filter_string=filter_string, output_format="list",
+def _search(filter_string: str, experiment_ids: list[str] | None = None) -> pd.DataFrame:
+    """mlflow.search_runs' DataFrame: run_id, experiment_id, status, start_time (UTC datetime), ...,
+    metrics.*, params.*, tags.* (absent values None or NaN); all active experiments for None."""
+    return mlflow.search_runs(experiment_ids=experiment_ids, filter_string=filter_string, output_format="pandas",
                               search_all_experiments=experiment_ids is None)
+
+
+def _column(runs: pd.DataFrame, name: str) -> pd.Series:
+    """runs[name], or None in every row where no run has it (search_runs leaves such columns out)."""
+    return runs[name] if name in runs else pd.Series(None, index=runs.index, dtype=object)
+
+
+def _training_role(runs: pd.DataFrame) -> pd.Series:
+    return ~_column(runs, f"tags.{ROLE_TAG}").isin(NOT_TRAINING)
 
 
 def _quoted(value: str) -> str | None:
@@ -57,18 +71,10 @@ def _quoted(value: str) -> str | None:
     return None if "'" in value or "\\" in value else f"'{value}'"
 
 
-def _study_runs(name: str) -> list:
-    literal = _quoted(name)
-    if literal is not None:
-        runs = _search(f"tags.`{STUDY_TAG}` = {literal}")
-    else:  # a quote in the name: filter in Python
-        runs = [r for r in _search("") if r.data.tags.get(STUDY_TAG) == name]
-    return [r for r in runs if r.data.tags.get(ROLE_TAG) not in NOT_TRAINING]
-
-
 def study_names() -> list[str]:
     """Names of the studies whose parent runs this tracking store holds, sorted."""
-    return sorted({r.data.tags.get(STUDY_TAG, "") for r in _search(f"tags.`{ROLE_TAG}` = 'study'")} - {""})
+    parents = _search(f"tags.`{ROLE_TAG}` = 'study'")
+    return sorted(set(_column(parents, f"tags.{STUDY_TAG}").dropna()) - {""})
 
 
 def experiment_name(experiment_id: str) -> str:
@@ -92,8 +98,115 @@ def _check_store(uri: str) -> None:
                            "or set MLFLOW_TRACKING_URI")
 
 
-def _is_training(run) -> bool:
-    return "model" in run.data.params and run.data.tags.get(ROLE_TAG) not in NOT_TRAINING
+# ---------------------------------------------------------------------------------------------
+# one function per selector kind: its runs, or RunsNotFound
+
+def _experiment_runs(client: MlflowClient, name: str, uri: str) -> pd.DataFrame:
+    """The training runs of experiment `name`: a `model` param, no role that holds no model."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None or exp.lifecycle_stage != "active":
+        names = sorted(e.name for e in client.search_experiments())
+        raise RunsNotFound(f"no experiment {name!r}{suggest(name, names)} in {uri}; "
+                           + (f"experiments: {listed(names)}" if names else "it has no experiments"))
+    runs = _search("", [exp.experiment_id])
+    runs = runs[_column(runs, "params.model").notna() & _training_role(runs)]
+    if runs.empty:
+        raise RunsNotFound(f"experiment {name!r} has no training runs (runs with a 'model' param) in {uri}")
+    return runs
+
+
+def _study_runs(name: str, uri: str) -> pd.DataFrame:
+    """The trial runs of study `name` (tag optuna.study), in any experiment; not its parent run."""
+    literal = _quoted(name)
+    if literal is not None:
+        runs = _search(f"tags.`{STUDY_TAG}` = {literal}")
+    else:  # a quote in the name: filter in Python
+        runs = _search("")
+        runs = runs[_column(runs, f"tags.{STUDY_TAG}") == name]
+    runs = runs[_training_role(runs)]
+    if runs.empty:
+        names = study_names()
+        if name in names:
+            raise RunsNotFound(f"study {name!r} has a parent run but no trial runs in {uri}")
+        raise RunsNotFound(f"no runs of study {name!r}{suggest(name, names)} in {uri}; "
+                           + (f"studies: {listed(names)}" if names else "it holds no study"))
+    return runs
+
+
+def _given_runs(run_ids: list[str], uri: str) -> list[pd.DataFrame]:
+    """Each named run as a one-row DataFrame, in the order named (repeats once); RunsNotFound
+    naming every id that is no active run of an active experiment (a deleted run's included)."""
+    ids = list(dict.fromkeys(r.strip() for r in run_ids))
+    literals = [q for q in map(_quoted, ids) if q is not None]  # an id with a quote is no run's
+    found = _search(f"attributes.run_id IN ({', '.join(literals)})") if literals else pd.DataFrame(columns=["run_id"])
+    missing = [rid for rid in ids if rid not in set(found["run_id"])]
+    if missing:
+        raise RunsNotFound(f"{'run' if len(missing) == 1 else 'runs'} {', '.join(repr(m) for m in missing)} "
+                           f"{'does' if len(missing) == 1 else 'do'} not exist in {uri}")
+    return [found[found["run_id"] == rid] for rid in ids]
+
+
+def _id_selector(run: pd.DataFrame, include_all: bool) -> tuple[pd.DataFrame, str, bool]:
+    """What a named run selects, for _Picked.add: a study's parent run its trial runs (FINISHED
+    ones unless include_all), any other run itself whatever its status."""
+    (row,) = run.to_dict("records")
+    rid = row["run_id"]
+    if row.get(f"tags.{ROLE_TAG}") != "study":
+        return run, f"run {rid[:8]}", True
+    trials = _search(f"tags.`{PARENT_TAG}` = '{rid}'", [row["experiment_id"]])
+    name = row.get(f"tags.{STUDY_TAG}")
+    name = name if isinstance(name, str) and name else rid
+    if trials.empty:
+        raise RunsNotFound(f"run {rid!r} is the parent of study {name!r}, which has no trial runs")
+    return trials, f"study {name!r} (parent run {rid[:8]})", include_all
+
+
+# ---------------------------------------------------------------------------------------------
+# the union of the selectors
+
+@dataclass
+class _Picked:
+    """The runs the selectors kept, those they left out as unfinished, and what each selected."""
+
+    kept: list[pd.DataFrame] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)  # run id -> status, of runs left out as unfinished
+    sources: list[str] = field(default_factory=list)
+    experiments: list[str] = field(default_factory=list)  # per selector: the experiment of its first run
+
+    def add(self, runs: pd.DataFrame, what: str, keep_all: bool) -> None:
+        """Keep `runs` (only the FINISHED ones unless keep_all); RunsNotFound when none is."""
+        finished = runs["status"] == "FINISHED"
+        kept, left = (runs, runs.iloc[:0]) if keep_all else (runs[finished], runs[~finished])
+        if kept.empty:
+            counted = ", ".join(f"{n} {s}" for s, n in left["status"].value_counts().sort_index().items())
+            raise RunsNotFound(f"{what} has no finished runs ({counted}); --all includes unfinished ones")
+        self.kept.append(kept)
+        self.left_out.update(zip(left["run_id"], left["status"]))
+        self.sources.append(f"{what} ({len(kept)} runs)")
+        self.experiments.append(kept["experiment_id"].iloc[0])
+
+    def excluded(self, picked: pd.Series) -> dict[str, int]:
+        """status -> runs left out that no selector took (a run id may have been given as well)."""
+        left = pd.Series(self.left_out, dtype=object)
+        return left[~left.index.isin(picked)].value_counts().sort_index().to_dict()
+
+
+def _frame(parts: list[pd.DataFrame], client: MlflowClient) -> pd.DataFrame:
+    """The selected runs, each once (first selector first), in start-time order: META, then the
+    params.*, metrics.* and tags.* columns any of them has (each sorted by name), then the rest."""
+    runs = pd.concat(parts, ignore_index=True).drop_duplicates("run_id")
+    unused = [c for c in runs.columns if c.startswith(("params.", "metrics.", "tags.")) and runs[c].isna().all()]
+    runs = runs.drop(columns=unused)  # those of runs a selector's search found but left out
+    runs = runs.sort_values(["start_time", "run_id"], na_position="first", kind="stable").reset_index(drop=True)
+    runs["run_name"] = _column(runs, "tags.mlflow.runName").fillna("").astype(str)
+    names = {}
+    for eid in runs["experiment_id"].unique():
+        exp = client.get_experiment(eid)
+        names[eid] = exp.name if exp else eid
+    runs["experiment"] = runs["experiment_id"].map(names)
+    grouped = [sorted(c for c in runs.columns if c.startswith(p)) for p in ("params.", "metrics.", "tags.")]
+    first = META + [c for group in grouped for c in group]
+    return runs[first + [c for c in runs.columns if c not in first]]
 
 
 def select_runs(run_ids=(), experiments=(), studies=(), include_all: bool = False) -> Selection:
@@ -108,103 +221,15 @@ def select_runs(run_ids=(), experiments=(), studies=(), include_all: bool = Fals
         raise RunsNotFound("say which runs to report on: run ids, --study NAME or --experiment NAME")
     _check_store(uri)
     client = MlflowClient()
-    picked: dict[str, object] = {}  # run id -> Run, first selector first
-    left_out: dict[str, str] = {}  # run id -> status, of runs a selector left out as unfinished
-    sources: list[str] = []
-    first_experiment: list[str] = []  # experiment id per selector, in the order they come below
-
-    def add(runs, what: str, keep_all: bool):
-        kept = [r for r in runs if keep_all or r.info.status == "FINISHED"]
-        left = [r for r in runs if not (keep_all or r.info.status == "FINISHED")]
-        if not kept:
-            states = {}
-            for r in left:
-                states[r.info.status] = states.get(r.info.status, 0) + 1
-            counted = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-            raise RunsNotFound(f"{what} has no finished runs ({counted}); --all includes unfinished ones")
-        for r in left:
-            left_out[r.info.run_id] = r.info.status
-        for r in kept:
-            picked.setdefault(r.info.run_id, r)
-        sources.append(f"{what} ({len(kept)} runs)")
-        first_experiment.append(kept[0].info.experiment_id)
-
+    picked = _Picked()
     for name in experiments:
-        exp = client.get_experiment_by_name(name)
-        if exp is None or exp.lifecycle_stage != "active":
-            names = sorted(e.name for e in client.search_experiments())
-            raise RunsNotFound(f"no experiment {name!r}{suggest(name, names)} in {uri}; "
-                               + (f"experiments: {listed(names)}" if names else "it has no experiments"))
-        runs = [r for r in _search("", [exp.experiment_id]) if _is_training(r)]
-        if not runs:
-            raise RunsNotFound(f"experiment {name!r} has no training runs (runs with a 'model' param) in {uri}")
-        add(runs, f"experiment {name!r}", include_all)
-
+        picked.add(_experiment_runs(client, name, uri), f"experiment {name!r}", include_all)
     for name in studies:
-        runs = _study_runs(name)
-        if not runs:
-            names = study_names()
-            if name in names:
-                raise RunsNotFound(f"study {name!r} has a parent run but no trial runs in {uri}")
-            raise RunsNotFound(f"no runs of study {name!r}{suggest(name, names)} in {uri}; "
-                               + (f"studies: {listed(names)}" if names else "it holds no study"))
-        add(runs, f"study {name!r}", include_all)
-
-    missing, given = [], []
-    for rid in dict.fromkeys(r.strip() for r in run_ids):
-        try:
-            run = client.get_run(rid)
-        except MlflowException as e:
-            if getattr(e, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") \
-                    or "not found" in str(e).lower():
-                missing.append(rid)
-                continue
-            raise
-        if run.info.lifecycle_stage == "deleted":
-            missing.append(rid)
-        else:
-            given.append(run)
-    if missing:
-        raise RunsNotFound(f"{'run' if len(missing) == 1 else 'runs'} {', '.join(repr(m) for m in missing)} "
-                           f"{'does' if len(missing) == 1 else 'do'} not exist in {uri}")
-    for run in given:
-        if run.data.tags.get(ROLE_TAG) == "study":  # a study's parent: its trials
-            trials = _search(f"tags.`{PARENT_TAG}` = '{run.info.run_id}'", [run.info.experiment_id])
-            name = run.data.tags.get(STUDY_TAG, run.info.run_id)
-            if not trials:
-                raise RunsNotFound(f"run {run.info.run_id!r} is the parent of study {name!r}, which has no trial runs")
-            add(trials, f"study {name!r} (parent run {run.info.run_id[:8]})", include_all)
-        else:
-            add([run], f"run {run.info.run_id[:8]}", True)
-
-    runs = sorted(picked.values(), key=lambda r: (r.info.start_time or 0, r.info.run_id))
-    excluded: dict[str, int] = {}
-    for rid, status in left_out.items():
-        if rid not in picked:  # another selector may have taken it (a run id given as well)
-            excluded[status] = excluded.get(status, 0) + 1
-    names = {}
-    for r in runs:
-        if r.info.experiment_id not in names:
-            exp = client.get_experiment(r.info.experiment_id)
-            names[r.info.experiment_id] = exp.name if exp else r.info.experiment_id
-    return Selection(frame(runs, names), first_experiment[0], excluded, sources)
-
-
-def frame(runs, experiment_names: dict[str, str] | None = None) -> pd.DataFrame:
-    """One row per Run, like mlflow.search_runs' DataFrame: run_id, run_name, experiment_id,
-    experiment, status, start_time, then params.<name> (strings), metrics.<name> (the latest
-    value), tags.<name>. Absent values are NaN."""
-    rows = []
-    for r in runs:
-        row = {"run_id": r.info.run_id, "run_name": r.info.run_name or "", "experiment_id": r.info.experiment_id,
-               "experiment": (experiment_names or {}).get(r.info.experiment_id, r.info.experiment_id),
-               "status": r.info.status, "start_time": r.info.start_time}
-        row.update({f"params.{k}": v for k, v in r.data.params.items()})
-        row.update({f"metrics.{k}": float(v) for k, v in r.data.metrics.items()})
-        row.update({f"tags.{k}": v for k, v in r.data.tags.items()})
-        rows.append(row)
-    columns = ["run_id", "run_name", "experiment_id", "experiment", "status", "start_time"]
-    return pd.DataFrame(rows, columns=None if rows else columns).reset_index(drop=True)
+        picked.add(_study_runs(name, uri), f"study {name!r}", include_all)
+    for run in _given_runs(run_ids, uri):
+        picked.add(*_id_selector(run, include_all))
+    runs = _frame(picked.kept, client)
+    return Selection(runs, picked.experiments[0], picked.excluded(runs["run_id"]), picked.sources)
 
 
 def confusion_matrices(run_ids, path: str = CONFUSION_MATRIX) -> dict[str, dict]:

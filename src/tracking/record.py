@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
-from mlproject import figures as artifacts
+from mlproject import figures
 
 
 def metric_key(name: str) -> str:
@@ -104,7 +104,7 @@ def log_dataset(info, sample_images: np.ndarray | None = None, sample_labels: np
         "bytes_per_image": info.bytes_per_image, "size_bytes": info.total_bytes,
         "class_names": info.class_names, "train_class_counts": info.class_counts,
         "train_mean": info.mean, "train_std": info.std, "digest": info.digest}, "data/input_analysis.json")
-    client.log_figure(run_id, artifacts.samples_per_class_figure(sample_images, sample_labels, info.class_names),
+    client.log_figure(run_id, figures.samples_per_class_figure(sample_images, sample_labels, info.class_names),
                       "data/samples_per_class.png")
 
 
@@ -115,9 +115,9 @@ def log_evaluation(cm: np.ndarray, per_class: np.ndarray, class_names: list[str]
 
     Tuning trials pass table=False: mlflow.log_table costs ~20 ms (it rewrites a run tag), a tenth
     of a trial's tracking budget, and the metrics and the CSV hold the same numbers."""
-    mlflow.log_figure(artifacts.confusion_matrix_figure(cm, class_names), f"{prefix}/confusion_matrix.png")
-    mlflow.log_dict(artifacts.confusion_matrix_data(cm, class_names), f"{prefix}/confusion_matrix.json")
-    mlflow.log_text(artifacts.confusion_matrix_csv(cm, class_names), f"{prefix}/confusion_matrix.csv")
+    mlflow.log_figure(figures.confusion_matrix_figure(cm, class_names), f"{prefix}/confusion_matrix.png")
+    mlflow.log_dict(figures.confusion_matrix_data(cm, class_names), f"{prefix}/confusion_matrix.json")
+    mlflow.log_text(figures.confusion_matrix_csv(cm, class_names), f"{prefix}/confusion_matrix.csv")
     mlflow.log_metrics({f"{prefix}_class_accuracy/{metric_key(n)}": float(a) for n, a in zip(class_names, per_class)})
     if table:
         mlflow.log_table({"class": list(class_names), "accuracy": [float(a) for a in per_class],
@@ -130,10 +130,10 @@ def log_figures(series: dict[str, list[float]], first_layer_weight: np.ndarray |
                 y_pred: np.ndarray, images: np.ndarray, prefix: str = "test") -> None:
     """Loss/accuracy curves, a grid of misclassified images (`images`, with their true and
     predicted labels) and, where the first layer reads the image, its weights (seed 003)."""
-    mlflow.log_figure(artifacts.misclassified_figure(images, y_true, y_pred, class_names),
+    mlflow.log_figure(figures.misclassified_figure(images, y_true, y_pred, class_names),
                       f"{prefix}/misclassified.png")
-    mlflow.log_figure(artifacts.loss_curves_figure(series), "figures/loss_accuracy.png")
+    mlflow.log_figure(figures.loss_curves_figure(series), "figures/loss_accuracy.png")
     if first_layer_weight is not None:
-        fig = artifacts.first_layer_figure(first_layer_weight, in_shape)
+        fig = figures.first_layer_figure(first_layer_weight, in_shape)
         if fig is not None:
             mlflow.log_figure(fig, "figures/first_layer_weights.png")

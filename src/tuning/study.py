@@ -1,7 +1,10 @@
-"""Optuna studies: storage, sampler and pruner factories, and loading a study safely for resume.
+"""Optuna studies: storage, sampler and pruner factories, loading a study safely for resume, and
+claims that let one worker alone do a study's one-off work.
 
     storage = create_storage("sqlite:///optuna.db", on_stale=close_run)   # heartbeat-enabled
-    study = open_study(settings, space, storage)   # creates, or resumes if the space matches
+    study = open_study("s1", storage, create_sampler("tpe", space, seed=0), create_pruner("median", 5),
+                       signature_of(fixed, space, "tpe"))   # creates, or resumes if the signature matches
+    with claim(storage, "s1", "parent") as won: ...           # True for one caller at a time
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes")
 PRUNERS = ("median", "hyperband", "none")
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 # A worker writes a heartbeat every 10 s; a RUNNING trial without one for 60 s is failed and
-# re-run (RetryFailedTrialCallback). 60 s covers a slow epoch's GIL-heavy stretches on 2 cores.
+# re-run (RetryHeartbeatStaleTrialCallback). 60 s covers a slow epoch's GIL-heavy stretches on 2 cores.
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 60
 

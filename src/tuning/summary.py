@@ -18,6 +18,7 @@ import sys
 import warnings
 
 import optuna
+import pandas as pd
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
@@ -123,16 +124,22 @@ def table(study, p, parent: str, wall_time_s: float, top: int = 5) -> str:
                   key=lambda t: t.value, reverse=True)[:top]
     names = sorted({k for t in done for k in t.params})
     head = ["trial", *names, "val_acc", "test_acc", "train_s", "size_mb"]
-    rows = [[str(t.number), *[f"{t.params.get(n, ''):.4g}" if isinstance(t.params.get(n), float) else str(t.params.get(n, ''))
-                              for n in names],
-             f"{t.value:.4f}", f"{t.user_attrs.get('test_accuracy', float('nan')):.4f}",
-             f"{t.user_attrs.get('train_time_s', float('nan')):.1f}", f"{t.user_attrs.get('model_size_mb', float('nan')):.2f}"]
-            for t in done]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    nan = float("nan")  # blank in the table, as a param a trial did not sample
+    best = pd.DataFrame([{"trial": t.number, **t.params, "val_acc": t.value,
+                          "test_acc": t.user_attrs.get("test_accuracy", nan),
+                          "train_s": t.user_attrs.get("train_time_s", nan),
+                          "size_mb": t.user_attrs.get("model_size_mb", nan)} for t in done],
+                        columns=head, dtype=object)  # object: an int param stays an int
+
+    def param(value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    formats = {**{n: param for n in names}, "val_acc": "{:.4f}".format, "test_acc": "{:.4f}".format,
+               "train_s": "{:.1f}".format, "size_mb": "{:.2f}".format}
     c = counts(study)
-    lines = [f"study {p.options.study_name}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed "
-             f"in {wall_time_s:.1f} s (this invocation)", fmt.format(*head), *(fmt.format(*r) for r in rows)]
+    lines = [(f"study {p.options.study_name}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed "
+              f"in {wall_time_s:.1f} s (this invocation)"),
+             best.to_string(index=False, formatters=formats, na_rep="") if done else " ".join(head)]
     if "best_model_uri" in study.user_attrs:
         lines.append(f"best model (trial {study.user_attrs['best_model_trial']}): {study.user_attrs['best_model_uri']}, "
                      f"registered as {p.options.register_name!r}")

@@ -19,8 +19,6 @@ Files written to the output folder (and logged under `outliers/` of a run named 
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tabulate import tabulate
 
 import tracking
 
@@ -168,15 +167,45 @@ def run(checked: Checked, out_dir, experiment: str | None = "mlproject") -> Resu
 # ---------------------------------------------------------------------------------------------
 # outputs
 
-def _csv(rows) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
+def _by_image(result: Result, rows) -> pd.DataFrame:
+    """One row per image and model, image by image (the models in order within each): rows(j)
+    gives model j's rows, one per image in order."""
+    frames = [rows(j) for j in range(len(result.checked.models))]
+    return pd.concat(frames).sort_index(kind="stable").reset_index(drop=True)
 
 
-def table2(result: Result) -> list[list[str]]:
-    """Seed 000's Table 2: header, then one row per model with its label for every image."""
-    return [["model", *result.names]] + [[m.name, *result.labels(i)] for i, m in enumerate(result.checked.models)]
+def raw_probs(result: Result) -> pd.DataFrame:
+    """raw_probs.csv: image, model, model_uri, label, confidence, then p_<class> for every class
+    (the first model's class order, then any class another model adds; empty where a model has
+    no such class)."""
+    classes: list[str] = []
+    for m in result.checked.models:
+        classes += [c for c in m.class_names if c not in classes]
+
+    def rows(j):
+        m, p = result.checked.models[j], result.probs[j]
+        head = pd.DataFrame({"image": result.names, "model": m.name, "model_uri": m.uri, "label": result.labels(j),
+                             "confidence": p.max(1)})
+        return head.join(pd.DataFrame(p, columns=[f"p_{c}" for c in m.class_names]))
+
+    columns = ["image", "model", "model_uri", "label", "confidence", *[f"p_{c}" for c in classes]]
+    return _by_image(result, rows).reindex(columns=columns)
+
+
+def outlier_scores(result: Result) -> pd.DataFrame:
+    """outlier_scores.csv: image, model, label, max_prob, entropy, entropy_norm (see scores)."""
+    def rows(j):
+        m, p = result.checked.models[j], result.probs[j]
+        return pd.DataFrame({"image": result.names, "model": m.name, "label": result.labels(j), **scores(p)})
+
+    return _by_image(result, rows)
+
+
+def table2(result: Result) -> pd.DataFrame:
+    """Seed 000's Table 2: one row per model (column `model`) with its label for every image (a
+    column per image)."""
+    rows = [[m.name, *result.labels(i)] for i, m in enumerate(result.checked.models)]
+    return pd.DataFrame(rows, columns=["model", *result.names], dtype=str)
 
 
 def write(result: Result) -> list[str]:
@@ -184,18 +213,7 @@ def write(result: Result) -> list[str]:
     out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
     models, names = result.checked.models, result.names
-    classes: list[str] = []
-    for m in models:  # the first model's class order, then any class another model adds
-        classes += [c for c in m.class_names if c not in classes]
-    files = {}
-
-    rows = [["image", "model", "model_uri", "label", "confidence", *[f"p_{c}" for c in classes]]]
-    for i, name in enumerate(names):
-        for m, p, labels in zip(models, result.probs, (result.labels(j) for j in range(len(models)))):
-            by_class = dict(zip(m.class_names, p[i]))
-            rows.append([name, m.name, m.uri, labels[i], f"{p[i].max():.6f}",
-                         *[f"{by_class[c]:.6f}" if c in by_class else "" for c in classes]])
-    files["raw_probs.csv"] = _csv(rows)
+    files = {"raw_probs.csv": raw_probs(result).to_csv(index=False, float_format="%.6f", lineterminator="\n")}
 
     blocks = []
     for m, p in zip(models, result.probs):
@@ -205,17 +223,9 @@ def write(result: Result) -> list[str]:
     files["raw_K_probs.txt"] = "\n".join(blocks)
 
     table = table2(result)
-    files["predictions.csv"] = _csv(table)
-    files["predictions.md"] = markdown(pd.DataFrame(table[1:], columns=table[0], dtype=str))
-
-    rows = [["image", "model", "label", "max_prob", "entropy", "entropy_norm"]]
-    all_scores = [scores(p) for p in result.probs]
-    for i, name in enumerate(names):
-        for j, m in enumerate(models):
-            s = all_scores[j]
-            rows.append([name, m.name, result.labels(j)[i], f"{s['max_prob'][i]:.6f}", f"{s['entropy'][i]:.6f}",
-                         f"{s['entropy_norm'][i]:.6f}"])
-    files["outlier_scores.csv"] = _csv(rows)
+    files["predictions.csv"] = table.to_csv(index=False, lineterminator="\n")
+    files["predictions.md"] = markdown(table)
+    files["outlier_scores.csv"] = outlier_scores(result).to_csv(index=False, float_format="%.6f", lineterminator="\n")
 
     for fname, text in files.items():
         (out / fname).write_text(text, encoding="utf-8")
@@ -244,10 +254,8 @@ def _short(s: str, n: int) -> str:
 
 def summary(result: Result) -> str:
     """What the command prints: Table 2, the scores per model, where the files and the run are."""
-    table = table2(result)
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
-    lines.append("")
+    table = tabulate(table2(result), headers="keys", tablefmt="plain", showindex=False, disable_numparse=True)
+    lines = [table, ""]
     for m, p in zip(result.checked.models, result.probs):
         s = scores(p)
         lines.append(f"{m.name}: mean max probability {s['max_prob'].mean():.3f}, mean entropy "

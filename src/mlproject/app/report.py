@@ -80,7 +80,7 @@ class Plot:
 class Checked:
     """Everything `run` needs, validated."""
 
-    selection: object  # tracking.report.Selection
+    selection: object  # tracking.Selection
     data: pd.DataFrame  # one row per run: every table column, param and metric (see _wide)
     source: dict[str, tuple[str, str]]  # column -> ("meta" | "param" | "metric", name in MLflow)
     columns: list[str]  # the table's columns, in order
@@ -221,7 +221,9 @@ def _wide(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[str, str]]]
     put("study", tag("optuna.study"), "meta", "tags.optuna.study")
     put("trial", _typed(tag("optuna.trial_number")), "meta", "tags.optuna.trial_number")
     put("status", runs["status"], "meta", "status")
-    param_cols = [c for c in runs.columns if c.startswith("params.")]
+    rank = {f.name: i for i, f in enumerate(dataclasses.fields(TrainConfig))}  # TrainConfig's order, then by name
+    param_cols = sorted((c for c in runs.columns if c.startswith("params.")),
+                        key=lambda c: (rank.get(c[len("params."):], len(rank)), c))
     for c in param_cols:
         name = c[len("params."):]
         put(name if name not in data else c, _typed(runs[c]), "param", name)
@@ -346,16 +348,15 @@ def _cell(value, fmt=None) -> str:
 
 
 def markdown(frame: pd.DataFrame, formats: dict | None = None) -> str:
-    """A GitHub Markdown table of `frame` (no index), numbers right-aligned; formats: column -> a
-    format spec or a function for its floats."""
+    """A GitHub Markdown table of `frame` (DataFrame.to_markdown, no index): every cell as _cell
+    writes it, numbers right-aligned; formats: column -> a format spec or a function for its floats."""
     formats = formats or {}
-    cols = list(frame.columns)
-    numeric = [pd.api.types.is_numeric_dtype(frame.iloc[:, i]) for i in range(len(cols))]  # names may repeat
-    lines = ["| " + " | ".join(_cell(c, None) for c in cols) + " |",
-             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v, formats.get(c)) for c, v in zip(cols, row)) + " |")
-    return "\n".join(lines) + "\n"
+    columns = range(frame.shape[1])  # by position: names may repeat
+    cells = pd.DataFrame({i: [_cell(v, formats.get(frame.columns[i])) for v in frame.iloc[:, i]] for i in columns},
+                         index=frame.index, dtype=object)
+    cells.columns = [_cell(c) for c in frame.columns]
+    align = ["right" if pd.api.types.is_numeric_dtype(frame.iloc[:, i]) else "left" for i in columns]
+    return cells.to_markdown(index=False, colalign=align, disable_numparse=True) + "\n"
 
 
 def table_markdown(checked: Checked, table: pd.DataFrame) -> str:
@@ -438,48 +439,29 @@ def plot_figure(checked: Checked, plot: Plot):
     return fig
 
 
-def _rendered(fig) -> np.ndarray:
-    """A figure drawn by Agg at its own dpi: (H, W, 4) uint8."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba()).copy()
-
-
 def confusion_matrices_figure(checked: Checked, table: pd.DataFrame, cms: dict[str, dict]):
-    """The runs' logged test confusion matrices side by side (CM_COLUMNS per row, table order),
-    each drawn by mlproject.figures.confusion_matrix_figure exactly as in its own run, titled
-    with the run and its varying hyperparameters."""
+    """The runs' logged test confusion matrices side by side on one Figure (CM_COLUMNS per row,
+    table order), each drawn by mlproject.figures.plot_confusion_matrix as in its own run and
+    titled with the run and its varying hyperparameters."""
     from matplotlib.figure import Figure
 
-    from mlproject.figures import confusion_matrix_figure
+    from mlproject.figures import confusion_matrix_figsize, plot_confusion_matrix
 
     labels = run_labels(checked, table)
     ids = [r for r in table["run_id"] if r in cms]
-    figures = [confusion_matrix_figure(np.asarray(cms[r]["matrix"]), cms[r]["class_names"]) for r in ids]
-    # 100 dpi, less where the whole would pass CM_MAX_PIXELS (100 classes: 22 in a matrix)
-    inches = sum(float(np.prod(f.get_size_inches())) for f in figures)
-    dpi = min(100.0, math.sqrt(CM_MAX_PIXELS / inches))
-    for f in figures:
-        f.set_dpi(dpi)
-    tiles = [_rendered(f) for f in figures]
-    th = max(t.shape[0] for t in tiles) / dpi
-    tw = max(t.shape[1] for t in tiles) / dpi
-    band = 0.5  # inches above every tile for its two-line title
-    ncols = min(CM_COLUMNS, len(tiles))
-    nrows = math.ceil(len(tiles) / ncols)
-    fw, fh = ncols * tw, nrows * (th + band) + 0.5
-    fig = Figure(figsize=(fw, fh), dpi=dpi)
-    fig.suptitle(f"test confusion matrices of {len(tiles)} runs", y=1 - 0.1 / fh, va="top")
-    for k, (rid, tile) in enumerate(zip(ids, tiles)):
-        r, c = divmod(k, ncols)
-        h, w = tile.shape[0] / dpi, tile.shape[1] / dpi
-        left, top = c * tw, 0.5 + r * (th + band) + band
-        ax = fig.add_axes((left / fw, 1 - (top + h) / fh, w / fw, h / fh))
-        ax.imshow(tile, interpolation="none")
-        ax.set_axis_off()
-        ax.set_title(labels[rid], fontsize=10, pad=2)
+    ncols = min(CM_COLUMNS, len(ids))
+    nrows = math.ceil(len(ids) / ncols)
+    # every panel sized for the most classes, 0.4 in higher for the title's second line (the parameters)
+    pw, ph = confusion_matrix_figsize(max(len(cms[r]["class_names"]) for r in ids))
+    fw, fh = ncols * pw, nrows * (ph + 0.4) + 0.4
+    # 100 dpi, less where the whole would pass CM_MAX_PIXELS (100 classes: 24 x 24 in a panel)
+    fig = Figure(figsize=(fw, fh), dpi=min(100.0, math.sqrt(CM_MAX_PIXELS / (fw * fh))), layout="compressed")
+    fig.suptitle(f"test confusion matrices of {len(ids)} runs")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, rid in zip(axes, ids):
+        plot_confusion_matrix(ax, np.asarray(cms[rid]["matrix"]), cms[rid]["class_names"], title=labels[rid])
+    for ax in axes[len(ids):]:
+        ax.remove()
     return fig
 
 

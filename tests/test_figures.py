@@ -5,8 +5,10 @@ import io
 import json
 
 import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.datasets import load_digits
 from sklearn.metrics import confusion_matrix
@@ -19,11 +21,17 @@ from mlproject.figures import (
     image_grid_figure,
     loss_curves_figure,
     misclassified_figure,
-    per_class_accuracy,
+    plot_confusion_matrix,
+    plot_first_layer,
+    plot_image_grid,
+    plot_loss_curves,
+    plot_misclassified,
+    plot_samples_per_class,
     samples_per_class_figure,
 )
 
 CLASS_NAMES = [str(i) for i in range(10)]
+CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 @pytest.fixture(scope="module")
@@ -44,34 +52,24 @@ def rgb():
     return np.random.default_rng(0).integers(0, 256, size=(12, 3, 32, 32), dtype=np.uint8)
 
 
-def image_axes(fig):
-    return [ax for ax in fig.axes if ax.images]
-
-
-def text_collection(ax):
-    """The collection of many small texts (tile titles / cell counts) on ax, or None."""
-    found = [c for c in ax.collections if hasattr(c, "get_texts")]
-    assert len(found) <= 1
-    return found[0] if found else None
-
-
 def montage_of(fig):
     """The single montage image of an image grid figure: (axes, montage array)."""
-    axes = image_axes(fig)
+    axes = [ax for ax in fig.axes if ax.images]
     assert len(axes) == len(fig.axes) == 1, "an image grid is ONE axes with ONE image"
     assert len(axes[0].images) == 1
     return axes[0], np.asarray(axes[0].images[0].get_array())
 
 
-def titled_tiles(fig, h, w):
-    """[(title, tile array)] of an image grid, the tile cut out of the montage below its title."""
-    ax, m = montage_of(fig)
-    coll = text_collection(ax)
+def titled_tiles(ax, h, w):
+    """[(title, tile array)] of an image grid on ax, the tile cut out of the montage below its title
+    (title k is ax.texts[k] at (tile centre column, tile top edge))."""
+    m = np.asarray(ax.images[0].get_array())
     out = []
-    for title, (x, y) in zip(coll.get_texts(), coll.get_offsets()):
-        x0, y0 = int(round(x - (w - 1) / 2)), int(round(y + 0.5))  # title: centre column, top edge
+    for text in ax.texts:
+        x, y = text.get_position()
+        x0, y0 = int(round(x - (w - 1) / 2)), int(round(y + 0.5))
         assert 0 <= x0 and x0 + w <= m.shape[1] and 0 <= y0 and y0 + h <= m.shape[0]
-        out.append((title, m[y0:y0 + h, x0:x0 + w]))
+        out.append((text.get_text(), m[y0:y0 + h, x0:x0 + w]))
     return out
 
 
@@ -92,15 +90,29 @@ def grid_tiles(m, n, ncols, h, w):
 
 def frames(ax):
     """The collection of tile frames (one rectangle per image shown)."""
-    polys = [c for c in ax.collections if not hasattr(c, "get_texts")]
-    assert len(polys) == 1
-    return polys[0]
+    assert len(ax.collections) == 1
+    return ax.collections[0]
+
+
+def drawn(fig):
+    """A renderer the figure was drawn with (layout done), for measuring what was drawn."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    return renderer
+
+
+def png_pixels(fig, **kwargs):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **kwargs)
+    buf.seek(0)
+    return mpimg.imread(buf, format="png")
 
 
 # ---------------------------------------------------------------- every figure saves
 
 BUILDERS = {
     "confusion": lambda d, rgb: confusion_matrix_figure(d["cm"], CLASS_NAMES),
+    "confusion100": lambda d, rgb: confusion_matrix_figure(np.eye(100, dtype=int), [f"c{i}" for i in range(100)]),
     "grid_gray": lambda d, rgb: image_grid_figure(d["images"][:20], [f"#{i}" for i in range(20)]),
     "grid_rgb": lambda d, rgb: image_grid_figure(rgb, None, ncols=4, title="random"),
     "grid_empty": lambda d, rgb: image_grid_figure(rgb[:0], None),
@@ -114,79 +126,74 @@ BUILDERS = {
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
-def test_figure_saves_to_png(name, digits, rgb, tmp_path):
+def test_figure_saves_to_png_of_sensible_size(name, digits, rgb):
     fig = BUILDERS[name](digits, rgb)
     assert isinstance(fig, Figure)
-    out = tmp_path / "x.png"
-    fig.savefig(out)
-    assert out.stat().st_size > 0
+    pixels = png_pixels(fig)
+    h, w = pixels.shape[:2]
+    fw, fh = fig.get_size_inches()
+    assert abs(w - fw * fig.dpi) <= 1 and abs(h - fh * fig.dpi) <= 1
+    assert 100 <= min(w, h) and max(w, h) <= 4000, (w, h)
+    assert pixels.std() > 0
 
 
-def test_no_pyplot_figures_leak(digits):
-    from matplotlib._pylab_helpers import Gcf
-    before = Gcf.get_num_fig_managers()
-    confusion_matrix_figure(digits["cm"], CLASS_NAMES)
-    misclassified_figure(digits["images"], digits["y_true"], digits["y_pred"], CLASS_NAMES)
-    assert Gcf.get_num_fig_managers() == before
+def test_no_pyplot_figures(digits, rgb):
+    for build in BUILDERS.values():
+        build(digits, rgb)
+    assert plt.get_fignums() == []
 
 
 # ---------------------------------------------------------------- confusion matrix
 
-def test_confusion_matrix_png_not_blank(digits, tmp_path):
-    out = tmp_path / "x.png"
-    confusion_matrix_figure(digits["cm"], CLASS_NAMES).savefig(out)
-    pixels = mpimg.imread(out)
-    assert pixels.std() > 0
-
-
 def cell_texts(ax):
-    """{(row, col): (text, rgba)} of the per-cell counts (drawn as one text collection)."""
-    coll = text_collection(ax)
-    if coll is None:
-        return {}
-    colors = coll.get_facecolors()
-    if len(colors) == 1:
-        colors = np.repeat(colors, len(coll.get_texts()), axis=0)
-    return {(round(y), round(x)): (t, tuple(c)) for t, (x, y), c in
-            zip(coll.get_texts(), coll.get_offsets(), colors)}
+    """{(row, col): (text, rgba)} of the per-cell counts: the texts at integer data positions."""
+    out = {}
+    for t in ax.texts:
+        x, y = t.get_position()
+        out[(round(y), round(x))] = (t.get_text(), t.get_color())
+    return out
 
 
-WHITE, BLACK = (1.0, 1.0, 1.0, 1.0), (0.0, 0.0, 0.0, 1.0)
+def luminance(color):
+    from matplotlib.colors import to_rgb
+    r, g, b = to_rgb(color)
+    return 0.299 * r + 0.587 * g + 0.114 * b
 
 
 def test_confusion_matrix_texts_and_labels(digits):
     cm = digits["cm"]
     fig = confusion_matrix_figure(cm, CLASS_NAMES)
-    ax = fig.axes[0]
+    (ax,) = fig.axes
+    (cax,) = ax.child_axes  # the colorbar, an inset beside the matrix
+    assert len(ax.images) == 1 and np.array_equal(ax.images[0].get_array(), cm)
     cells = cell_texts(ax)
-    assert len(text_collection(ax).get_texts()) == cm.size
-    # cell (i, j) is drawn at x=j, y=i; check every count sits in its cell
+    assert len(ax.texts) == len(cells) == cm.size
+    # cell (i, j) is drawn at x=j, y=i; every count sits in its cell
     for i in range(10):
         for j in range(10):
             assert cells[(i, j)][0] == str(cm[i, j])
     assert [t.get_text() for t in ax.get_xticklabels()] == CLASS_NAMES
     assert [t.get_text() for t in ax.get_yticklabels()] == CLASS_NAMES
-    assert ax.get_xlabel() == "predicted label"
-    assert ax.get_ylabel() == "true label"
+    assert all(t.get_rotation() == 0 for t in ax.get_xticklabels())  # one-character names need no rotation
+    assert ax.get_xlabel() == "Predicted label" and ax.get_ylabel() == "True label"
     assert ax.get_title() == f"confusion matrix (accuracy {np.trace(cm) / cm.sum():.3f})"
-    assert len(fig.axes) == 2  # matrix + colorbar
-    assert fig.get_layout_engine() is None  # no constrained layout: it measured every text, slowly
-    # contrast: the darkest (largest) cell gets white text, an empty cell black text
+    assert cax.get_ylim()[1] >= cm.max()
+    # contrast: the darkest (largest) cell gets light text, an empty cell dark text
     i, j = np.unravel_index(cm.argmax(), cm.shape)
-    assert cells[(i, j)][1] == WHITE
+    assert luminance(cells[(i, j)][1]) > 0.5
     zi, zj = np.argwhere(cm == 0)[0]
-    assert cells[(zi, zj)][1] == BLACK
+    assert luminance(cells[(zi, zj)][1]) < 0.5
 
 
-def test_confusion_matrix_labels_inside_figure(tmp_path):
-    """Margins come from the label lengths now: long names and axis titles must not be cut off."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+def test_confusion_matrix_long_names_rotated_and_inside_figure():
+    """The layout engine makes room: long names and axis titles are not cut off or overlapping."""
     names = [f"a rather long class name {i}" for i in range(12)]
     fig = confusion_matrix_figure(np.arange(144).reshape(12, 12), names)
-    renderer = FigureCanvasAgg(fig).get_renderer()
-    fig.draw(renderer)
+    renderer = drawn(fig)
+    (ax,) = fig.axes
+    (cax,) = ax.child_axes
+    assert all(t.get_rotation() == 45 and t.get_ha() == "right" for t in ax.get_xticklabels())
     box = fig.bbox
-    ax, cax = fig.axes
     for a in (ax, cax):  # everything drawn for either axes: tick labels, axis titles, title
         ext = a.get_tightbbox(renderer)
         assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1, (a, ext, box)
@@ -199,14 +206,17 @@ def test_confusion_matrix_labels_inside_figure(tmp_path):
 
 
 @pytest.mark.parametrize("n", [2, 10, 30, 31, 100])
-def test_confusion_matrix_scales_with_classes(n):
+def test_confusion_matrix_counts_up_to_30_classes(n):
     rng = np.random.default_rng(n)
     cm = rng.integers(0, 50, size=(n, n))
     names = [f"class_{i}" for i in range(n)]
     fig = confusion_matrix_figure(cm, names)
     ax = fig.axes[0]
-    assert len(cell_texts(ax)) == (n * n if n <= 30 else 0)
+    assert len(ax.texts) == (n * n if n <= 30 else 0)
+    if n <= 30:
+        assert sorted(t.get_text() for t in ax.texts) == sorted(str(v) for v in cm.ravel())
     assert [t.get_text() for t in ax.get_yticklabels()] == names
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
     assert fig.get_size_inches()[1] >= 4
 
 
@@ -218,13 +228,27 @@ def test_confusion_matrix_size_grows():
 
 def test_confusion_matrix_float_counts_formatted():
     cm = np.array([[0.75, 0.25], [0.1, 0.9]])
-    texts = text_collection(confusion_matrix_figure(cm, ["a", "b"]).axes[0]).get_texts()
+    texts = [t.get_text() for t in confusion_matrix_figure(cm, ["a", "b"]).axes[0].texts]
     assert sorted(texts) == sorted(["0.75", "0.25", "0.10", "0.90"])
 
 
 def test_confusion_matrix_shape_mismatch_raises():
     with pytest.raises(ValueError):
         confusion_matrix_figure(np.eye(3, dtype=int), ["a", "b"])
+
+
+def test_plot_confusion_matrix_on_given_axes(digits):
+    """A report page composes several on one figure: each on its axes, with its own title."""
+    fig = Figure(layout="compressed")
+    left, right = fig.subplots(1, 2)
+    plot_confusion_matrix(left, digits["cm"], CLASS_NAMES, title="run a (1234abcd)\nlr=0.1")
+    plot_confusion_matrix(right, np.eye(3, dtype=int), ["x", "y", "z"], title="run b", colorbar=False)
+    acc = np.trace(digits["cm"]) / digits["cm"].sum()
+    assert left.get_title() == f"run a (1234abcd) (accuracy {acc:.3f})\nlr=0.1"
+    assert right.get_title() == "run b (accuracy 1.000)"
+    assert len(left.child_axes) == 1 and not right.child_axes  # the colorbar
+    assert len(left.texts) == 100 and len(right.texts) == 9
+    assert png_pixels(fig).std() > 0
 
 
 def test_confusion_matrix_data_json(digits):
@@ -245,21 +269,9 @@ def test_confusion_matrix_csv_roundtrip(digits, names):
     assert text.splitlines()[0].startswith("true\\pred,")
 
 
-@pytest.mark.parametrize("cm, expected", [
-    (np.array([[5, 0, 0], [0, 0, 0], [1, 1, 2]]), [1.0, 0.0, 0.5]),
-    (np.zeros((2, 2), dtype=int), [0.0, 0.0]),
-    (np.array([[3, 1], [2, 2]]), [0.75, 0.5]),
-])
-def test_per_class_accuracy(cm, expected):
-    acc = per_class_accuracy(cm)
-    assert not np.isnan(acc).any()
-    np.testing.assert_allclose(acc, expected)
-
-
-def test_per_class_accuracy_matches_sklearn_recall(digits):
-    from sklearn.metrics import recall_score
-    expected = recall_score(digits["y_true"], digits["y_pred"], average=None, labels=range(10))
-    np.testing.assert_allclose(per_class_accuracy(digits["cm"]), expected)
+def test_confusion_matrix_csv_rejects_normalised():
+    with pytest.raises(ValueError):
+        confusion_matrix_csv(np.array([[0.5, 0.5], [0.0, 1.0]]), ["a", "b"])
 
 
 # ---------------------------------------------------------------- image grids
@@ -277,12 +289,9 @@ def test_image_grid_montage(digits, n, ncols):
     assert im.get_clim() == (0, 255)  # real intensities, no per-image contrast stretch
     # montage: nrows x min(n, ncols) cells, each bigger than an image (gap, room for the title)
     cols = min(n, ncols)
-    rows = -(-n // cols)
     assert m.ndim == 2 and m.dtype == np.uint8
-    assert m.shape[0] % rows == 0 and m.shape[1] % cols == 0
-    assert m.shape[0] // rows > 8 and m.shape[1] // cols > 8
     # exactly one title per image, in order, each sitting right above its own image
-    tiles = titled_tiles(fig, 8, 8)
+    tiles = titled_tiles(ax, 8, 8)
     assert [t for t, _ in tiles] == titles
     for (_, tile), img in zip(tiles, images):
         np.testing.assert_array_equal(tile, img[0])
@@ -291,27 +300,41 @@ def test_image_grid_montage(digits, n, ncols):
     assert len(frames(ax).get_paths()) == n
     # everything outside the tiles is white background
     inside = np.zeros(m.shape, bool)
-    coll = text_collection(ax)
-    for x, y in coll.get_offsets():
+    for t in ax.texts:
+        x, y = t.get_position()
         x0, y0 = int(round(x - 3.5)), int(round(y + 0.5))
         inside[y0:y0 + 8, x0:x0 + 8] = True
     assert (m[~inside] == 255).all()
 
 
-def test_image_grid_png_not_blank(digits, tmp_path):
-    fig = image_grid_figure(digits["images"][:20], [f"#{i}" for i in range(20)])
-    fig.savefig(tmp_path / "x.png")
-    pixels = mpimg.imread(tmp_path / "x.png")[..., :3]
+def test_image_grid_titles_do_not_overlap(rgb):
+    """Long two-line titles: the gaps between tiles are made wide and high enough for them."""
+    titles = [f"true: {CIFAR[k % 10]}\npred: {CIFAR[(k + 1) % 10]}" for k in range(len(rgb))]
+    fig = image_grid_figure(rgb, titles, ncols=4, title="grid")
+    renderer = drawn(fig)
+    ax, m = montage_of(fig)
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    for a in range(len(boxes)):
+        assert fig.bbox.x0 <= boxes[a].x0 and boxes[a].x1 <= fig.bbox.x1
+        for b in range(a + 1, len(boxes)):
+            assert not boxes[a].overlaps(boxes[b]), (titles[a], titles[b])
+    # ... nor the tiles: every title ends above the top edge of its tile
+    to_px = ax.transData
+    for t, box in zip(ax.texts, boxes):
+        x, y = t.get_position()
+        assert box.y0 >= to_px.transform((x, y))[1] - 0.5
+
+
+def test_image_grid_png_not_blank(digits):
+    pixels = png_pixels(image_grid_figure(digits["images"][:20], [f"#{i}" for i in range(20)]))[..., :3]
     assert pixels.std() > 0.1
-    assert (pixels < 0.1).mean() > 0.2  # the digits' black backgrounds made it to the PNG
+    assert (pixels < 0.1).mean() > 0.15  # the digits' black backgrounds made it to the PNG
 
 
 @pytest.mark.parametrize("dpi", [50, 100, 200])
-def test_image_grid_any_dpi(digits, tmp_path, dpi):
-    """Titles are sized in points: saving at another dpi scales the whole figure consistently."""
+def test_image_grid_any_dpi(digits, dpi):
     fig = image_grid_figure(digits["images"][:4], ["a", "b", "c", "d"], title="t")
-    fig.savefig(tmp_path / "x.png", dpi=dpi)
-    pixels = mpimg.imread(tmp_path / "x.png")
+    pixels = png_pixels(fig, dpi=dpi)
     w, h = fig.get_size_inches()
     assert abs(pixels.shape[1] - w * dpi) <= 1 and abs(pixels.shape[0] - h * dpi) <= 1
     assert pixels.std() > 0
@@ -321,14 +344,13 @@ def test_image_grid_rgb(rgb):
     fig = image_grid_figure(rgb, None, ncols=5, title="rgb")
     ax, m = montage_of(fig)
     assert m.ndim == 3 and m.shape[2] == 3  # RGB shown as RGB, no colormap
-    assert text_collection(ax) is None  # no titles given, none drawn
+    assert not ax.texts  # no titles given, none drawn
     tiles = grid_tiles(m, len(rgb), 5, 32, 32)
     assert len(tiles) == len(rgb) == len(frames(ax).get_paths())
-    assert tiles[0].shape == (32, 32, 3)
     for tile, img in zip(tiles, rgb):
         np.testing.assert_array_equal(tile, img.transpose(1, 2, 0))
     assert ax.images[0].get_interpolation() == "nearest"
-    assert fig.get_suptitle() == "rgb"
+    assert ax.get_title() == "rgb"
 
 
 def test_image_grid_large_images_antialiased():
@@ -337,12 +359,12 @@ def test_image_grid_large_images_antialiased():
     assert ax.images[0].get_interpolation() == "antialiased"
 
 
-def test_image_grid_empty(tmp_path):
-    fig = image_grid_figure(np.zeros((0, 1, 8, 8), dtype=np.uint8), None)
-    assert not fig.axes
-    assert [t.get_text() for t in fig.texts] == ["no images"]
-    fig.savefig(tmp_path / "x.png")
-    assert (tmp_path / "x.png").stat().st_size > 0
+def test_image_grid_empty():
+    fig = image_grid_figure(np.zeros((0, 1, 8, 8), dtype=np.uint8), None, title="nothing")
+    (ax,) = fig.axes
+    assert not ax.images and [t.get_text() for t in ax.texts] == ["no images"]
+    assert ax.get_title() == "nothing"
+    assert png_pixels(fig).std() > 0
 
 
 @pytest.mark.parametrize("bad", [
@@ -355,9 +377,14 @@ def test_image_grid_rejects_bad_input(bad):
         image_grid_figure(bad, None)
 
 
-def samples_tiles(fig, nrows, ncols, h, w):
+def test_image_grid_titles_count_checked(digits):
+    with pytest.raises(ValueError):
+        image_grid_figure(digits["images"][:3], ["a", "b"])
+
+
+def samples_tiles(ax, nrows, ncols, h, w):
     """{(row, col): tile} of a samples-per-class montage (class rows, `ncols` cells per row)."""
-    ax, m = montage_of(fig)
+    m = np.asarray(ax.images[0].get_array())
     assert m.shape[0] % nrows == 0 and m.shape[1] % ncols == 0
     ph, pw = m.shape[0] // nrows, m.shape[1] // ncols
     return {(r, c): m[r * ph + ph - h:(r + 1) * ph, c * pw + (pw - w) // 2:][:, :w]
@@ -371,33 +398,28 @@ def test_samples_per_class(digits):
     assert len(frames(ax).get_paths()) == 10 * 5
     # class names label the rows: y tick labels at the row centres, in order
     assert [t.get_text() for t in ax.get_yticklabels()] == CLASS_NAMES
-    ph = m.shape[0] // 10
-    np.testing.assert_allclose(np.diff(ax.get_yticks()), ph)
+    np.testing.assert_allclose(np.diff(ax.get_yticks()), m.shape[0] // 10)
     assert ax.get_xticks().size == 0
-    assert fig.get_suptitle() == "5 samples per class"
-    assert ax.images[0].get_interpolation() == "nearest"
-    assert ax.images[0].get_cmap().name == "gray"
-    # row 3 holds the first five 3s, in order
-    tiles = samples_tiles(fig, 10, 5, 8, 8)
-    first_threes = images[np.flatnonzero(labels == 3)[:5]]
-    for j, img in enumerate(first_threes):
+    assert ax.get_title() == "5 samples per class"
+    assert ax.images[0].get_interpolation() == "nearest" and ax.images[0].get_cmap().name == "gray"
+    tiles = samples_tiles(ax, 10, 5, 8, 8)
+    # row 3 holds the first five 3s, in order, and every row its own class
+    for j, img in enumerate(images[np.flatnonzero(labels == 3)[:5]]):
         np.testing.assert_array_equal(tiles[(3, j)], img[0])
-    # ... and every row its own class
     for r in range(10):
         np.testing.assert_array_equal(tiles[(r, 0)], images[np.flatnonzero(labels == r)[0]][0])
     assert not ax.texts  # every class has samples
 
 
-def test_samples_per_class_missing_and_rare_classes(digits):
+def test_samples_per_class_marks_a_class_without_samples(digits):
     images, labels = digits["images"][:30], digits["y_true"][:30].copy()
     labels[labels == 9] = 0           # class 9 now has no samples
-    names = CLASS_NAMES
-    fig = samples_per_class_figure(images, labels, names, per_class=3)
+    fig = samples_per_class_figure(images, labels, CLASS_NAMES, per_class=3)
     counts = [min(3, int((labels == c).sum())) for c in range(10)]
-    ax, m = montage_of(fig)
+    ax, _ = montage_of(fig)
     assert len(frames(ax).get_paths()) == sum(counts)
-    assert [t.get_text() for t in ax.get_yticklabels()] == names
-    tiles = samples_tiles(fig, 10, 3, 8, 8)
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLASS_NAMES
+    tiles = samples_tiles(ax, 10, 3, 8, 8)
     for r in range(10):
         idx = np.flatnonzero(labels == r)[:3]
         for j in range(3):
@@ -416,36 +438,36 @@ def test_samples_per_class_many_classes_stay_bounded(digits):
     fig = samples_per_class_figure(digits["images"], labels, names, per_class=5)
     ax, _ = montage_of(fig)
     assert [t.get_text() for t in ax.get_yticklabels()] == names
-    assert fig.get_size_inches()[1] <= 30  # the old 1.1 in per row made this 110 in tall
+    assert fig.get_size_inches()[1] <= 30
 
 
 @pytest.mark.parametrize("max_images", [1, 10, 64, 10_000])
 def test_misclassified_count(digits, max_images):
     y_true, y_pred = digits["y_true"], digits["y_pred"]
     wrong = np.flatnonzero(y_true != y_pred)
-    n_wrong = len(wrong)
-    assert n_wrong > 0
+    assert len(wrong) > 0
     fig = misclassified_figure(digits["images"], y_true, y_pred, CLASS_NAMES, max_images=max_images)
-    shown = min(n_wrong, max_images)
+    shown = min(len(wrong), max_images)
+    ax, m = montage_of(fig)
     # one titled tile per misclassified sample shown, in order, each above the right image
-    tiles = titled_tiles(fig, 8, 8)
+    tiles = titled_tiles(ax, 8, 8)
     assert len(tiles) == shown
     for (title, tile), k in zip(tiles, wrong):
         assert title == f"true: {CLASS_NAMES[y_true[k]]}\npred: {CLASS_NAMES[y_pred[k]]}"
         np.testing.assert_array_equal(tile, digits["images"][k][0])
     # the montage holds exactly that grid: min(shown, 8) columns, ceil(shown / 8) rows
-    ax, m = montage_of(fig)
     for tile, k in zip(grid_tiles(m, shown, min(shown, 8), 8, 8), wrong):
         np.testing.assert_array_equal(tile, digits["images"][k][0])
     assert len(frames(ax).get_paths()) == shown
-    assert fig.get_suptitle() == f"misclassified: {shown} shown of {n_wrong}"
+    assert ax.get_title() == f"misclassified: {shown} shown of {len(wrong)}"
 
 
 def test_misclassified_none_wrong(digits):
     y = digits["y_true"]
     fig = misclassified_figure(digits["images"], y, y, CLASS_NAMES)
-    assert not image_axes(fig)
-    assert "no images" in [t.get_text() for t in fig.texts]
+    (ax,) = fig.axes
+    assert not ax.images and [t.get_text() for t in ax.texts] == ["no images"]
+    assert ax.get_title() == "misclassified: 0 shown of 0"
 
 
 # ---------------------------------------------------------------- weights
@@ -459,6 +481,9 @@ def test_misclassified_none_wrong(digits):
 ])
 def test_first_layer_incompatible_returns_none(shape, in_shape):
     assert first_layer_figure(np.ones(shape), in_shape) is None
+    ax = Figure().add_subplot()
+    assert plot_first_layer(ax, np.ones(shape), in_shape) is None
+    assert not ax.images and not ax.texts  # nothing drawn
 
 
 @pytest.mark.parametrize("shape, in_shape, tiles, tile_shape", [
@@ -474,15 +499,12 @@ def test_first_layer_tiles(shape, in_shape, tiles, tile_shape):
     fig = first_layer_figure(w, in_shape)
     ax, m = montage_of(fig)
     assert m.ndim == len(tile_shape)  # gray montage for gray tiles, RGB for RGB
-    h, wd = tile_shape[:2]
-    found = titled_tiles(fig, h, wd)
-    assert len(found) == tiles
+    found = titled_tiles(ax, *tile_shape[:2])
     assert [t for t, _ in found] == [str(i) for i in range(tiles)]  # tiles titled by unit index
     assert len(frames(ax).get_paths()) == tiles
-    for k, (_, arr) in enumerate(found):
-        assert arr.shape == tile_shape
+    for _, arr in found:
         # every tile is min-max normalised to the full range, on its own
-        assert arr.min() == 0 and arr.max() == 255
+        assert arr.shape == tile_shape and arr.min() == 0 and arr.max() == 255
     # and tile k is unit k
     unit = w.reshape(len(w), *(in_shape or w.shape[1:]))[1].astype(np.float64)
     if unit.shape[0] != 3:
@@ -490,24 +512,24 @@ def test_first_layer_tiles(shape, in_shape, tiles, tile_shape):
     expected = np.round((unit - unit.min()) / (unit.max() - unit.min()) * 255).astype(np.uint8)
     expected = expected[0] if expected.shape[0] == 1 else expected.transpose(1, 2, 0)
     np.testing.assert_array_equal(found[1][1], expected)
-    assert fig.get_suptitle().startswith("first layer weights (")
+    assert ax.get_title().startswith("first layer weights (")
 
 
 def test_first_layer_constant_weight():
-    fig = first_layer_figure(np.zeros((4, 3, 5, 5)))
-    found = titled_tiles(fig, 5, 5)
+    ax, _ = montage_of(first_layer_figure(np.zeros((4, 3, 5, 5))))
+    found = titled_tiles(ax, 5, 5)
     assert len(found) == 4
     assert all((arr == 0).all() for _, arr in found)  # a constant tile is all zeros, not NaN
 
 
-def test_first_layer_of_trained_linear_model(digits, tmp_path):
+def test_first_layer_of_trained_linear_model():
     from sklearn.linear_model import LogisticRegression
     d = load_digits()
     clf = LogisticRegression(max_iter=200).fit(d.data[:500], d.target[:500])
     fig = first_layer_figure(clf.coef_, (1, 8, 8))
-    assert len(titled_tiles(fig, 8, 8)) == 10
-    fig.savefig(tmp_path / "x.png")
-    assert mpimg.imread(tmp_path / "x.png").std() > 0
+    ax, _ = montage_of(fig)
+    assert len(titled_tiles(ax, 8, 8)) == 10
+    assert png_pixels(fig).std() > 0
 
 
 # ---------------------------------------------------------------- curves
@@ -519,14 +541,33 @@ def test_first_layer_of_trained_linear_model(digits, tmp_path):
     ({"val_accuracy": [0.1], "other": [3.0]}, 0, 1),
     ({}, 0, 0),
 ])
-def test_loss_curves(history, n_loss, n_acc, tmp_path):
+def test_loss_curves(history, n_loss, n_acc):
     fig = loss_curves_figure(history)
     ax_loss, ax_acc = fig.axes
     assert len(ax_loss.lines) == n_loss and len(ax_acc.lines) == n_acc
     for ax, ylabel in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == ylabel
+        assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == ylabel and ax.get_title() == ylabel
         assert (ax.get_legend() is not None) == bool(ax.lines)
+        assert [t.get_text() for t in ax.texts] == ([] if ax.lines else ["no data"])
         for line in ax.lines:
             np.testing.assert_array_equal(line.get_xdata(), np.arange(1, len(line.get_ydata()) + 1))
-    fig.savefig(tmp_path / "x.png")
-    assert (tmp_path / "x.png").stat().st_size > 0
+    assert png_pixels(fig).std() > 0
+
+
+# ---------------------------------------------------------------- composing
+
+def test_plot_functions_compose_on_one_page(digits):
+    """Every plot_* draws on the Axes it is given: one page holds them all."""
+    d = digits
+    fig = Figure(figsize=(14, 10), layout="constrained")
+    axes = fig.subplots(2, 3).ravel()
+    plot_confusion_matrix(axes[0], d["cm"], CLASS_NAMES)
+    plot_misclassified(axes[1], d["images"], d["y_true"], d["y_pred"], CLASS_NAMES, max_images=16)
+    plot_samples_per_class(axes[2], d["images"], d["y_true"], CLASS_NAMES, per_class=3)
+    assert plot_first_layer(axes[3], np.random.default_rng(0).normal(size=(10, 64)), (1, 8, 8)) is not None
+    plot_image_grid(axes[4], d["images"][:6], None, ncols=3, title="six")
+    plot_loss_curves(axes[5], axes[5].twinx(), {"train_loss": [1.0, 0.5], "val_accuracy": [0.5, 0.8]})
+    assert [len(ax.images) for ax in axes[:5]] == [1] * 5
+    assert len(axes[1].texts) == 16 and axes[4].get_title() == "six"
+    assert png_pixels(fig).std() > 0
+    assert plt.get_fignums() == []
