@@ -53,7 +53,7 @@ class Checked:
 
 
 @dataclass
-class Result:
+class Predictions:
     checked: Checked
     probs: list[np.ndarray]  # per model: (N images, K classes), rows sum to 1
     out_dir: Path
@@ -137,7 +137,7 @@ def scores(probs: np.ndarray) -> dict[str, np.ndarray]:
     return {"max_prob": p.max(1), "entropy": entropy, "entropy_norm": entropy / math.log(k) if k > 1 else entropy * 0}
 
 
-def run(checked: Checked, out_dir, experiment: str | None = "mlproject") -> Result:
+def run(checked: Checked, out_dir, experiment: str | None = "mlproject") -> Predictions:
     """Predict every image with every model, write the files into `out_dir`, and log them as a
     run named "outliers" in `experiment` (None: no run)."""
     cache: dict[tuple, np.ndarray] = {}
@@ -150,7 +150,7 @@ def run(checked: Checked, out_dir, experiment: str | None = "mlproject") -> Resu
         if p.shape != (len(x), len(m.class_names)):
             raise RuntimeError(f"{m.ref}: {p.shape} probabilities for {len(x)} images and {len(m.class_names)} classes")
         probs.append(p)
-    result = Result(checked, probs, Path(out_dir))
+    result = Predictions(checked, probs, Path(out_dir))
     result.files = write(result)
     if experiment:
         metrics = {}
@@ -167,14 +167,14 @@ def run(checked: Checked, out_dir, experiment: str | None = "mlproject") -> Resu
 # ---------------------------------------------------------------------------------------------
 # outputs
 
-def _by_image(result: Result, rows) -> pd.DataFrame:
+def _by_image(result: Predictions, rows) -> pd.DataFrame:
     """One row per image and model, image by image (the models in order within each): rows(j)
     gives model j's rows, one per image in order."""
     frames = [rows(j) for j in range(len(result.checked.models))]
     return pd.concat(frames).sort_index(kind="stable").reset_index(drop=True)
 
 
-def raw_probs(result: Result) -> pd.DataFrame:
+def raw_probs(result: Predictions) -> pd.DataFrame:
     """raw_probs.csv: image, model, model_uri, label, confidence, then p_<class> for every class
     (the first model's class order, then any class another model adds; empty where a model has
     no such class)."""
@@ -192,7 +192,7 @@ def raw_probs(result: Result) -> pd.DataFrame:
     return _by_image(result, rows).reindex(columns=columns)
 
 
-def outlier_scores(result: Result) -> pd.DataFrame:
+def outlier_scores(result: Predictions) -> pd.DataFrame:
     """outlier_scores.csv: image, model, label, max_prob, entropy, entropy_norm (see scores)."""
     def rows(j):
         m, p = result.checked.models[j], result.probs[j]
@@ -201,14 +201,14 @@ def outlier_scores(result: Result) -> pd.DataFrame:
     return _by_image(result, rows)
 
 
-def table2(result: Result) -> pd.DataFrame:
+def table2(result: Predictions) -> pd.DataFrame:
     """Seed 000's Table 2: one row per model (column `model`) with its label for every image (a
     column per image)."""
     rows = [[m.name, *result.labels(i)] for i, m in enumerate(result.checked.models)]
     return pd.DataFrame(rows, columns=["model", *result.names], dtype=str)
 
 
-def write(result: Result) -> list[str]:
+def write(result: Predictions) -> list[str]:
     """Write every output file into result.out_dir; return their names."""
     out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +233,7 @@ def write(result: Result) -> list[str]:
     return [*files, "predictions_grid.png"]
 
 
-def grid_figure(result: Result):
+def grid_figure(result: Predictions):
     """The first GRID_MAX images (RGB, GRID_SIZE px), each titled with its name and every model's
     'name: label (confidence)'."""
     from mlproject.figures import image_grid_figure
@@ -252,7 +252,7 @@ def _short(s: str, n: int) -> str:
     return s if len(s) <= n else "..." + s[-(n - 3):]
 
 
-def summary(result: Result) -> str:
+def summary(result: Predictions) -> str:
     """What the command prints: Table 2, the scores per model, where the files and the run are."""
     table = tabulate(table2(result), headers="keys", tablefmt="plain", showindex=False, disable_numparse=True)
     lines = [table, ""]

@@ -97,7 +97,7 @@ class Checked:
 
 
 @dataclass
-class Result:
+class Report:
     checked: Checked
     out_dir: Path
     files: list[str] = field(default_factory=list)  # written, relative to out_dir
@@ -279,10 +279,10 @@ def _columns(data: pd.DataFrame, source) -> tuple[list[str], dict[str, str]]:
 # ---------------------------------------------------------------------------------------------
 # the report
 
-def run(checked: Checked, out_dir, log: bool = True) -> Result:
+def run(checked: Checked, out_dir, log: bool = True) -> Report:
     """Write every file into `out_dir` and, with `log`, log them as a run named "report" (tag
     mlproject.role=report) in the experiment of the first selector."""
-    result = Result(checked, Path(out_dir))
+    result = Report(checked, Path(out_dir))
     result.out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, object] = {}
     table = checked.table()
@@ -524,7 +524,7 @@ def per_class_figure(per_class: pd.DataFrame):
 # ---------------------------------------------------------------------------------------------
 # what the command prints
 
-def summary(result: Result) -> str:
+def summary(result: Report) -> str:
     checked = result.checked
     lines = [table_markdown(checked, checked.table()).rstrip(), ""]
     lines.append("selected: " + "; ".join(checked.selection.sources))
