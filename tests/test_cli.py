@@ -79,9 +79,12 @@ def test_bad_input_under_mlflow_run_marks_its_run_failed(store):
         result = invoke("--lr", "-3")
     finally:
         del os.environ["MLFLOW_RUN_ID"]
-    assert result.exit_code == 2
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        "Error: lr must be > 0 and a finite float32 (<= 3.4e+38), got -3.0"]
     got = store.get_run(run.info.run_id)
     assert got.info.status == "FAILED"
+    assert [r.info.run_id for r in all_runs(store)] == [run.info.run_id]  # no other run
     assert got.data.tags["mlproject.failure"] == "lr must be > 0 and a finite float32 (<= 3.4e+38), got -3.0"
 
 
@@ -91,17 +94,21 @@ def test_click_rejects_malformed_numbers_with_status_2(store):
     assert all_runs(store) == []
 
 
-def test_diverging_training_exits_1_and_records_the_reason(store, monkeypatch):
-    import mlproject.train as train_mod
-
-    real = train_mod.F.cross_entropy
-    monkeypatch.setattr(train_mod.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
-    result = invoke("--model", "softmax", "--epochs", "2", "--no-log-model")
-    assert result.exit_code == 1
-    assert "training loss became nan in epoch 1" in result.stderr
+def test_diverging_training_exits_1_and_records_the_reason(store):
+    """A configuration that really diverges: SGD at lr 1e30 with momentum takes the mlp's loss on
+    digits to nan in its first epoch (any lr from 1e6 does, for every seed tried)."""
+    result = invoke("--model", "mlp", "--lr", "1e30", "--momentum", "0.9", "--epochs", "2", "--no-log-model")
+    assert result.exit_code == 1, result.output + str(result.exception)
+    message = "training loss became nan in epoch 1 (lr=1e+30, optimizer=sgd); lower the learning rate"
+    # one error line, the last (MLflow logs the experiment it created before it)
+    assert [line for line in result.stderr.splitlines() if line.startswith("Error: ")] == [f"Error: {message}"]
+    assert result.stderr.strip().splitlines()[-1] == f"Error: {message}"
+    assert "test accuracy" not in result.output  # no summary of a run that failed
     (run,) = all_runs(store)
     assert run.info.status == "FAILED"
-    assert "TrainingDiverged: training loss became nan" in run.data.tags["mlproject.failure"]
+    assert run.data.tags["mlproject.failure"] == f"TrainingDiverged: {message}"
+    assert run.data.params["lr"] == "1e+30" and run.data.params["model"] == "mlp"
+    assert "train_loss" not in run.data.metrics and "test_accuracy" not in run.data.metrics  # ended in epoch 1
 
 
 def test_models_lists_builtin_timm_and_torchvision():
@@ -110,9 +117,11 @@ def test_models_lists_builtin_timm_and_torchvision():
     lines = result.output.splitlines()
     assert "resnet18" in lines and "tv:resnet18" in lines
     result = CliRunner().invoke(cli, ["models", "lenet*"])
-    assert "lenet5" in result.output.splitlines()
+    assert result.exit_code == 0 and "lenet5" in result.output.splitlines()
     result = CliRunner().invoke(cli, ["models", "nosuchmodel*"])
-    assert result.exit_code == 2 and "no model matches 'nosuchmodel*'" in result.stderr
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: no model matches 'nosuchmodel*'"), result.stderr
 
 
 def test_train_prints_summary_with_run_id_and_ui_command(store):

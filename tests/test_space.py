@@ -1,9 +1,13 @@
-"""Search-space parsing: ranges, lists, fixed values, and their error messages."""
+"""Search-space parsing: ranges, lists, fixed values, and their error messages; every sampler of
+the project searching a space."""
+import math
+
 import optuna
 import pytest
 
 from mlproject.config import ConfigError
 from tuning.space import DEFAULTS, SearchSpace, parse_dimension
+from tuning.study import SAMPLERS, create_sampler
 
 
 @pytest.mark.parametrize("name, text, kind, expect", [
@@ -74,3 +78,57 @@ def test_describe_for_the_parent_run():
     space = SearchSpace.parse({"lr": "1e-4:1e-1", "batch_size": "32,64"}, optimizer="adam")
     assert space.describe() == {"space.lr": "0.0001:0.1 (log)", "space.batch_size": "32,64",
                                 "space.weight_decay": "1e-06:0.01 (log)"}
+
+
+# a space every sampler can search: grid needs explicit values, the others get ranges (two
+# continuous dimensions: CMA-ES samples one alone independently); batch size is categorical for
+# all, weight decay fixed
+SAMPLER_SPACE = {"batch_size": "32,64", "weight_decay": "0"}
+GRID_VALUES = {"lr": "0.001,0.1", "momentum": "0.5,0.9"}
+RANGES = {"lr": "0.001:0.1", "momentum": "0.5:0.9"}
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_samples_inside_the_space_and_repeats_with_its_seed(sampler):
+    space = SearchSpace.parse({**SAMPLER_SPACE, **(GRID_VALUES if sampler == "grid" else RANGES)}, optimizer="sgd")
+    fixed_seen = []
+
+    def objective(trial):
+        values = space.suggest(trial)
+        fixed_seen.append(values["weight_decay"])
+        return -abs(math.log10(values["lr"]) + 2) - values["momentum"] + values["batch_size"] / 1000
+
+    def run(seed):
+        study = optuna.create_study(sampler=create_sampler(sampler, space, seed), direction="maximize")
+        study.optimize(objective, n_trials=6)
+        return study
+
+    study = run(0)
+    trials = study.trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 6
+    assert fixed_seen == [0.0] * 6  # the fixed value reaches every trial without being sampled
+    for t in trials:
+        assert set(t.params) == {"lr", "momentum", "batch_size"}, t.params
+        assert t.params["batch_size"] in (32, 64)
+        for name, d in space.dims.items():
+            if d.kind == "range":
+                assert d.low <= t.params[name] <= d.high, (name, t.params)
+            elif d.kind == "choice":
+                assert t.params[name] in d.choices, (name, t.params)
+    # six different points: a grid never repeats one, the others draw continuous values
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 6
+    # reproducible from the seed (a study's --seed), and another seed samples otherwise
+    assert [t.params for t in run(0).trials] == [t.params for t in trials]
+    assert [t.params for t in run(1).trials] != [t.params for t in trials]
+    # the sampler named is the one that sampled: GridSampler and CmaEsSampler leave their marks
+    grid_ids = [t.system_attrs.get("grid_id") for t in trials]
+    cma = [t.number for t in trials if "cma:generation" in t.system_attrs]
+    if sampler == "grid":
+        assert sorted(grid_ids) == sorted(set(grid_ids)) and None not in grid_ids
+        assert study.sampler.is_exhausted(study) is False  # 6 of its 8 points
+    else:
+        assert grid_ids == [None] * 6
+    if sampler == "cmaes":  # its first trial is drawn independently, the rest by CMA-ES
+        assert cma == [1, 2, 3, 4, 5], cma
+    else:
+        assert cma == []

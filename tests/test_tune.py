@@ -18,9 +18,18 @@ from mlproject.config import TrainConfig
 from mlproject.data import create_dataset
 import tracking
 from mlproject.app.tune import tune
+from tuning.study import PRUNERS, SAMPLERS, create_storage, redact
+
+# the slow suite's PostgreSQL cluster (a module-scoped fixture, started only for the postgresql case)
+from test_tune_distributed import postgres  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEAP = ["--model", "softmax", "--num-workers", "0", "--epochs", "2"]
+EPOCHS = 2  # CHEAP's
+# a configuration that really diverges: SGD at lr 1e30 (momentum 0.9) takes the mlp's loss on
+# digits to nan in epoch 1 (so does any lr from 1e6, for every seed tried; mlp is as quick as softmax)
+DIVERGING = ["--model", "mlp", "--batch-size", "64", "--weight-decay", "0", "--momentum", "0.9"]
+DIVERGED = "TrainingDiverged: training loss became nan in epoch 1 (lr=1e+30, optimizer=sgd)"
 
 
 def run_tune(*args):
@@ -99,6 +108,8 @@ def test_small_study_parent_children_summary_and_registered_model(store):
     assert accuracy == pytest.approx(best_run.data.metrics["test_accuracy"])
     assert "study s1: 4 complete, 0 pruned, 0 failed" in result.output
     assert "registered as 's1'" in result.output
+    # the claims (parent run, best model) were marker studies, deleted: the user sees the study alone
+    assert optuna.get_all_study_names("sqlite:///optuna.db") == ["s1"]
     # a saved view of the runs table with the study's columns, and its link printed
     import json
 
@@ -135,71 +146,111 @@ def test_grid_with_a_failing_point_does_not_repeat_points(store):
     assert states == [(0.05, "COMPLETE"), (1e30, "FAIL")]
 
 
-def test_pruning_stops_trials_early(store):
-    result = run_tune("--trials", "9", "--epochs", "6", "--pruner", "median", "--sampler", "random",
-                      "--lr", "1e-5:0.5", "--study-name", "pr", "--seed", "3")
+@pytest.mark.parametrize("pruner", PRUNERS)
+def test_every_pruner_stops_the_trials_it_should(store, pruner):
+    """7 trials over lr 1e-5:0.5 (seed 0): some learn little in their first epoch. 'median' stops
+    such a trial once its 5 startup trials are done, 'hyperband' any trial behind the ones before
+    it, 'none' nothing. A pruned trial's run ends KILLED after the epochs it ran, untested."""
+    result = run_tune("--trials", "7", "--pruner", pruner, "--sampler", "random", "--lr", "1e-5:0.5",
+                      "--batch-size", "64", "--weight-decay", "0", "--momentum", "0.9", "--study-name", "pr",
+                      "--seed", "0")
     assert result.exit_code == 0, result.output + str(result.exception)
     study = load("pr")
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
-    assert pruned, "no trial was pruned"
-    _, children = split(runs_of(store))
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(pruned) + len(complete) == len(study.trials) == 7
+    assert bool(pruned) == (pruner != "none"), [(t.number, t.state.name) for t in study.trials]
+    if pruner == "median":
+        assert min(t.number for t in pruned) >= 5  # never one of its 5 startup trials
+    assert f"study pr: {len(complete)} complete, {len(pruned)} pruned, 0 failed" in result.output
+    (parent,), children = split(runs_of(store))
+    assert parent.data.tags["optuna.pruner"] == pruner and parent.data.params["pruner"] == pruner
+    assert parent.data.metrics["trials_pruned"] == len(pruned)
+    assert parent.data.metrics["trials_complete"] == len(complete)
     by_number = {int(c.data.tags["optuna.trial_number"]): c for c in children}
-    for t in pruned:
+    assert sorted(by_number) == list(range(7))
+    for t in study.trials:
         run = by_number[t.number]
         epochs = store.get_metric_history(run.info.run_id, "val_accuracy")
-        assert len(epochs) == t.user_attrs["pruned_epoch"] < 6
-        assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"
-        assert "test_accuracy" not in run.data.metrics  # stopped at once: no test evaluation
-    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 9
+        if t.state == TrialState.PRUNED:
+            assert 1 <= len(epochs) == t.user_attrs["pruned_epoch"] <= EPOCHS
+            assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"
+            assert run.data.tags["optuna.pruned_epoch"] == str(t.user_attrs["pruned_epoch"])
+            assert "test_accuracy" not in run.data.metrics  # stopped at once: no test evaluation
+            # Optuna stopped it on what it was told: the epochs' validation accuracy, as logged
+            assert [m.value for m in sorted(epochs, key=lambda m: m.step)] == pytest.approx(
+                [t.intermediate_values[e] for e in sorted(t.intermediate_values)])
+        else:
+            assert len(epochs) == EPOCHS and run.info.status == "FINISHED"
+            assert run.data.tags["optuna.state"] == "COMPLETE" and "test_accuracy" in run.data.metrics
 
 
 def test_failing_trials_are_recorded_and_the_study_goes_on(store, monkeypatch):
+    """A grid of 5 learning rates: 1e30 diverges for real (nan loss in epoch 1), 0.1 raises (a
+    bug, injected); both trials fail with their reason, the other 3 complete."""
     import mlproject.app.experiment as experiment
-    import mlproject.train as train_mod
 
-    real_fit, calls = experiment.fit, []
+    real_fit = experiment.fit
 
-    def flaky_fit(model, data, cfg, device, on_epoch=None):
-        calls.append(1)
-        if len(calls) == 1:  # an injected non-finite loss
-            monkeypatch.setattr(train_mod.F, "cross_entropy", lambda *a, **k: real_ce(*a, **k) * float("nan"))
-            try:
-                return real_fit(model, data, cfg, device, on_epoch)
-            finally:
-                monkeypatch.setattr(train_mod.F, "cross_entropy", real_ce)
-        if len(calls) == 2:
+    def fit_failing_at_lr_0_1(model, data, cfg, device, on_epoch=None):
+        if cfg.lr == 0.1:
             raise RuntimeError("injected failure")
         return real_fit(model, data, cfg, device, on_epoch)
 
-    real_ce = train_mod.F.cross_entropy
-    monkeypatch.setattr(experiment, "fit", flaky_fit)
-    result = run_tune("--trials", "3", "--pruner", "none", "--study-name", "flaky")
+    monkeypatch.setattr(experiment, "fit", fit_failing_at_lr_0_1)
+    result = run_tune(*DIVERGING, "--sampler", "grid", "--lr", "0.02,0.05,0.1,0.2,1e30", "--trials", "5",
+                      "--pruner", "none", "--study-name", "flaky")
     assert result.exit_code == 0, result.output + str(result.exception)
     study = load("flaky")
-    states = [t.state for t in study.trials]
-    assert states.count(TrialState.FAIL) == 2 and states.count(TrialState.COMPLETE) == 3
-    reasons = [t.user_attrs["fail_reason"] for t in study.trials if t.state == TrialState.FAIL]
-    assert "TrainingDiverged: training loss became nan" in reasons[0]
-    assert reasons[1] == "RuntimeError: injected failure"
-    _, children = split(runs_of(store))
-    failed = [c for c in children if c.info.status == "FAILED"]
-    assert len(failed) == 2 and all(c.data.tags["optuna.state"] == "FAIL" for c in failed)
-    assert any("injected failure" in c.data.tags["mlproject.failure"] for c in failed)
+    assert sorted((t.params["lr"], t.state.name) for t in study.trials) == [
+        (0.02, "COMPLETE"), (0.05, "COMPLETE"), (0.1, "FAIL"), (0.2, "COMPLETE"), (1e30, "FAIL")]
+    failed = {t.params["lr"]: t for t in study.trials if t.state == TrialState.FAIL}
+    assert failed[1e30].user_attrs["fail_reason"].startswith(DIVERGED)
+    assert failed[0.1].user_attrs["fail_reason"] == "RuntimeError: injected failure"
+    # the study went on after its first failure
+    assert min(t.number for t in failed.values()) < max(t.number for t in study.trials)
+    assert "study flaky: 3 complete, 0 pruned, 2 failed" in result.output
+    (parent,), children = split(runs_of(store))
+    assert parent.info.status == "FINISHED" and "mlproject.failure" not in parent.data.tags
+    assert parent.data.metrics["trials_fail"] == 2 and parent.data.metrics["trials_complete"] == 3
+    runs = {t.params["lr"]: store.get_run(t.user_attrs["mlflow_run_id"]) for t in study.trials}
+    assert len(children) == 5 and {c.info.run_id for c in children} == {r.info.run_id for r in runs.values()}
+    for lr, run in runs.items():
+        if lr in failed:
+            assert run.info.status == "FAILED" and run.data.tags["optuna.state"] == "FAIL"
+        else:
+            assert run.info.status == "FINISHED" and run.data.tags["optuna.state"] == "COMPLETE"
+    assert runs[1e30].data.tags["mlproject.failure"].startswith(DIVERGED)
+    assert "train_loss" not in runs[1e30].data.metrics  # it ended in its first epoch
+    assert runs[0.1].data.tags["mlproject.failure"] == "RuntimeError: injected failure"
+    assert study.best_trial.params["lr"] in (0.02, 0.05, 0.2)
 
 
-def test_trials_failing_in_a_row_stop_the_study(store, monkeypatch):
-    import mlproject.app.experiment as experiment
-
-    def broken(*a, **k):
-        raise RuntimeError("always broken")
-
-    monkeypatch.setattr(experiment, "fit", broken)
-    result = run_tune("--trials", "10", "--max-failures", "3", "--study-name", "broken")
-    assert result.exit_code == 1
-    assert "3 trials failed in a row; last: RuntimeError: always broken" in result.stderr
-    assert len(load("broken").trials) == 3
-    (parent,), _ = split(runs_of(store))
+def test_trials_failing_in_a_row_stop_the_study(store):
+    """Every learning rate of 1e10:1e30 diverges for real: the study stops after --max-failures."""
+    result = run_tune(*DIVERGING, "--sampler", "random", "--lr", "1e10:1e30", "--trials", "10",
+                      "--max-failures", "3", "--study-name", "broken")
+    assert result.exit_code == 1, result.output + str(result.exception)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("Error: 3 trials failed in a row; last: TrainingDiverged: training loss "
+                                "became nan in epoch 1 (lr="), errors[0]
+    study = load("broken")
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    assert all(t.user_attrs["fail_reason"].startswith("TrainingDiverged: training loss became nan in epoch 1")
+               for t in study.trials)
+    assert "study broken: 0 complete, 0 pruned, 3 failed" in result.output
+    (parent,), children = split(runs_of(store))
     assert parent.info.status == "FAILED"
+    assert parent.data.tags["mlproject.failure"] == errors[0][len("Error: "):]
+    assert parent.data.metrics["trials_fail"] == 3 and "best_value" not in parent.data.metrics
+    assert sorted(c.info.run_id for c in children) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
+    for c in children:
+        assert c.info.status == "FAILED" and c.data.tags["optuna.state"] == "FAIL"
+        assert 1e10 <= float(c.data.params["lr"]) <= 1e30
+        assert c.data.tags["mlproject.failure"].startswith(
+            f"TrainingDiverged: training loss became nan in epoch 1 (lr={c.data.params['lr']}, optimizer=sgd)")
+    assert store.search_registered_models() == []  # no best trial, no model
 
 
 @pytest.mark.parametrize("args, message", [
@@ -226,13 +277,19 @@ def test_bad_input_exits_2_and_creates_nothing(store, args, message):
 
 
 def test_resuming_with_another_search_space_is_refused(store):
-    assert run_tune("--trials", "1", "--lr", "0.01:0.1", "--study-name", "same", "--pruner", "none").exit_code == 0
+    first = run_tune("--trials", "1", "--lr", "0.01:0.1", "--study-name", "same", "--pruner", "none")
+    assert first.exit_code == 0, first.output + str(first.exception)
+    assert [t.state for t in load("same").trials] == [TrialState.COMPLETE]
+    (parent,), children = split(runs_of(store))
+    assert parent.data.params["space.lr"] == "0.01:0.1 (log)" and len(children) == 1
     before = len(runs_of(store))
     result = run_tune("--trials", "2", "--lr", "0.001:0.1", "--study-name", "same")
     assert result.exit_code == 2
     assert "study 'same' exists with another search space or fixed options" in result.stderr
     assert "space.lr" in result.stderr and "0.01:0.1 (log)" in result.stderr
     assert len(runs_of(store)) == before and len(load("same").trials) == 1
+    assert load("same").user_attrs["signature"]["space"]["space.lr"] == "0.01:0.1 (log)"  # unchanged
+    assert store.get_run(parent.info.run_id).info.status == "FINISHED"  # not reopened
 
 
 @pytest.mark.slow
@@ -253,14 +310,87 @@ def test_mlflow_run_tune_entry_point(tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "cmaes"])
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_every_sampler_runs_a_study(store, sampler):
-    result = run_tune("--trials", "2", "--sampler", sampler, "--pruner", "hyperband", "--study-name", sampler,
-                      "--epochs", "1")
+    """lr and momentum searched (explicit values for grid, ranges otherwise: two continuous
+    dimensions, so CMA-ES samples them itself), 2 trials each trained as a child run."""
+    sep = "," if sampler == "grid" else ":"
+    result = run_tune("--trials", "2", "--sampler", sampler, "--pruner", "none", "--study-name", sampler,
+                      "--lr", f"0.05{sep}0.2", "--momentum", f"0.5{sep}0.9", "--batch-size", "64",
+                      "--weight-decay", "0")
     assert result.exit_code == 0, result.output + str(result.exception)
-    assert len(load(sampler).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 2
+    assert f"study {sampler}: 2 complete, 0 pruned, 0 failed" in result.output
+    study = load(sampler)
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert study.user_attrs["signature"]["sampler"] == sampler
+    for t in trials:
+        assert set(t.params) == {"lr", "momentum"}
+        if sampler == "grid":
+            assert t.params["lr"] in (0.05, 0.2) and t.params["momentum"] in (0.5, 0.9)
+        else:
+            assert 0.05 <= t.params["lr"] <= 0.2 and 0.5 <= t.params["momentum"] <= 0.9
+    assert trials[0].params != trials[1].params
+    # the sampler named is the one that sampled: GridSampler and CmaEsSampler leave their marks
+    assert ("grid_id" in trials[1].system_attrs) == (sampler == "grid")
+    assert ("cma:generation" in trials[1].system_attrs) == (sampler == "cmaes")  # trial 0: a random start
     (parent,), children = split(runs_of(store))
-    assert parent.data.tags["optuna.sampler"] == sampler and len(children) == 2
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["optuna.sampler"] == sampler and parent.data.params["sampler"] == sampler
+    assert sorted(c.info.run_id for c in children) == sorted(t.user_attrs["mlflow_run_id"] for t in trials)
+    for c in children:
+        t = trials[int(c.data.tags["optuna.trial_number"])]
+        assert c.info.status == "FINISHED" and c.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert float(c.data.params["lr"]) == pytest.approx(t.params["lr"])
+        assert float(c.data.params["momentum"]) == pytest.approx(t.params["momentum"])
+        assert c.data.metrics["val_accuracy"] == pytest.approx(t.value)
+
+
+@pytest.fixture(params=["sqlite", "journal", pytest.param("postgresql", marks=pytest.mark.slow)])
+def storage_url(request, tmp_path):
+    """An empty Optuna storage of each kind --storage takes: a SQLite file, a journal file, and
+    (slow suite) a database in a real PostgreSQL 15."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/studies.db"
+    if request.param == "journal":
+        return f"journal:{tmp_path}/studies.log"
+    return request.getfixturevalue("postgres").create_database("storage_kinds")
+
+
+def test_a_study_on_every_storage_kind_runs_and_resumes(store, storage_url):
+    args = ["--pruner", "none", "--sampler", "random", "--lr", "0.02:0.5", "--storage", storage_url,
+            "--study-name", "kinds"]
+    result = run_tune("--trials", "2", *args)
+    assert result.exit_code == 0, result.output + str(result.exception)
+    assert "study kinds: 2 complete, 0 pruned, 0 failed" in result.output
+    storage = create_storage(storage_url)
+    study = optuna.load_study(study_name="kinds", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    (parent,), children = split(runs_of(store))
+    assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["optuna.storage"] == redact(storage_url) and "s3cret" not in redact(storage_url)
+    assert sorted(c.info.run_id for c in children) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
+    assert all(c.info.status == "FINISHED" for c in children)
+    best_run = study.best_trial.user_attrs["mlflow_run_id"]
+    assert study.user_attrs["best_model_trial"] == study.best_trial.number
+    assert [v.run_id for v in store.search_model_versions("name='kinds'")] == [best_run]
+    # only the study: the claims' marker studies were deleted, and the default storage is untouched
+    assert optuna.get_all_study_names(storage) == ["kinds"]
+    assert not Path("optuna.db").exists()
+
+    # the same command with --trials 3: the stored study resumes, one more trial, same parent run
+    result = run_tune("--trials", "3", *args)
+    assert result.exit_code == 0, result.output + str(result.exception)
+    study = optuna.load_study(study_name="kinds", storage=create_storage(storage_url))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+    (again,), children = split(runs_of(store))
+    assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
+    assert again.data.metrics["trials_complete"] == 3
+    assert sorted(c.info.run_id for c in children) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert optuna.get_all_study_names(storage) == ["kinds"]
 
 
 def test_frozen_backbone_study_computes_features_once(store, monkeypatch, tmp_path):

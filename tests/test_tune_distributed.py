@@ -191,6 +191,7 @@ RACE_SCHEMA = (
 RACE_PARENT = (
     "workers starting a new study at once must share one parent run: src/tuning/runner.py "
     "_parent_run claims it atomically (study.claim) and the others wait for the stored id")
+MARKER = "::"  # in the name of study.claim's marker studies, NAME::KEY, deleted when the claim ends
 RACE_BEST_MODEL = (
     "workers finishing at once must store the best model once (study.claim in "
     "src/tuning/summary.py record) and end the best trial's run FINISHED")
@@ -207,6 +208,25 @@ def _blocked_on(postgres, table: str, database: str) -> int:
         return cur.fetchone()[0]
     finally:
         conn.close()
+
+
+def _waiting(postgres, database: str) -> list[tuple[str, str]]:
+    """(wait event, query) of every session of `database` waiting for a lock (pg_stat_activity)."""
+    conn = postgres.superuser(database)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT wait_event, query FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock' "
+                    "ORDER BY wait_event", (database,))
+        return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def markers(storage) -> list[str]:
+    """Marker studies of claims left in `storage` (none should outlive the claim)."""
+    import optuna
+
+    return [n for n in optuna.get_all_study_names(storage) if MARKER in n]
 
 
 @pytest.mark.slow
@@ -235,6 +255,16 @@ def test_workers_opening_an_empty_postgres_database_at_once(postgres, mlflow_boo
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     errors = [o.strip().splitlines()[-1] for o in outputs if o.strip() and "opened" not in o]
     assert [p.returncode for p in procs] == [0] * RACERS, errors
+    assert [o.strip().splitlines()[-1] for o in outputs] == ["opened"] * RACERS, outputs
+    # one complete schema at Optuna's current version, usable: no half-made tables from the race
+    import optuna
+
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        assert storage.get_current_version() == storage.get_head_version()
+        assert optuna.get_all_study_names(storage) == []
+    finally:
+        storage.engine.dispose()
 
 
 # ------------------------------------------------------------------------ the scaled-out study
@@ -333,6 +363,8 @@ def test_three_workers_one_postgres_study_one_tracking_server(scaled_out_study, 
     assert all(s in ("FINISHED", "KILLED") for n, s in status.items() if n != best.number), status
     assert len(stored) == 1, f"trial {best.number}'s model was stored {len(stored)} times ({RACE_BEST_MODEL})"
     assert status[best.number] == "FINISHED"
+    # the claims of 3 workers (parent run, best model) left no marker study in the user's list
+    assert markers(postgres.url) == [], optuna.get_all_study_names(postgres.url)
 
 
 @pytest.mark.slow
@@ -365,34 +397,68 @@ def test_bad_postgres_storage_exits_2_without_any_mlflow_run(postgres, tracking_
 def test_workers_starting_a_study_at_once_share_one_parent_run(scaled_out_study, postgres, tracking_server,
                                                                tmp_path):
     """2 workers start a new study at the same moment, made deterministic: the study exists with
-    the signature the workers compute (copied from the scaled-out study: same options), and the
-    superuser holds SHARE on study_user_attributes, so a worker can read the study's attributes
-    but not store its parent run. Each worker that finds no parent run creates one and then waits
-    there; the workers are stopped once both wait (or 30 s after the first) and the parent runs
-    on the tracking server are counted."""
+    the signature the workers compute (copied from the scaled-out study: same options), so each
+    worker finds no parent run and claims it, creating the marker study
+    'race::parent-replacing-none' (tuning.study.claim). The superuser holds SHARE on
+    study_directions, which creating a study writes (opening an existing one does not): the first
+    claimant waits there with its marker uncommitted, the second waits behind it on the marker's
+    unique name. Both are seen waiting at once before the lock is released; then one wins and makes
+    the parent run, the other finds the claim taken and resumes that run, and the study ends."""
     import optuna
     from mlflow.tracking import MlflowClient
 
     signature = optuna.load_study(study_name=STUDY, storage=postgres.url).user_attrs["signature"]
     optuna.create_study(study_name="race", storage=postgres.url, direction="maximize").set_user_attr(
         "signature", signature)
+    marker = "race::parent-replacing-none"
     args = [*CHEAP, "--storage", postgres.url, "--tracking-uri", tracking_server, "--study-name", "race",
             "--trials", "3", "--workers", "1", "--experiment", "race"]
     holder = postgres.superuser(postgres.database, autocommit=False)
     workers = []
     try:
-        holder.cursor().execute("LOCK TABLE study_user_attributes IN SHARE MODE")
+        holder.cursor().execute("LOCK TABLE study_directions IN SHARE MODE")
         workers = [start_tune(args, tmp_path / f"machine{i}") for i in range(RACERS)]
-        servers.wait_for(lambda: _blocked_on(postgres, "study_user_attributes", postgres.database) >= 1, 120,
-                         "a worker storing its parent run", proc=[w.proc for w in workers], log=workers[0].err)
-        first = time.monotonic()
-        while time.monotonic() - first < 30 and _blocked_on(postgres, "study_user_attributes",
-                                                            postgres.database) < RACERS:
-            time.sleep(0.25)
+
+        def all_waiting():
+            sessions = _waiting(postgres, postgres.database)
+            return sessions if len(sessions) >= RACERS else None
+
+        waiting = servers.wait_for(all_waiting, 120, f"{RACERS} workers claiming the parent run at once",
+                                   proc=[w.proc for w in workers], log=workers[0].err)
+    except BaseException:
+        stop(workers)
+        raise
     finally:
-        stop(workers)  # killed while waiting: their parent runs stay RUNNING in experiment 'race'
-        holder.rollback()
+        holder.rollback()  # releases the lock: the claims go on
         holder.close()
-    parents = [r.info.run_id for r in runs_in(MlflowClient(tracking_server), "race")
-               if r.data.tags.get("mlproject.role") == "study"]
-    assert len(parents) == 1, f"{len(parents)} parent runs for one study: {parents}"
+    codes = wait_all(workers, WORKER_TIMEOUT_S)
+
+    # both raced: one creating the marker (waiting for study_directions), the other creating the
+    # same marker (waiting for the first one's transaction, which holds the unique name)
+    assert len(waiting) == RACERS, waiting
+    (first_event, first_query), (second_event, second_query) = waiting  # ordered: relation, transactionid
+    assert (first_event, second_event) == ("relation", "transactionid"), waiting
+    assert first_query.startswith("INSERT INTO study_directions"), waiting
+    assert second_query.startswith("INSERT INTO studies") and marker in second_query, waiting
+
+    assert codes == [0] * RACERS, describe(workers, codes)
+    client = MlflowClient(tracking_server)
+    runs = runs_in(client, "race")
+    parents = [r for r in runs if r.data.tags.get("mlproject.role") == "study"]
+    assert len(parents) == 1, f"{len(parents)} parent runs for one study ({RACE_PARENT}): " \
+                              f"{[r.info.run_id for r in parents]}"
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    study = optuna.load_study(study_name="race", storage=postgres.url)
+    assert study.user_attrs[PARENT_ATTR] == parent.info.run_id
+    done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(done) == 3, [(t.number, t.state.name) for t in study.trials]
+    children = [r for r in runs if r.info.run_id != parent.info.run_id]
+    assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in children), \
+        [(r.info.run_id, r.data.tags.get("mlflow.parentRunId")) for r in children]
+    assert {t.user_attrs["mlflow_run_id"] for t in done} <= {r.info.run_id for r in children}
+    # each worker ended on that parent run (its summary names it)
+    for i, w in enumerate(workers):
+        assert f"parent run {parent.info.run_id};" in w.outputs()[0], (i, w.outputs()[0][-2000:])
+    # the claim's marker study is gone: the user's study list shows no 'race::...'
+    assert markers(postgres.url) == [], optuna.get_all_study_names(postgres.url)

@@ -105,7 +105,16 @@ class Tune:
         return proc
 
     def study(self, name: str) -> optuna.Study:
-        return optuna.load_study(study_name=name, storage=self.storage)
+        return optuna.load_study(study_name=name, storage=self.opened_storage())
+
+    def opened_storage(self):
+        """self.storage opened as `tune` (in self.cwd) opens it: a journal:PATH is no SQLAlchemy
+        URL, and a relative PATH is in self.cwd."""
+        from tuning.study import create_storage
+
+        if not self.storage.startswith("journal:"):
+            return self.storage
+        return create_storage(f"journal:{self.cwd / self.storage[len('journal:'):]}")
 
     def runs(self):
         exp = self.client.get_experiment_by_name("mlproject")
@@ -264,12 +273,22 @@ def test_ctrl_c_trial_run_is_tagged_failed_not_running(interrupted):
     assert tune.client.get_run(child_id).data.tags.get("optuna.state") == "FAIL"
 
 
-def test_two_workers_on_the_default_sqlite_storage(tmp_path, empty_mlflow_db):
+@pytest.mark.parametrize("storage", [None, "journal:optuna.log"], ids=["default-sqlite", "journal"])
+def test_two_workers_on_one_local_storage(tmp_path, empty_mlflow_db, storage):
+    """--workers 2 on the default storage (sqlite:///optuna.db) and on a journal file, each named
+    relative to the working directory that the worker processes share."""
     tune = Tune(tmp_path, empty_mlflow_db)
-    code, out, err = tune.run(*SHORT, "--trials", "6", "--workers", "2", "--study-name", "w")
+    extra = []
+    if storage:
+        tune.storage, extra = storage, ["--storage", storage]
+    code, out, err = tune.run(*SHORT, "--trials", "6", "--workers", "2", "--study-name", "w", *extra)
     assert code == 0, err[-3000:]
     assert "database is locked" not in err.lower()
-    assert (tmp_path / "optuna.db").exists()  # the default storage, in the working directory
+    # the storage asked for, in the working directory, and no other
+    assert (tmp_path / "optuna.db").exists() == (storage is None)
+    assert (tmp_path / "optuna.log").exists() == (storage is not None)
+    # the workers' claims (parent run, best model) left no marker study beside the user's
+    assert optuna.get_all_study_names(tune.opened_storage()) == ["w"]
 
     study = tune.study("w")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
