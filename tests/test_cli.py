@@ -26,6 +26,12 @@ def folder(tmp_path, kind):
     if kind == "one_class":
         for i in range(4):
             write_png(root / "cat" / f"{i}.png")
+    elif kind == "empty_class":  # cat and dog with images, bird without
+        for cls in ("cat", "dog"):
+            for i in range(6):
+                write_png(root / cls / f"{i}.png")
+        (root / "bird").mkdir()
+        (root / "bird" / "notes.txt").write_text("no image here")
     elif kind == "bad_image":
         for cls in ("cat", "dog"):
             for i in range(4):
@@ -50,6 +56,8 @@ def folder(tmp_path, kind):
     (["--dataset", "EMPTY"], "no images found in"),
     (["--dataset", "ONE_CLASS"], "has 1 class folder(s) with images (cat); a classifier needs at least 2"),
     (["--dataset", "BAD_IMAGE"], "cannot decode image"),
+    (["--dataset", "EMPTY_CLASS"], "1 class folder(s) in EMPTY_CLASS hold no images: bird; add images, remove "
+                                   "the folders, or pass --allow-empty-classes to train without them"),
     (["--model", "lenet5", "--pretrained"], "built-in model 'lenet5' has no pretrained weights"),
     (["--model", "tv:resnet18", "--pretrained"], "pretrained weights for 'resnet18' could not be loaded"),
 ])
@@ -58,9 +66,10 @@ def test_bad_input_exits_2_with_one_line_and_no_run(store, tmp_path, monkeypatch
     if "EMPTY" in args:
         (tmp_path / "empty").mkdir()
         args = [str(tmp_path / "empty") if a == "EMPTY" else a for a in args]
-    for kind in ("one_class", "bad_image"):
+    for kind in ("one_class", "bad_image", "empty_class"):
         if kind.upper() in args:
             args = [folder(tmp_path, kind) if a == kind.upper() else a for a in args]
+            message = message.replace(kind.upper(), str(tmp_path / kind))
     result = invoke(*args, "--epochs" if "--epochs" not in args else "--seed", "1")
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
@@ -68,6 +77,16 @@ def test_bad_input_exits_2_with_one_line_and_no_run(store, tmp_path, monkeypatch
     if "BAD_IMAGE" not in str(args) and "bad_image" in str(args):
         assert "broken.png" in lines[0]
     assert all_runs(store) == []
+
+
+def test_allowed_empty_class_folders_are_named_once_and_tagged(store, tmp_path):
+    result = invoke("--dataset", folder(tmp_path, "empty_class"), "--allow-empty-classes", "--model", "softmax",
+                    "--epochs", "1", "--num-workers", "0", "--no-log-model", "--val-fraction", "0.2")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip().splitlines() == ["warning: training without the class folders that hold no images: bird"]
+    (run,) = all_runs(store)
+    assert run.info.status == "FINISHED" and run.data.tags["data.empty_classes"] == "bird"
+    assert run.data.params["num_classes"] == "2" and run.data.params["allow_empty_classes"] == "True"
 
 
 def test_bad_input_under_mlflow_run_marks_its_run_failed(store):

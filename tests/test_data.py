@@ -472,3 +472,20 @@ def test_split_take_and_first_images(memory_and_streaming):
         assert part.labels.tolist() == [split.labels[i].item() for i in idx]
         assert torch.equal(part.first_images(3), in_memory.train.images[torch.as_tensor(idx)])
     assert torch.equal(streaming.train.first_images(4), in_memory.train.images[:4])
+
+
+@pytest.mark.parametrize("layout", ["flat", "splits"])
+def test_an_empty_class_folder_stops_unless_allowed(tmp_path, make_image_folder, layout):
+    root = make_image_folder(tmp_path / "f", classes=("cat", "dog"), per_class=10, layout=layout)
+    empty = (root / "train" if layout == "splits" else root) / "bird"
+    (empty / "sub").mkdir(parents=True)  # nested folders without images count as empty too
+    (empty / "sub" / "readme.txt").write_text("no image")
+    named = "train/bird" if layout == "splits" else "bird"
+    for load in (peek_dataset, create_dataset):
+        with pytest.raises(DataError, match=f"1 class folder\\(s\\) in .* hold no images: {named}; "):
+            load(folder_cfg(root))
+    data = create_dataset(folder_cfg(root, allow_empty_classes=True))
+    assert data.info.class_names == ["cat", "dog"] and data.info.empty_classes == [named]
+    assert peek_dataset(folder_cfg(root, allow_empty_classes=True)).num_classes == 2
+    full = create_dataset(folder_cfg(make_image_folder(tmp_path / "g", classes=("cat", "dog"), per_class=10)))
+    assert full.info.empty_classes == []

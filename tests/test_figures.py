@@ -571,3 +571,23 @@ def test_plot_functions_compose_on_one_page(digits):
     assert len(axes[1].texts) == 16 and axes[4].get_title() == "six"
     assert png_pixels(fig).std() > 0
     assert plt.get_fignums() == []
+
+
+def test_confusion_matrix_layout_is_reused_with_identical_pixels():
+    """A study's trials draw one matrix each with the same class names: the first is laid out by
+    constrained layout, the next reuse its placement and must look exactly as if laid out anew."""
+    import mlproject.figures as figures
+
+    rng = np.random.default_rng(0)
+    names = [f"class {k}" for k in range(7)]
+    first, second = rng.integers(0, 60, (7, 7)), rng.integers(0, 60, (7, 7))
+    figures._cm_positions.clear()
+    png_pixels(confusion_matrix_figure(first, names))
+    assert len(figures._cm_positions) == 1
+    reused = png_pixels(confusion_matrix_figure(second, names))
+    figures._cm_positions.clear()
+    fresh = png_pixels(confusion_matrix_figure(second, names))
+    assert reused.shape == fresh.shape and np.array_equal(reused, fresh)
+    # counts with more digits widen the colorbar's labels: a layout of its own
+    png_pixels(confusion_matrix_figure(first * 100, names))
+    assert len(figures._cm_positions) == 2

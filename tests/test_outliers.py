@@ -116,9 +116,9 @@ def test_two_models_probabilities_tables_scores_grid_and_run(models, images, tmp
     with Image.open(out / "predictions_grid.png") as im:
         assert im.format == "PNG" and im.size[0] > 200
 
-    # logged: one run named "outliers" holding the same files, no other run created
+    # logged: one run named "outliers-1" (the first in its experiment) holding the same files, no other run created
     (run,) = client.search_runs([client.get_experiment_by_name("ood").experiment_id])
-    assert run.info.run_name == "outliers" and run.info.status == "FINISHED"
+    assert run.info.run_name == "outliers-1" and run.info.status == "FINISHED"
     assert run.data.tags["mlproject.role"] == "outliers" and run.data.params["num_images"] == str(len(names))
     assert {a.path for a in client.list_artifacts(run.info.run_id, "outliers")} == {
         f"outliers/{f}" for f in ("raw_probs.csv", "raw_K_probs.txt", "predictions.csv", "predictions.md",

@@ -144,7 +144,9 @@ def test_report_on_a_study_and_a_run(runs, tmp_path):
     # logged as a run of its own, in the runs' experiment
     (new,) = {r.info.run_id for r in all_runs(client)} - before
     report_run = client.get_run(new)
-    assert report_run.info.run_name == "report" and report_run.info.status == "FINISHED"
+    names = [r.info.run_name for r in all_runs(client) if r.info.experiment_id == report_run.info.experiment_id]
+    assert re.fullmatch(r"report-\d+", report_run.info.run_name) and names.count(report_run.info.run_name) == 1
+    assert report_run.info.status == "FINISHED"
     assert report_run.data.tags["mlproject.role"] == "report"
     assert client.get_experiment(report_run.info.experiment_id).name == "mlproject"
     assert report_run.data.params["runs"] == "5"

@@ -111,3 +111,17 @@ def test_warm_model_logging_fills_mlflows_package_map_in_the_background():
         t.join(timeout=60)
     assert requirements_utils._MODULES_TO_PACKAGES is not None
     assert "torch" in requirements_utils._MODULES_TO_PACKAGES
+
+
+def test_standalone_runs_get_distinct_readable_names(store):
+    """MLflow's own generated names come from the `random` state training seeds: three runs with
+    one seed got one name. Each now gets MODEL-DATASET-N, unique in its experiment."""
+    from mlproject.app.experiment import run_training
+    from mlproject.config import TrainConfig
+
+    cfg = TrainConfig(model="softmax", epochs=1, num_workers=0, log_model=False, experiment="names")
+    names = [store.get_run(run_training(c).run_id).info.run_name
+             for c in (cfg, cfg, cfg.replace(run_name="mine"), cfg.replace(model="mlp"))]
+    assert names == ["softmax-digits-1", "softmax-digits-2", "mine", "mlp-digits-1"]
+    assert tracking.unique_run_name("names", "softmax-digits") == "softmax-digits-3"
+    assert tracking.unique_run_name("no-such-experiment", "a'b") == "a-b-1"  # no quote reaches the filter

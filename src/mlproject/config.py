@@ -77,6 +77,8 @@ class TrainConfig:
     test_fraction: float = _opt(0.2, "share held out for test when the dataset has no test split")
     balance: bool = _opt(False, "cut every class to the smallest class's size before splitting "
                          "(ImageFolder / digits)")
+    allow_empty_classes: bool = _opt(False, "ImageFolder: train without class folders that hold no "
+                                     "images (one warning line; tag data.empty_classes) instead of stopping")
     # how to train
     optimizer: str = _opt("sgd", "optimizer", OPTIMIZERS)
     lr: float = _opt(0.01, "learning rate (> 0)")
@@ -98,7 +100,7 @@ class TrainConfig:
     # what to record
     experiment: str = _opt("mlproject", "MLflow experiment (standalone runs; under `mlflow run` "
                            "the run MLflow created is used)")
-    run_name: str = _opt("", "MLflow run name (default: MLflow's)")
+    run_name: str = _opt("", "MLflow run name (default: MODEL-DATASET-N, unique in the experiment)")
     log_model: bool = _opt(True, "log the trained model (an MLflow pyfunc model: labels and class probabilities)")
 
     @classmethod

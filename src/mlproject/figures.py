@@ -142,10 +142,32 @@ def confusion_matrix_figsize(n: int) -> tuple[float, float]:
 
 def confusion_matrix_figure(cm: np.ndarray, class_names: list[str]) -> Figure:
     """plot_confusion_matrix on a Figure of its own, growing with the number of classes.
-    fig.axes = [matrix]; the colorbar is the matrix's inset, fig.axes[0].child_axes[0]."""
-    fig = _figure(confusion_matrix_figsize(len(class_names)))
-    plot_confusion_matrix(fig.add_subplot(), cm, class_names)
-    return _laid_out(fig)
+    fig.axes = [matrix]; the colorbar is the matrix's inset, fig.axes[0].child_axes[0].
+
+    Every trial of a study draws one, with the same class names: the constrained layout's
+    placement of the matrix is computed for the first and reused (`_cm_positions`), as it depends
+    only on the tick labels (class names, and the colorbar's, by the count's digits). The layout
+    pass was ~0.13 of ~0.45 s per figure on 2 loaded cores (cProfile), a study's largest per-trial
+    tracking cost (benchmarks/bench_speed.py)."""
+    cm = _check_cm(cm, class_names)
+    key = (tuple(str(c) for c in class_names), len(str(int(np.nanmax(np.abs(cm))))) if cm.size else 1,
+           _integral(cm))
+    size = confusion_matrix_figsize(len(class_names))
+    if key in _cm_positions:
+        fig = Figure(figsize=size)
+        FigureCanvasAgg(fig)
+        plot_confusion_matrix(fig.add_axes(_cm_positions[key]), cm, class_names)
+        return fig
+    fig = _figure(size)
+    ax = fig.add_subplot()
+    plot_confusion_matrix(ax, cm, class_names)
+    _laid_out(fig)
+    if len(_cm_positions) < 64:
+        _cm_positions[key] = ax.get_position(original=True).bounds
+    return fig
+
+
+_cm_positions: dict[tuple, tuple[float, float, float, float]] = {}  # layout key -> the matrix axes' rect
 
 
 def confusion_matrix_data(cm: np.ndarray, class_names: list[str]) -> dict:

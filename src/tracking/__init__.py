@@ -9,7 +9,7 @@ from .record import log_dataset, log_evaluation, log_figures, metric_key
 from .runs import (FAILURE_TAG, MetricBuffer, detach_env_run, end_run, experiment_of, fail_env_run, log_files_run,
                    log_metrics, log_params, log_run_figure, log_run_metrics, log_run_text, reopened_run, resume_run,
                    run_exists, run_id_from_env, save_runs_view, set_run_tags, set_tags, start_run, tracking_uri,
-                   training_run, use_tracking_uri)
+                   training_run, unique_run_name, use_tracking_uri)
 
 __all__ = ["FAILURE_TAG", "FoundModel", "MetricBuffer", "ModelNotFound", "RunsNotFound", "Selection",
            "confusion_matrices", "detach_env_run", "end_run", "experiment_name", "experiment_of", "fail_env_run",
@@ -17,4 +17,4 @@ __all__ = ["FAILURE_TAG", "FoundModel", "MetricBuffer", "ModelNotFound", "RunsNo
            "log_metrics", "log_model", "log_params", "log_run_figure", "log_run_metrics", "log_run_text",
            "metric_key", "probabilities", "reopened_run", "resume_run", "run_exists", "run_id_from_env",
            "save_runs_view", "select_runs", "set_run_tags", "set_tags", "start_run", "tracking_uri",
-           "training_run", "use_tracking_uri", "warm_model_logging"]
+           "training_run", "unique_run_name", "use_tracking_uri", "warm_model_logging"]

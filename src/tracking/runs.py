@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import time
 
 import mlflow
@@ -227,12 +228,28 @@ def log_run_figure(run_id: str, figure, path: str) -> None:
     MlflowClient().log_figure(run_id, figure, path)
 
 
+def unique_run_name(experiment: str, prefix: str) -> str:
+    """`PREFIX-N`: N one more than the highest N of the runs named so in `experiment` (1 for the
+    first), so every run gets a readable name of its own. MLflow's generated names come from
+    Python's `random`, which training seeds before the run starts: runs with one seed all got
+    the same name. Two runs starting at the same instant may still draw the same N."""
+    prefix = re.sub(r"[^\w.:-]+", "-", prefix).strip("-") or "run"  # no quote can reach the filter
+    exp = MlflowClient().get_experiment_by_name(experiment)
+    if exp is None:
+        return f"{prefix}-1"
+    runs = mlflow.search_runs([exp.experiment_id], filter_string=f"attributes.run_name LIKE '{prefix}-%'",
+                              output_format="list")
+    taken = [int(m.group(1)) for r in runs if (m := re.fullmatch(re.escape(prefix) + r"-(\d+)", r.info.run_name or ""))]
+    return f"{prefix}-{max(taken, default=0) + 1}"
+
+
 def log_files_run(experiment: str, role: str, out_dir: str, files: list[str], params: dict,
                   metrics: dict | None = None) -> str:
-    """A new run named `role` (tag mlproject.role=ROLE) in `experiment`, holding `files` (paths
+    """A new run named `ROLE-N` (tag mlproject.role=ROLE) in `experiment`, holding `files` (paths
     relative to `out_dir`) as artifacts under `ROLE/`, plus `params` and `metrics`: what
     `mlproject report` and `mlproject outliers` leave. Returns its id."""
-    with training_run(experiment, run_name=role, tags={"mlproject.role": role}) as run:
+    name = unique_run_name(experiment, role)
+    with training_run(experiment, run_name=name, tags={"mlproject.role": role}) as run:
         log_params(params)
         if metrics:
             mlflow.log_metrics(metrics)

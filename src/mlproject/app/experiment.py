@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import platform
+import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Callable
@@ -80,6 +82,9 @@ def prepare(cfg: TrainConfig, data: Splits | None = None) -> Prepared:
     model, minfo = create_model(cfg, shape)
     if data is None:
         data = create_dataset(cfg, size=minfo.input_size if is_path(cfg.dataset) else None)
+        if data.info.empty_classes:  # allowed (--allow-empty-classes), never silent
+            print(f"warning: training without the class folders that hold no images: "
+                  f"{', '.join(data.info.empty_classes)}", file=sys.stderr)
     if minfo.mean is None:  # trained from scratch: normalise with the training set's statistics
         set_normalisation(model, data.info.mean, data.info.std)
     device = select_device(cfg.device)
@@ -109,7 +114,7 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
     info = p.data.info
     if cfg.log_model:
         tracking.warm_model_logging()  # MLflow's one-off environment scan, meanwhile
-    with tracking.training_run(cfg.experiment, cfg.run_name, tags=_run_tags(cfg, p, child),
+    with tracking.training_run(cfg.experiment, _run_name(cfg, child), tags=_run_tags(cfg, p, child),
                                parent_run_id=child.parent_run_id if child else None) as run:
         if child and child.on_run_start:
             child.on_run_start(run.info.run_id)
@@ -130,11 +135,20 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
     return TrackedRun(run.info.run_id, run.info.experiment_id, history, test, metrics, model_uri)
 
 
+def _run_name(cfg: TrainConfig, child: ChildRun | None) -> str:
+    """--run-name, else MODEL-DATASET-N for a standalone run (unique in its experiment). A trial
+    is named by its study (trial-N); under `mlflow run` the run MLflow created keeps its name."""
+    if cfg.run_name or child or tracking.run_id_from_env():
+        return cfg.run_name
+    return tracking.unique_run_name(cfg.experiment, f"{cfg.model}-{os.path.basename(cfg.dataset.rstrip('/'))}")
+
+
 def _run_tags(cfg: TrainConfig, p: Prepared, child: ChildRun | None) -> dict:
     device = p.device
     return {"model_source": p.model_info.source, "model_name": p.model_info.name, "device": str(device),
             "feature_cache": p.features.status if p.features else "unsupported" if features_apply(cfg) else "off",
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            **({"data.empty_classes": ",".join(p.data.info.empty_classes)} if p.data.info.empty_classes else {}),
             **_versions(), **(child.tags if child else {})}
 
 
