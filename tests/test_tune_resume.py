@@ -95,11 +95,14 @@ class Tune:
 
     def start(self, *args: str) -> subprocess.Popen:
         """In its own session, so that killpg reaches tune and nothing else (Ctrl-C in a terminal
-        signals the foreground process group the same way)."""
+        signals the foreground process group the same way), with SIGINT's default action: a
+        suite started in the background (`cmd &` in a script) inherits SIGINT ignored, and Python
+        then never raises KeyboardInterrupt (seen: the Ctrl-C tests' study ran to its end)."""
         out, err = self._logs()
         with open(out, "w") as o, open(err, "w") as e:
             proc = subprocess.Popen([*tune_command(), *args], cwd=self.cwd, env=self.env, stdout=o, stderr=e,
-                                    start_new_session=True)
+                                    start_new_session=True,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         proc.err_path = err
         _started.append(proc)
         return proc
