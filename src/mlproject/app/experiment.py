@@ -112,8 +112,6 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
     """
     p = prepared or prepare(cfg)
     info = p.data.info
-    if cfg.log_model:
-        tracking.warm_model_logging()  # MLflow's one-off environment scan, meanwhile
     with tracking.training_run(cfg.experiment, _run_name(cfg, child), tags=_run_tags(cfg, p, child),
                                parent_run_id=child.parent_run_id if child else None) as run:
         if child and child.on_run_start:
@@ -125,6 +123,8 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
             tracking.log_dataset(info)
         else:
             tracking.log_dataset(info, *p.data.analysis_sample())
+        if cfg.log_model:  # MLflow's one-off environment scan, while training: torch ops release the
+            tracking.warm_model_logging()  # GIL, the run's own (Python) logging above does not
         history = _fit_logged(cfg, p, run.info.run_id, on_epoch)
         test, metrics = _results(cfg, p, history)
         tracking.log_metrics(metrics)
