@@ -183,7 +183,7 @@ def peek_dataset(cfg: TrainConfig) -> DatasetShape:
     if not is_path(cfg.dataset):
         raise unknown("dataset", cfg.dataset, DATASETS + ("<path to an ImageFolder directory>",))
     layout = _scan_folder(Path(cfg.dataset))
-    _checked_classes(Path(cfg.dataset), cfg.allow_empty_classes)
+    _checked_classes(Path(cfg.dataset), layout, cfg.allow_empty_classes)
     first = next(iter(layout.values()))[0][0]
     mode, (w, h) = _image_mode_size(first)
     return DatasetShape(1 if mode == "L" else 3, h, w, len(_classes_of(layout)))
@@ -226,19 +226,14 @@ def _scan_folder(root: Path) -> dict[str, list[tuple[str, str]]]:
     return layout
 
 
-def empty_class_folders(root: Path) -> list[str]:
+def _checked_classes(root: Path, layout: dict, allow_empty: bool) -> list[str]:
     """The class folders of an ImageFolder (under train/ where there is one) that hold no image
-    file, as paths relative to `root`: torchvision's ImageFolder refuses them, and skipping them
-    silently would train a model with fewer classes than the folder list shows."""
-    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    folder = subdirs.get("train", root)
-    return [p.relative_to(root).as_posix() for p in sorted(folder.iterdir())
-            if p.is_dir() and not any(f.lower().endswith(IMG_EXTENSIONS) for _, _, fs in os.walk(p) for f in fs)]
-
-
-def _checked_classes(root: Path, allow_empty: bool) -> list[str]:
-    """empty_class_folders(root); DataError naming them unless `allow_empty`."""
-    empty = empty_class_folders(root)
+    file, as paths relative to `root`, from `_scan_folder`'s `layout` (no second walk of the
+    files); DataError naming them unless `allow_empty`: torchvision's ImageFolder refuses them,
+    and skipping them silently would train a model with fewer classes than the folders show."""
+    folder = next((p for p in root.iterdir() if p.is_dir() and p.name.lower() == "train"), root)
+    have = {c for _, c in layout.get("train") or layout.get("all") or []}
+    empty = [p.relative_to(root).as_posix() for p in sorted(folder.iterdir()) if p.is_dir() and p.name not in have]
     if empty and not allow_empty:
         raise DataError(f"{len(empty)} class folder(s) in {root} hold no images: {', '.join(empty)}; "
                         "add images, remove the folders, or pass --allow-empty-classes to train without them")
@@ -326,7 +321,7 @@ def urls_of(cls) -> str:
 def _load_folder(cfg: TrainConfig, size: int | None) -> Splits:
     root = Path(cfg.dataset)
     layout = _scan_folder(root)
-    empty = _checked_classes(root, cfg.allow_empty_classes)
+    empty = _checked_classes(root, layout, cfg.allow_empty_classes)
     classes = _classes_of(layout)
     index = {c: i for i, c in enumerate(classes)}
     first = next(iter(layout.values()))[0][0]
