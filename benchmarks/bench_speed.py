@@ -135,7 +135,7 @@ def bench_tracking(trials: int, seconds: float, model: str, log) -> dict:
             s = optuna.create_study(direction="maximize")
             worker = Worker(base.replace(experiment="bench-tracking"), space, experiment.StudyTrainer(), parent, trials,
                             callbacks=[mark])
-            worker.data = experiment.prepare(base).data  # loaded once per worker, as `tune` does
+            worker.data = [experiment.prepare(base).data]  # loaded once per worker, as `tune` does
             worker.run(s)
     finally:
         timer.restore()

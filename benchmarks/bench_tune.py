@@ -69,7 +69,7 @@ def overhead_share(trials: int, seconds: float, model: str) -> dict:
         parent = client.create_run(exp).info.run_id
         study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp}/optuna.db")
         data = experiment.prepare(base).data
-        Worker(base, space, experiment.StudyTrainer(), parent, trials, data=data).run(study)
+        Worker(base, space, experiment.StudyTrainer(), parent, trials, data=[data]).run(study)
     finally:
         experiment.fit = real_fit
         mlflow.set_tracking_uri(None)

@@ -77,3 +77,16 @@ def test_bench_speed_quick(tmp_path):
     assert set(w) == {"1", "2"} and all(v["trials_per_hour"] > 0 for v in w.values())
     assert w["2"]["threads_per_worker"] == max(1, (os.cpu_count() or 1) // 2)
     assert only_json_left(tmp_path)
+
+
+@pytest.mark.slow
+def test_bench_search_quick(tmp_path):
+    stdout, figures = run_quick(tmp_path, "bench_search.py")
+    assert "hypervolume default/random" in stdout and "one model per trial" in stdout
+    d, r, every = figures["default"], figures["random"], figures["keep_every_model"]
+    assert d["trials"] == r["trials"] == every["trials"] == 4
+    assert d["hypervolume"] > 0 and r["hypervolume"] > 0 and math.isfinite(figures["hypervolume_ratio"])
+    # the best set's models only: no more than one per trial, registered once each
+    assert 1 <= d["models_stored"] <= every["models_stored"] == 4
+    assert d["registered"] == len(d["front"]) and d["artifact_bytes"] < every["artifact_bytes"]
+    assert only_json_left(tmp_path)

@@ -78,3 +78,16 @@ def test_params_are_the_whole_config():
     params = cfg.to_params()
     assert set(params) == {f.name for f in dataclasses.fields(TrainConfig)}
     assert params["model"] == "lenet5" and params["lr"] == 0.5
+
+
+def test_mlproject_tune_entry_passes_every_tune_option():
+    from mlproject.app.tune import tune
+
+    spec = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["tune"]
+    options = {p.name: p for p in tune.params if not p.hidden and p.name != "help"}
+    names = {"objectives": "objective", "constraints": "constraint"}  # click's dest -> the parameter
+    assert sorted(spec["parameters"]) == sorted(names.get(n, n) for n in options)
+    for name, p in options.items():
+        param = names.get(name, name)
+        flag = p.opts[0]
+        assert (f"{flag} {{{param}}}" in spec["command"] or f"{flag}={{{param}}}" in spec["command"]), name

@@ -1,13 +1,19 @@
 """`mlproject report` on a small real study (seed 000's setup shrunk: a grid over batch size and
-learning rate, plus a standalone "default" run and a stopped one), in a sqlite store."""
+learning rate, plus a standalone "default" run and a stopped one), in a sqlite store; and on
+synthetic runs of a multi-objective, constrained study (logged directly with MLflow, no training)
+for the searched categoricals, the grouped table, the front's scatter and the Pareto/feasible
+columns."""
 import csv
 import io
+import os
 import re
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
+from matplotlib.markers import MarkerStyle
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -16,8 +22,6 @@ from mlproject.app import report as rep
 from conftest import module_store
 from mlproject.app.cli import bool_flags_from_values, cli
 from mlproject.config import TrainConfig
-from mlproject.app.experiment import run_training
-from mlproject.app.tune import tune
 
 STUDY = "grid"
 TABLE_METRICS = {"train_time_s": "train_time_s", "test_time_s": "test_time_s", "train_accuracy": "final_train_accuracy",
@@ -37,6 +41,10 @@ def runs(tmp_path_factory):
     0.05, 0.2) of softmax on digits, a standalone finished run and a KILLED one (stopped after its
     first epoch, as a pruned trial is), all in experiment 'mlproject', and a second KILLED run alone
     in experiment 'side', in a sqlite store in a tmp dir that is the working directory meanwhile."""
+    # imported here, not at the top: the synthetic-run tests below need no training stack
+    from mlproject.app.experiment import run_training
+    from mlproject.app.tune import tune
+
     with module_store(tmp_path_factory, "report-store") as uri:
         result = CliRunner().invoke(tune, bool_flags_from_values([
             "--model", "softmax", "--num-workers", "0", "--epochs", "1", "--sampler", "grid",
@@ -230,6 +238,7 @@ def test_log_scale_for_batch_sizes_spanning_8x(runs):
     (["--study", STUDY, "--x", "batch_size", "--y", "test_accuracy", "--by", "learning_rat"],
      "--by 'learning_rat': no selected run has it (did you mean: learning_rate"),
     (["--study", STUDY, "--sort", "accuracy"], "--sort 'accuracy': no selected run has it"),
+    (["--study", STUDY, "--by", "optimiser"], "--by 'optimiser': no selected run has it (did you mean: optimizer"),
     (["--study", STUDY, "--y", "test_accuracy"], "--y needs --x"),
     (["--study", STUDY, "--x", "batch_size", "--y", "model"], "--y 'model' is not numeric"),
     ([], "say which runs to report on"),
@@ -280,3 +289,230 @@ def test_no_store_is_not_created(runs, tmp_path):
     assert result.stderr.strip() == (f"Error: no MLflow store at sqlite:///{missing}: run this in the folder "
                                      "holding mlflow.db, or set MLFLOW_TRACKING_URI")
     assert not missing.exists() and not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# a multi-objective, constrained study, logged directly (the tags the tuning code sets on
+# COMPLETE trials: optuna.pareto, optuna.feasible, optuna.violated; the parent's objectives and
+# constraints params)
+
+FRONT = "front"
+OBJECTIVES, CONSTRAINTS = "val_accuracy:max,model_size_mb:min", "model_size_mb<=5"
+SEARCHED = ("model", "freeze", "head", "optimizer", "scheduler", "augment", "pretrained", "head_dropout")
+# model, freeze, head, optimizer, scheduler, augment, pretrained, size MB, val, test, train s, test s, pareto
+FRONT_TRIALS = [
+    ("lenet5", "none", "linear", "sgd", "none", "False", "False", 0.25, 0.90, 0.89, 10.0, 0.5, True),
+    ("lenet5", "none", "mlp", "adam", "cosine", "True", "False", 0.30, 0.92, 0.91, 12.0, 0.7, True),
+    ("tv:mobilenet_v3_small", "backbone", "linear", "adam", "none", "False", "True", 2.5, 0.95, 0.94, 30.0, 1.0, True),
+    ("tv:mobilenet_v3_small", "backbone", "mlp", "sgd", "cosine", "True", "True", 3.0, 0.93, 0.92, 36.0, 1.2, False),
+    ("resnet18", "backbone", "linear", "adam", "cosine", "False", "True", 11.2, 0.97, 0.96, 80.0, 2.0, False),
+    ("resnet18", "none", "mlp", "sgd", "step", "True", "True", 11.5, 0.96, 0.955, 90.0, 2.4, False),
+]
+
+
+def _log_run(client, experiment_id, name, start, params=(), metrics=(), tags=(), status="FINISHED"):
+    from mlflow.entities import Metric, Param
+
+    run = client.create_run(experiment_id, start_time=start, run_name=name, tags=dict(tags))
+    rid = run.info.run_id
+    client.log_batch(rid, metrics=[Metric(k, float(v), start, 0) for k, v in dict(metrics).items()],
+                     params=[Param(k, str(v)) for k, v in dict(params).items()], synchronous=True)
+    client.set_terminated(rid, status, end_time=start + 500)
+    return rid
+
+
+@pytest.fixture(scope="module")
+def front_store(tmp_path_factory):
+    """{uri, parent, trials, pruned, single, constrained}: study FRONT (its parent run and the 6
+    FRONT_TRIALS, COMPLETE, plus a pruned one, KILLED and without outcome tags), study 'single'
+    (one objective, no constraints: no outcome tags) and study 'constrained' (one objective, a
+    constraint every trial meets), logged by an explicit client: no global MLflow state is set."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('front-store')}/mlflow.db"
+    client = MlflowClient(uri)
+    eid = client.create_experiment("comparison")
+    t0 = 1_700_000_000_000
+    parent = _log_run(client, eid, f"study-{FRONT}", t0, tags={"mlproject.role": "study", "optuna.study": FRONT},
+                      params={"objectives": OBJECTIVES, "constraints": CONSTRAINTS, "sampler": "nsgaii"})
+    trials = []
+    for i, (model, freeze, head, opt, sched, aug, pre, size, val, test, train_s, test_s, pareto) in \
+            enumerate(FRONT_TRIALS):
+        config = {"model": model, "freeze": freeze, "head": head, "optimizer": opt, "scheduler": sched,
+                  "augment": aug, "pretrained": pre, "head_dropout": "0.0", "lr": 0.001, "batch_size": 64,
+                  "momentum": 0.9, "weight_decay": 0.0, "epochs": 5, "dataset": "cifar10", "num_workers": 2}
+        tags = {"optuna.study": FRONT, "mlflow.parentRunId": parent, "optuna.trial_number": str(i),
+                "optuna.pareto": str(pareto).lower(), "optuna.feasible": str(size <= 5).lower()}
+        if size > 5:
+            tags["optuna.violated"] = f"model_size_mb<=5 (got {size})"
+        metrics = {"model_size_mb": size, "final_val_accuracy": val, "test_accuracy": test, "train_time_s": train_s,
+                   "test_time_s": test_s, "final_train_accuracy": min(1.0, val + 0.02), "params_total": size * 250_000}
+        trials.append(_log_run(client, eid, f"{model.split(':')[-1]}-cifar10-{i + 1}", t0 + 1000 * (i + 1),
+                               {**config, **{f"sampled.{k}": config[k] for k in SEARCHED}}, metrics, tags))
+    pruned = _log_run(client, eid, "pruned", t0 + 10_000, {"model": "resnet18", "sampled.model": "resnet18"},
+                      {"final_val_accuracy": 0.5},
+                      {"optuna.study": FRONT, "mlflow.parentRunId": parent, "optuna.trial_number": "6"}, "KILLED")
+    single = [_log_run(client, eid, f"single-{i}", t0 + 20_000 + i, {"model": "lenet5", "lr": lr},
+                       {"test_accuracy": 0.8 + lr, "model_size_mb": 0.25}, {"optuna.study": "single"})
+              for i, lr in enumerate((0.01, 0.1))]
+    constrained = [_log_run(client, eid, f"constrained-{i}", t0 + 30_000 + i, {"model": "lenet5", "lr": lr},
+                            {"test_accuracy": 0.8 + lr, "model_size_mb": 0.25},
+                            {"optuna.study": "constrained", "optuna.feasible": "true"})
+                   for i, lr in enumerate((0.01, 0.1))]
+    return {"uri": uri, "client": client, "parent": parent, "trials": trials, "pruned": pruned, "single": single,
+            "constrained": constrained}
+
+
+@pytest.fixture
+def front(front_store, monkeypatch):
+    """front_store as the tracking store for one test; the store before it restored after."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")  # the module store's (or None), as module_store set it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", front_store["uri"])
+    mlflow.set_tracking_uri(front_store["uri"])
+    yield front_store
+    mlflow.set_tracking_uri(before)
+
+
+def test_searched_categoricals_are_columns_and_plot_sort_and_group_names(front, tmp_path):
+    # (a) every option a study sampled is a column, under the run's own param name (not
+    # sampled.<name>), constant or not; strings work in --x, --by and --sort
+    result = invoke("--study", FRONT, "--sort", "head", "--x", "model", "--y", "test_accuracy", "--by", "freeze",
+                    "--no-log", "--out", tmp_path)
+    assert result.exit_code == 0, result.output + str(result.exception)
+    rows = read_csv(tmp_path / "table.csv")
+    assert list(rows[0]) == ["run", "run_id", "study", "trial", "model", "optimizer", "lr", "batch_size", "momentum",
+                             "weight_decay", "epochs", "pretrained", "freeze", "head", "head_dropout", "augment",
+                             "scheduler", *TABLE_METRICS, "pareto", "feasible", "violated"]
+    assert [r["head"] for r in rows] == sorted(r["head"] for r in rows)  # --sort head, stable: trial order kept
+    assert [int(r["trial"]) for r in rows] == [0, 2, 4, 1, 3, 5]
+    by_trial = {int(r["trial"]): r for r in rows}
+    for i, trial in enumerate(FRONT_TRIALS):
+        assert tuple(by_trial[i][k] for k in SEARCHED[:7]) == trial[:7]
+        assert by_trial[i]["head_dropout"] == "0.0"  # sampled, the same in every run: still a column
+    md = (tmp_path / "table.md").read_text()
+    assert "Same in every run: dataset=cifar10." in md and "num_workers" not in md  # bookkeeping
+    assert "Left out (not finished; `--all` includes them): 1 KILLED." in md
+    # a text x is categorical; one line per value of a text --by; Pareto runs ringed on lines too
+    checked = rep.check(studies=[FRONT], x="model", ys=["test_accuracy"], by="augment", sort="scheduler")
+    (plot,) = checked.plots
+    assert not plot.scatter and checked.sort == "scheduler"
+    ax = rep.plot_figure(checked, plot).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["lenet5", "resnet18", "tv:mobilenet_v3_small"]
+    # the constraint is on a metric, not on x or y: no line for it
+    assert [line.get_label() for line in ax.lines] == ["augment=False", "augment=True"]
+    assert {c.get_label() for c in ax.collections} == {"Pareto front (3)", "infeasible (2)"}
+
+
+def test_grouped_table_by_model(front, tmp_path):
+    # (b) --by without --x: one row per model, best and mean of the key metrics, in by_model.md/.csv
+    result = invoke("--study", FRONT, "--by", "model", "--no-log", "--out", tmp_path)
+    assert result.exit_code == 0, result.output + str(result.exception)
+    assert not list(tmp_path.glob("*.png"))  # no plot without --x
+    rows = read_csv(tmp_path / "by_model.csv")
+    assert list(rows[0]) == ["model", "runs", "best_run", "pareto_runs", "feasible_runs",
+                             "test_accuracy_best", "test_accuracy_mean", "val_accuracy_best", "val_accuracy_mean",
+                             "train_time_s_best", "train_time_s_mean", "test_time_s_best", "test_time_s_mean",
+                             "model_size_mb_best", "model_size_mb_mean"]
+    assert [r["model"] for r in rows] == ["lenet5", "resnet18", "tv:mobilenet_v3_small"]
+    names = {r["run_id"]: r["run"] for r in read_csv(tmp_path / "table.csv")}
+    runs = dict(zip(front["trials"], FRONT_TRIALS))
+    for row in rows:
+        mine = {rid: t for rid, t in runs.items() if t[0] == row["model"]}
+        assert int(row["runs"]) == len(mine)
+        assert int(row["pareto_runs"]) == sum(t[12] for t in mine.values())
+        assert int(row["feasible_runs"]) == sum(t[7] <= 5 for t in mine.values())
+        assert row["best_run"] == names[max(mine, key=lambda rid: mine[rid][9])]
+        # accuracies: the highest; times and size: the lowest; each metric on its own
+        for column, index, best in (("test_accuracy", 9, max), ("val_accuracy", 8, max), ("train_time_s", 10, min),
+                                    ("test_time_s", 11, min), ("model_size_mb", 7, min)):
+            values = [t[index] for t in mine.values()]
+            assert float(row[f"{column}_best"]) == best(values), (row["model"], column)
+            assert float(row[f"{column}_mean"]) == pytest.approx(sum(values) / len(values))
+    md = (tmp_path / "by_model.md").read_text()
+    header, _, first = md.splitlines()[:3]
+    cells = dict(zip(md_cells(header), md_cells(first)))
+    assert cells["model"] == "lenet5" and cells["test_accuracy_best"] == "0.9100" and cells["train_time_s_mean"] == "11.00"
+    # printed too, under the per-run table
+    assert "by model:\n" + md.rstrip() in result.output
+    # a boolean --by and, with --all, the pruned run (no metrics, no tags) counted in its group
+    checked = rep.check(studies=[FRONT], by="augment", include_all=True)
+    assert checked.group_by == "augment" and not checked.plots
+    grouped = rep.grouped_table(checked)
+    assert list(grouped["augment"][:2]) == ["False", "True"] and pd.isna(grouped["augment"].iloc[2])  # missing last
+    assert list(grouped["runs"]) == [3, 3, 1] and list(grouped["pareto_runs"]) == [2, 1, 0]
+    assert pd.isna(grouped["test_accuracy_best"].iloc[2]) and pd.isna(grouped["best_run"].iloc[2])
+    assert grouped["val_accuracy_best"].iloc[2] == 0.5
+
+
+def test_front_scatter_marks_pareto_and_infeasible_trials(front, tmp_path):
+    # (c) x a metric: a scatter, one colour per model, no lines through the runs; Pareto ringed,
+    # infeasible a grey x, the constraint dashed
+    result = invoke("--study", FRONT, "--x", "model_size_mb", "--y", "test_accuracy", "--by", "model",
+                    "--no-log", "--out", tmp_path)
+    assert result.exit_code == 0, result.output + str(result.exception)
+    assert_image(tmp_path / "test_accuracy_vs_model_size_mb_by_model.png")
+    checked = rep.check(studies=[FRONT], x="model_size", ys=["test_acc"], by="model")
+    (plot,) = checked.plots
+    assert plot.scatter and (plot.x, plot.y, plot.by) == ("model_size_mb", "test_accuracy", "model")
+    ax = rep.plot_figure(checked, plot).axes[0]
+    # the only line is the constraint's, at x = 5
+    (line,) = ax.lines
+    assert line.get_label() == "constraint model_size_mb<=5" and list(line.get_xdata()) == [5, 5]
+    collections = {c.get_label(): c for c in ax.collections}
+    assert list(collections) == ["model=lenet5", "model=resnet18", "model=tv:mobilenet_v3_small",
+                                 "Pareto front (3)", "infeasible (2)"]
+    # feasible runs in their model's colour (resnet18's both infeasible: grey x only)
+    assert [len(collections[f"model={m}"].get_offsets()) for m in ("lenet5", "resnet18", "tv:mobilenet_v3_small")] \
+        == [2, 0, 2]
+    colours = [tuple(collections[f"model={m}"].get_facecolor()[0]) for m in ("lenet5", "tv:mobilenet_v3_small")]
+    assert colours[0] != colours[1]
+    ring = collections["Pareto front (3)"]
+    assert len(ring.get_facecolor()) == 0 and tuple(ring.get_edgecolor()[0]) == (0, 0, 0, 1)  # a black ring
+    assert sorted(map(tuple, ring.get_offsets().tolist())) == sorted(
+        (t[7], t[9]) for t in FRONT_TRIALS if t[12])
+    cross = collections["infeasible (2)"]
+    assert sorted(map(tuple, cross.get_offsets().tolist())) == [(11.2, 0.96), (11.5, 0.955)]
+    assert tuple(cross.get_facecolor()[0]) == (0.5, 0.5, 0.5, 1) and len(cross.get_paths()) == 1
+    x = MarkerStyle("x")
+    assert cross.get_paths()[0].vertices.tolist() == x.get_path().transformed(x.get_transform()).vertices.tolist()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["model=lenet5", "model=resnet18", "model=tv:mobilenet_v3_small", "Pareto front (3)",
+                      "infeasible (2)", "constraint model_size_mb<=5"]
+
+
+def test_pareto_and_feasible_columns_only_where_tagged(front, tmp_path):
+    # (d) the tuning code's tags as columns, sortable; absent where no selected run has them
+    result = invoke("--study", FRONT, "--study", "single", "--sort", "pareto", "--descending", "--no-log",
+                    "--out", tmp_path / "a")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    rows = read_csv(tmp_path / "a" / "table.csv")
+    assert list(rows[0])[-3:] == ["pareto", "feasible", "violated"]
+    by_id = {r["run_id"]: r for r in rows}
+    for rid, trial in zip(front["trials"], FRONT_TRIALS):
+        size, pareto = trial[7], trial[12]
+        assert by_id[rid]["pareto"] == str(pareto) and by_id[rid]["feasible"] == str(size <= 5)
+        assert by_id[rid]["violated"] == ("" if size <= 5 else f"model_size_mb<=5 (got {size})")
+    for rid in front["single"]:  # a study without the tags: empty there
+        assert (by_id[rid]["pareto"], by_id[rid]["feasible"], by_id[rid]["violated"]) == ("", "", "")
+    assert [r["pareto"] for r in rows] == ["True"] * 3 + ["False"] * 3 + [""] * 2
+    md = (tmp_path / "a" / "table.md").read_text()
+    assert f"Study {FRONT}: objectives {OBJECTIVES}; constraints {CONSTRAINTS}." in md
+    assert "| model_size_mb<=5 (got 11.2) |" in md
+    # no outcome tags at all: no such columns; a feasible tag alone: that column only
+    result = invoke("--study", "single", "--no-log", "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    assert not {"pareto", "feasible", "violated"} & set(read_csv(tmp_path / "b" / "table.csv")[0])
+    result = invoke("--study", "constrained", "--no-log", "--out", tmp_path / "c")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    rows = read_csv(tmp_path / "c" / "table.csv")
+    assert list(rows[0])[-1] == "feasible" and not {"pareto", "violated"} & set(rows[0])
+    assert [r["feasible"] for r in rows] == ["True", "True"]
+
+
+def test_group_by_a_name_no_run_has_is_one_line_exit_2(front, tmp_path):
+    result = invoke("--study", FRONT, "--by", "modle", "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output + str(result.exception)
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("Error: --by 'modle': no selected run has it (did you mean: model")
+    assert "they have table columns: run, run_id, study, trial, model, optimizer," in line
+    assert "freeze, head" in line and "pareto, feasible, violated" in line
+    assert not (tmp_path / "out").exists()
+    assert not [r for r in all_runs(front["client"]) if r.data.tags.get("mlproject.role") == "report"]

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from mlproject.app.cli import bool_flags_from_values
 from mlproject.config import TrainConfig
 from mlproject.data import create_dataset
 import tracking
-from mlproject.app.tune import tune
+from mlproject.app.tune import tune, tune_args
+from tuning.goals import Objective
 from tuning.study import PRUNERS, SAMPLERS, create_storage, redact
 
 # the slow suite's PostgreSQL cluster (a module-scoped fixture, started only for the postgresql case)
@@ -33,7 +33,7 @@ DIVERGED = "TrainingDiverged: training loss became nan in epoch 1 (lr=1e+30, opt
 
 
 def run_tune(*args):
-    return CliRunner().invoke(tune, bool_flags_from_values([*CHEAP, *args]))
+    return CliRunner().invoke(tune, tune_args([*CHEAP, *args]))
 
 
 def load(name):
@@ -78,15 +78,23 @@ def test_small_study_parent_children_summary_and_registered_model(store):
         assert float(c.data.params["lr"]) == pytest.approx(t.params["lr"])
         assert c.data.metrics["val_accuracy"] == pytest.approx(t.value)
         assert "test_accuracy" in c.data.metrics and t.user_attrs["mlflow_run_id"] == c.info.run_id
-    # only the best trial's run holds a model, registered under the study name, and it predicts
-    # exactly as the trial did (retrained with the same seed on CPU)
+    # a trial's run holds its own model (and the figures trials skip) only if the trial was a new
+    # best when it finished (BEST_TIE_RULE): far fewer than one per trial, nothing retrained; the
+    # best is registered under the study name, alias champion, and predicts as the trial did
+    from tuning.goals import rank_key
+
     best_run = next(c for c in children if c.data.tags["optuna.trial_number"] == str(study.best_trial.number))
+    records, best_key = [], None
+    for t in study.trials:
+        key = rank_key(Objective("val_accuracy", "max"), t.value, t.user_attrs["metrics"]["val_loss"], t.number)
+        if best_key is None or key < best_key:
+            records.append(t.user_attrs["mlflow_run_id"])
+            best_key = key
     models = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list")
-    with_model = [c for c in children if any(m.source_run_id == c.info.run_id for m in models)]
-    assert len(models) == 1
-    assert [c.info.run_id for c in with_model] == [best_run.info.run_id]
+    assert sorted(m.source_run_id for m in models) == sorted(records)
+    assert best_run.info.run_id == records[-1]
     assert store.get_run(best_run.info.run_id).info.status == "FINISHED"
-    # lean trials: the dataset analysis once on the parent, figures only in the best trial's run
+    # lean trials: the dataset analysis once on the parent, figures only in the runs with a model
     def files(run_id, folder):
         return {a.path for a in store.list_artifacts(run_id, folder)}
 
@@ -97,17 +105,18 @@ def test_small_study_parent_children_summary_and_registered_model(store):
         assert files(c.info.run_id, "data") == set() and c.data.tags["feature_cache"] == "off"
         assert {i.dataset.name for i in c.inputs.dataset_inputs} == {"digits"}
         has_figures = "figures/loss_accuracy.png" in files(c.info.run_id, "figures")
-        assert has_figures == (c.info.run_id == best_run.info.run_id), c.data.tags["optuna.trial_number"]
+        assert has_figures == (c.info.run_id in records), c.data.tags["optuna.trial_number"]
     assert "test/misclassified.png" in files(best_run.info.run_id, "test")
     (version,) = store.search_model_versions("name='s1'")
     assert version.run_id == best_run.info.run_id
-    model = mlflow.pyfunc.load_model(f"models:/s1/{version.version}")
+    assert store.get_model_version_by_alias("s1", "champion").version == version.version
+    model = mlflow.pyfunc.load_model("models:/s1@champion")
     test = create_dataset(TrainConfig(model="softmax")).test
     probs = tracking.probabilities(model.predict(test.images.numpy().astype(np.float32) / 255.0))
     accuracy = float((probs.argmax(1) == test.labels.numpy()).mean())
-    assert accuracy == pytest.approx(best_run.data.metrics["test_accuracy"])
+    assert accuracy == best_run.data.metrics["test_accuracy"]  # the trial's own weights: exactly
     assert "study s1: 4 complete, 0 pruned, 0 failed" in result.output
-    assert "registered as 's1'" in result.output
+    assert "models:/s1@champion (registered 's1' version 1)" in result.output
     # the claims (parent run, best model) were marker studies, deleted: the user sees the study alone
     assert optuna.get_all_study_names("sqlite:///optuna.db") == ["s1"]
     # a saved view of the runs table with the study's columns, and its link printed
@@ -395,7 +404,7 @@ def test_a_study_on_every_storage_kind_runs_and_resumes(store, storage_url):
 
 def test_frozen_backbone_study_computes_features_once(store, monkeypatch, tmp_path):
     """Every trial of a --freeze backbone study trains its head on one set of cached features,
-    and the stored best model is the trial's (retrained on the same features)."""
+    and the registered best model is the trial's own (backbone and trained head)."""
     import mlproject.features as features
 
     monkeypatch.setenv(features.ENV, str(tmp_path / "cache"))
@@ -413,4 +422,138 @@ def test_frozen_backbone_study_computes_features_once(store, monkeypatch, tmp_pa
     model = mlflow.pyfunc.load_model(study.user_attrs["best_model_uri"])
     test = create_dataset(TrainConfig(model="lenet5")).test
     probs = tracking.probabilities(model.predict(test.images.numpy().astype(np.float32) / 255.0))
-    assert float((probs.argmax(1) == test.labels.numpy()).mean()) == pytest.approx(best.data.metrics["test_accuracy"])
+    assert float((probs.argmax(1) == test.labels.numpy()).mean()) == best.data.metrics["test_accuracy"]
+
+
+# --- searching any option, several objectives, constraints (issue 11) ----------------------------
+
+FIXED_SGD = ["--lr", "0.1", "--batch-size", "64", "--weight-decay", "0", "--momentum", "0.9"]
+
+
+def _accuracy_of(model_uri, model_name="softmax"):
+    model = mlflow.pyfunc.load_model(model_uri)
+    test = create_dataset(TrainConfig(model=model_name)).test
+    probs = tracking.probabilities(model.predict(test.images.numpy().astype(np.float32) / 255.0))
+    return float((probs.argmax(1) == test.labels.numpy()).mean())
+
+
+def test_grid_over_models_and_freezing_runs_each_combination_once(store, monkeypatch, tmp_path):
+    """Seed 004's table (backbones x frozen/fine-tuned) as one command, on three built-in models;
+    the frozen-feature cache holds one entry per backbone."""
+    import mlproject.features as features
+
+    monkeypatch.setenv(features.ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(features, "_memo", {})
+    result = run_tune("--model", "softmax,mlp,lenet5", "--freeze", "none,backbone", "--sampler", "grid",
+                      *FIXED_SGD, "--epochs", "1", "--pruner", "none", "--study-name", "archs")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    study = load("archs")
+    combos = sorted((t.params["model"], t.params["freeze"]) for t in study.trials)
+    assert combos == sorted(itertools.product(["softmax", "mlp", "lenet5"], ["none", "backbone"]))
+    (parent,), children = split(runs_of(store))
+    assert parent.data.params["space.model"] == "softmax,mlp,lenet5" and parent.data.params["space.freeze"] == "none,backbone"
+    for c in children:
+        t = study.trials[int(c.data.tags["optuna.trial_number"])]
+        assert c.data.params["model"] == c.data.params["sampled.model"] == t.params["model"]
+        assert c.data.params["freeze"] == t.params["freeze"]
+        assert c.data.metrics["val_accuracy"] == pytest.approx(t.value)
+        assert c.data.metrics["model_size_mb"] == pytest.approx(t.user_attrs["model_size_mb"])
+        assert c.data.tags["model_name"] == t.params["model"]
+    sizes = {c.data.params["model"]: c.data.metrics["model_size_mb"] for c in children}
+    assert len(set(sizes.values())) == 3  # three different models really trained
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 3  # one feature cache per frozen backbone
+    # the registered champion is the best trial's own model: it predicts the logged test accuracy
+    best = next(c for c in children if c.info.run_id == study.best_trial.user_attrs["mlflow_run_id"])
+    assert _accuracy_of("models:/archs@champion", best.data.params["model"]) == best.data.metrics["test_accuracy"]
+
+
+def test_two_objectives_tag_the_pareto_front_and_register_its_models(store):
+    result = run_tune("--model", "softmax,mlp,lenet5", "--objective", "val_accuracy", "--objective", "model_size_mb",
+                      "--sampler", "random", "--trials", "6", "--lr", "0.02:0.5", "--batch-size", "64",
+                      "--weight-decay", "0", "--momentum", "0.9", "--epochs", "1", "--study-name", "front")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    assert "note: trials run without pruning: Optuna cannot prune a study with 2 objectives" in result.stderr
+    study = load("front")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    (parent,), children = split(runs_of(store))
+    assert parent.data.params["objectives"] == "val_accuracy:max,model_size_mb:min"
+    # the front from the runs' own logged metrics: no dominated trial tagged, none left out
+    points = {c.info.run_id: (c.data.metrics["val_accuracy"], c.data.metrics["model_size_mb"]) for c in children}
+
+    def dominated(p):
+        return any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in points.values())
+
+    expected = {r for r, p in points.items() if not dominated(p)}
+    tagged = {c.info.run_id for c in children if c.data.tags["optuna.pareto"] == "true"}
+    assert tagged == expected and all(c.data.tags["optuna.pareto"] in ("true", "false") for c in children)
+    assert parent.data.metrics["pareto_size"] == len(expected)
+    arts = {a.path for a in store.list_artifacts(parent.info.run_id, "study")}
+    assert {"study/pareto_front.csv", "study/pareto_front.png"} <= arts
+    # every front trial's own model is registered, once; each predicts its trial's test accuracy
+    versions = store.search_model_versions("name='front'")
+    assert sorted(v.run_id for v in versions) == sorted(expected)
+    models = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list")
+    assert expected <= {m.source_run_id for m in models} and len(models) <= len(children)
+    by_run = {c.info.run_id: c for c in children}
+    for v in versions:
+        run = by_run[v.run_id]
+        assert _accuracy_of(f"models:/front/{v.version}", run.data.params["model"]) == run.data.metrics["test_accuracy"]
+    # champion: the front's best by the first objective
+    champion = store.get_model_version_by_alias("front", "champion")
+    assert points[champion.run_id][0] == max(points[r][0] for r in expected)
+    assert f"Pareto front of val_accuracy:max, model_size_mb:min: {len(expected)} trials" in result.output
+
+
+def test_a_constraint_keeps_infeasible_trials_from_the_best(store):
+    # softmax beats lenet5 after one epoch on digits (about 0.94 against 0.7), but is smaller than
+    # the bound: the feasible lenet5 must be the best
+    result = run_tune("--model", "softmax,lenet5", "--sampler", "grid", *FIXED_SGD, "--epochs", "1",
+                      "--constraint", "model_size_mb>=0.1", "--study-name", "bound", "--pruner", "none")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    study = load("bound")
+    (parent,), children = split(runs_of(store))
+    by_model = {c.data.params["model"]: c for c in children}
+    soft, lenet = by_model["softmax"], by_model["lenet5"]
+    assert soft.data.metrics["val_accuracy"] > lenet.data.metrics["val_accuracy"]  # else the test proves nothing
+    assert soft.data.tags["optuna.feasible"] == "false" and lenet.data.tags["optuna.feasible"] == "true"
+    assert soft.data.tags["optuna.violated"] == f"model_size_mb>=0.1 (got {soft.data.metrics['model_size_mb']:.4g})"
+    assert parent.data.tags["best.trial"] == lenet.data.tags["optuna.trial_number"]
+    assert parent.data.metrics["trials_infeasible"] == 1 and parent.data.params["constraints"] == "model_size_mb>=0.1"
+    assert study.best_trial.user_attrs["mlflow_run_id"] == lenet.info.run_id  # Optuna agrees
+    assert store.get_model_version_by_alias("bound", "champion").run_id == lenet.info.run_id
+    assert "2 complete (1 infeasible)" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--objective", "val_acc"], "unknown --objective metric 'val_acc' (did you mean: val_accuracy"),
+    (["--objective", "model_size_mb:smallest"], "direction 'smallest' must be min or max"),
+    (["--objective", "val_accuracy", "--objective", "val_accuracy"], "--objective 'val_accuracy' given twice"),
+    (["--constraint", "model_size_mb<5"], "--constraint 'model_size_mb<5': give METRIC<=VALUE or METRIC>=VALUE"),
+    (["--constraint", "size<=5"], "unknown --constraint metric 'size'"),
+    (["--dataset", "digits,mnist"], "--dataset 'digits,mnist': cannot vary within one study"),
+    (["--val-fraction", "0.1,0.2"], "--val-fraction '0.1,0.2': cannot vary within one study"),
+    (["--model", "softmax,lenett5"], "unknown model 'lenett5' (did you mean: lenet5"),
+    (["--head-hidden", "16,32"], "--head-hidden '16,32' is searched but applies only with head=mlp"),
+    (["--objective", "val_accuracy,model_size_mb", "--pruner", "median"],
+     "--pruner median: Optuna cannot prune a study with 2 objectives"),
+    (["--objective", "model_size_mb", "--pruner", "hyperband"], "--pruner hyperband: the objective model_size_mb is known only once a trial ends"),
+    (["--objective", "val_accuracy,model_size_mb", "--sampler", "cmaes"], "--sampler cmaes optimises one objective"),
+])
+def test_bad_search_input_exits_2_and_creates_nothing(store, args, message):
+    result = run_tune("--trials", "2", *args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("note: ")]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert runs_of(store) == []
+    if Path("optuna.db").exists():
+        assert optuna.get_all_study_names("sqlite:///optuna.db") == []
+
+
+def test_resuming_with_other_objectives_is_refused(store):
+    first = run_tune("--trials", "1", "--study-name", "goals", "--pruner", "none", *FIXED_SGD)
+    assert first.exit_code == 0, first.output + str(first.exception)
+    result = run_tune("--trials", "2", "--study-name", "goals", *FIXED_SGD, "--objective", "val_accuracy,model_size_mb")
+    assert result.exit_code == 2
+    assert "study 'goals' exists with another search space or fixed options" in result.stderr
+    assert "objectives: stored None, now ['val_accuracy:max', 'model_size_mb:min']" in result.stderr
+    assert len(load("goals").trials) == 1

@@ -20,6 +20,8 @@ SCHEDULERS = ("none", "cosine", "step")
 FREEZE = ("none", "backbone")
 HEADS = ("linear", "mlp")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# how booleans are written where they are text (MLproject parameters, `tune --augment true,false`)
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # weights are float32: torch refuses larger hyperparameters mid-run ("cannot be converted to type
 # float without overflow"), so they are refused up front, with the other bad input
 FLOAT32_MAX = 3.4028234663852886e38

@@ -3,7 +3,7 @@ queries. The rest of the project talks to MLflow only through these functions; t
 imports the training core (`mlproject` without `mlproject.app`) for the figures it logs, and
 nothing of `tuning` or the application."""
 from .logged_models import (FoundModel, ModelNotFound, find_model, load_model, log_model, probabilities,
-                            warm_model_logging)
+                            register_model, set_model_alias, set_model_version_tags, warm_model_logging)
 from .query import RunsNotFound, Selection, confusion_matrices, experiment_name, select_runs
 from .record import log_dataset, log_evaluation, log_figures, metric_key
 from .runs import (FAILURE_TAG, MetricBuffer, detach_env_run, end_run, experiment_of, fail_env_run, log_files_run,
@@ -15,6 +15,6 @@ __all__ = ["FAILURE_TAG", "FoundModel", "MetricBuffer", "ModelNotFound", "RunsNo
            "confusion_matrices", "detach_env_run", "end_run", "experiment_name", "experiment_of", "fail_env_run",
            "find_model", "load_model", "log_dataset", "log_evaluation", "log_figures", "log_files_run",
            "log_metrics", "log_model", "log_params", "log_run_figure", "log_run_metrics", "log_run_text",
-           "metric_key", "probabilities", "reopened_run", "resume_run", "run_exists", "run_id_from_env",
-           "save_runs_view", "select_runs", "set_run_tags", "set_tags", "start_run", "tracking_uri",
+           "metric_key", "probabilities", "register_model", "reopened_run", "resume_run", "run_exists", "run_id_from_env",
+           "save_runs_view", "select_runs", "set_model_alias", "set_model_version_tags", "set_run_tags", "set_tags", "start_run", "tracking_uri",
            "training_run", "unique_run_name", "use_tracking_uri", "warm_model_logging"]

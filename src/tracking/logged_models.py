@@ -77,7 +77,7 @@ def log_model(model: torch.nn.Module, example: np.ndarray, class_names: list[str
     if out.ndim != 2 or out.shape[1] != len(class_names):
         raise ValueError(f"the model gives {tuple(out.shape)} outputs for {len(class_names)} class names")
     signature = ModelSignature(inputs=infer_signature(example).inputs, outputs=output_schema(class_names))
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _no_progress_bars():
         # no input example on purpose (see above): MLflow's reminder is noise here
         warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
         path = os.path.join(tmp, "module.pt")
@@ -87,6 +87,25 @@ def log_model(model: torch.nn.Module, example: np.ndarray, class_names: list[str
             model_config={"class_names": class_names}, signature=signature,
             pip_requirements=_requirements(), code_paths=[core_package(tmp)],
             metadata={"class_names": class_names}, registered_model_name=registered_model_name)
+
+
+def register_model(model_uri: str, name: str, tags: dict | None = None) -> str:
+    """Register a logged model as a new version of registered model `name`; its version."""
+    with _no_progress_bars():
+        version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
+    return str(version.version)
+
+
+def set_model_alias(name: str, alias: str, version: str) -> None:
+    """Point registered model `name`'s alias (e.g. `champion`) at `version`: `models:/NAME@champion`
+    then loads it (aliases replace the deprecated stages)."""
+    MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def set_model_version_tags(name: str, version: str, tags: dict) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
 
 
 def core_package(tmp: str) -> str:

@@ -253,3 +253,21 @@ def confusion_matrices(run_ids, path: str = CONFUSION_MATRIX) -> dict[str, dict]
             if isinstance(data, dict) and data.get("class_names") and data.get("matrix"):
                 out[rid] = data
     return out
+
+
+def study_params(names) -> dict[str, dict[str, str]]:
+    """{study name: the params of its parent run (tag mlproject.role=study)}, e.g. `objectives`
+    ("val_accuracy:max,model_size_mb:min") and `constraints` ("model_size_mb<=5" or ""); studies
+    without a parent run are left out, and the latest parent counts where a study has several."""
+    names = [n for n in dict.fromkeys(names) if isinstance(n, str) and n]
+    if not names:
+        return {}
+    parents = _search(f"tags.`{ROLE_TAG}` = 'study'")
+    if parents.empty:
+        return {}
+    parents = parents[_column(parents, f"tags.{STUDY_TAG}").isin(names)]
+    out: dict[str, dict[str, str]] = {}
+    for _, row in parents.sort_values("start_time", kind="stable").iterrows():  # later parents overwrite
+        out[row[f"tags.{STUDY_TAG}"]] = {c[len("params."):]: v for c, v in row.items()
+                                         if c.startswith("params.") and isinstance(v, str)}
+    return out

@@ -273,7 +273,10 @@ def save_runs_view(experiment_id: str, key: str, name: str, metrics: list[str], 
     a UI that does not know it ignores the tag, and the runs table is then as it always was.
     """
     import json
+    import re
 
+    # MLflow's tag names take alphanumerics and _-. :/ only (a study name may hold '+')
+    key = re.sub(r"[^\w\-. :/]", "_", key)
     now = int(time.time() * 1000)
     columns = ["attributes.`Dataset`", "attributes.`Models`", *(f"params.`{p}`" for p in params),
                *(f"metrics.`{m}`" for m in metrics)]

@@ -13,7 +13,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -21,8 +21,10 @@ from optuna.trial import TrialState
 import tracking
 from mlproject.config import TrainConfig
 from mlproject.data import Splits
-from mlproject.train import TrainingDiverged
+from mlproject.train import History, TrainingDiverged
 
+from . import goals
+from .goals import Constraint, Objective
 from .space import SearchSpace
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -32,18 +34,17 @@ class Trainer(Protocol):
     """What a study needs from the application (mlproject.app.experiment.StudyTrainer). It must
     pickle: worker processes get it."""
 
-    def prepare(self, cfg: TrainConfig, data: Splits | None = None) -> Any:
-        """Model and data for cfg (an object with `.data`: the Splits); ConfigError on bad input."""
+    def prepare(self, cfg: TrainConfig, data: Sequence[Splits] = ()) -> Any:
+        """Model and data for cfg (an object with `.data`: the Splits, one of `data` where one
+        fits cfg); ConfigError on bad input."""
 
     def train_trial(self, cfg: TrainConfig, prepared: Any, parent_run_id: str, tags: dict, params: dict,
-                    on_epoch: Callable, on_run_start: Callable[[str], None]) -> Any:
+                    on_epoch: Callable, on_run_start: Callable[[str], None],
+                    keep_model: Callable[[dict, History], bool]) -> Any:
         """Train cfg as a tracked child run of `parent_run_id`; returns an object with `run_id`,
-        `metrics` (dict) and `history` (mlproject.train.History). `on_epoch(stats)` may raise
-        to stop the run (pruning)."""
-
-    def store_model(self, cfg: TrainConfig, data: Splits | None, run_id: str, registered_name: str) -> str:
-        """Train cfg again and log its model into run `run_id`, registered as `registered_name`;
-        returns the model's URI."""
+        `metrics` (dict), `history` (mlproject.train.History) and `model_uri`. `on_epoch(stats)`
+        may raise to stop the run (pruning). `keep_model(metrics, history)`, asked once trained,
+        says whether to log this trial's model (the weights it trained) and its figures into its run."""
 
 
 class Pruned(optuna.TrialPruned):
@@ -64,10 +65,13 @@ class Worker:
     parent_run_id: str
     total_trials: int
     max_failures_in_a_row: int = 5
-    data: Splits | None = None
+    data: list[Splits] = dataclasses.field(default_factory=list)  # loaded splits, reused where they fit
     heartbeat: bool = True  # the storage fails a dead worker's trial when its heartbeat stops
     deadline: float | None = None  # time.monotonic() after which no trial starts (--timeout)
     callbacks: list = dataclasses.field(default_factory=list)  # Optuna callbacks (progress bar)
+    objectives: list[Objective] = dataclasses.field(default_factory=lambda: goals.parse_objectives(()))
+    constraints: list[Constraint] = dataclasses.field(default_factory=list)
+    prune_on: str | None = "val_accuracy"  # the epoch metric reported to the pruner; None: no reports
 
     def remaining(self, study) -> int:
         """--trials minus the trials finished, running or waiting (failed ones are re-run)."""
@@ -85,35 +89,47 @@ class Worker:
             return False
         return self.remaining(study) > 0 or bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
-    def objective(self, trial: optuna.Trial) -> float:
+    def objective(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         earlier = [t for t in trial.study.get_trials(deepcopy=False)
                    if t.number < trial.number and t.state != TrialState.FAIL]
         if len(earlier) >= self.total_trials:
             trial.set_user_attr("surplus", True)
             raise Surplus(f"the study already has {self.total_trials} trials")
-        overrides = self.space.suggest(trial)
-        cfg = dataclasses.replace(self.base, **overrides, run_name=f"trial-{trial.number}", log_model=False)
+        overrides = self.space.suggest(trial, dataclasses.asdict(self.base))
+        cfg = dataclasses.replace(self.base, **overrides, run_name=f"trial-{trial.number}")
         prepared = self.trainer.prepare(cfg, data=self.data)
-        if self.data is None:
-            self.data = prepared.data  # same dataset options for every trial: load once per worker
+        if not any(prepared.data is d for d in self.data):
+            self.data.append(prepared.data)  # loaded once per worker for each input size it needs
 
         def report(stats):
-            trial.report(stats.val_accuracy, stats.epoch)
+            if self.prune_on is None:
+                return
+            value = getattr(stats, self.prune_on)
+            trial.report(value, stats.epoch)
             if trial.should_prune():
                 trial.set_user_attr("pruned_epoch", stats.epoch)
                 tracking.set_tags({"optuna.state": "PRUNED", "optuna.pruned_epoch": str(stats.epoch)})
-                raise Pruned(f"pruned after epoch {stats.epoch} (val accuracy {stats.val_accuracy:.4f})")
+                raise Pruned(f"pruned after epoch {stats.epoch} ({self.prune_on} {value:.4f})")
 
         def started(run_id):
             trial.set_user_attr("mlflow_run_id", run_id)
+
+        def keep(metrics, history) -> bool:
+            """Log this trial's weights only if it enters the best set now: later it cannot."""
+            values = goals.recorded(metrics, history.epochs[-1])
+            if goals.violated(self.constraints, values):
+                return False
+            return goals.enters_best_set(trial.study.get_trials(deepcopy=False), self.objectives,
+                                         [values[o.metric] for o in self.objectives], values["val_loss"],
+                                         trial.number)
 
         try:
             result = self.trainer.train_trial(
                 cfg, prepared, self.parent_run_id,
                 tags={"optuna.study": trial.study.study_name, "optuna.trial_number": str(trial.number),
                       "optuna.state": "RUNNING"},
-                params={f"sampled.{k}": v for k, v in overrides.items() if k in self.space.searched()},
-                on_epoch=report, on_run_start=started)
+                params={f"sampled.{k}": v for k, v in overrides.items() if k in trial.params},
+                on_epoch=report, on_run_start=started, keep_model=keep)
         except optuna.TrialPruned:
             raise
         except (Exception, KeyboardInterrupt) as e:
@@ -121,16 +137,28 @@ class Worker:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:1000])
             tracking.set_run_tags(trial.user_attrs.get("mlflow_run_id"), {"optuna.state": "FAIL"})
             raise
-        value = result.history.epochs[-1].val_accuracy
-        if not math.isfinite(value):  # before the run is tagged COMPLETE: this trial FAILs
-            trial.set_user_attr("fail_reason", "validation accuracy is not finite (empty validation split?)")
+        values = goals.recorded(result.metrics, result.history.epochs[-1])
+        objective_values = [values[o.metric] for o in self.objectives]
+        if not all(math.isfinite(v) for v in objective_values):  # before the run is tagged COMPLETE: this trial FAILs
+            trial.set_user_attr("fail_reason", "an objective is not finite (empty validation split?): "
+                                + ", ".join(f"{o.metric}={v}" for o, v in zip(self.objectives, objective_values)))
             tracking.set_run_tags(result.run_id, {"optuna.state": "FAIL"})
             raise TrainingDiverged(trial.user_attrs["fail_reason"])
-        trial.set_user_attr("test_accuracy", result.metrics["test_accuracy"])
-        trial.set_user_attr("train_time_s", result.metrics["train_time_s"])
-        trial.set_user_attr("model_size_mb", result.metrics["model_size_mb"])
-        tracking.set_run_tags(result.run_id, {"optuna.state": "COMPLETE"})
-        return value
+        tags = {"optuna.state": "COMPLETE"}
+        if self.constraints:
+            for c in self.constraints:
+                trial.set_constraint(str(c), c.violation(values[c.metric]))
+            broken = goals.violated(self.constraints, values)
+            tags["optuna.feasible"] = "false" if broken else "true"
+            if broken:
+                tags["optuna.violated"] = "; ".join(broken)
+        trial.set_user_attr("metrics", values)
+        for name in ("test_accuracy", "train_time_s", "model_size_mb"):  # the trials table's columns
+            trial.set_user_attr(name, values[name])
+        if result.model_uri:
+            trial.set_user_attr("model_uri", result.model_uri)
+        tracking.set_run_tags(result.run_id, tags)
+        return objective_values[0] if len(objective_values) == 1 else tuple(objective_values)
 
     def run(self, study) -> None:
         """Run trials until the study has total_trials finished ones (over all workers and

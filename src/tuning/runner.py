@@ -22,6 +22,8 @@ from mlproject.config import ConfigError, TrainConfig
 from mlproject.data import Splits
 
 from . import study as studies
+from . import goals
+from .goals import Constraint, Objective
 from .objective import StudyFailing, Trainer, Worker
 from .space import SearchSpace
 
@@ -41,7 +43,9 @@ class StudyOptions:
     trials: int = 40
     timeout: float | None = None  # seconds after which no trial starts
     sampler: str = "tpe"
-    pruner: str = "median"
+    pruner: str | None = None  # default: median where the study can prune, else none
+    objectives: tuple[str, ...] = ()  # --objective, repeatable ("model_size_mb:min"); default val_accuracy
+    constraints: tuple[str, ...] = ()  # --constraint, repeatable ("model_size_mb<=5")
     study_name: str | None = None  # default MODEL-DATASET
     storage: str | None = None  # default studies.DEFAULT_STORAGE
     tracking_uri: str | None = None  # default MLFLOW_TRACKING_URI or MLflow's
@@ -58,7 +62,7 @@ class StudyOptions:
             raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout}")
         if self.sampler not in studies.SAMPLERS:
             raise studies.unknown("sampler", self.sampler, studies.SAMPLERS)
-        if self.pruner not in studies.PRUNERS:
+        if self.pruner is not None and self.pruner not in studies.PRUNERS:
             raise studies.unknown("pruner", self.pruner, studies.PRUNERS)
 
 
@@ -66,40 +70,103 @@ class StudyOptions:
 class Plan:
     base: TrainConfig
     space: SearchSpace
-    options: StudyOptions  # resolved: study_name, storage and register_name are set
+    options: StudyOptions  # resolved: study_name, storage, pruner and register_name are set
     trainer: Trainer
     data: Splits | None = None  # loaded by plan; worker processes load their own
+    objectives: list[Objective] = dataclasses.field(default_factory=lambda: goals.parse_objectives(()))
+    constraints: list[Constraint] = dataclasses.field(default_factory=list)
+    prune_on: str | None = "val_accuracy"  # the epoch metric the pruner sees; None: no pruning
 
     def signature(self) -> dict:
         fixed = {k: v for k, v in dataclasses.asdict(self.base).items()
                  if k not in NOT_IN_SIGNATURE and k not in self.space.dims}
-        return studies.signature_of(fixed, self.space, self.options.sampler)
+        return studies.signature_of(fixed, self.space, self.options.sampler, self.objectives, self.constraints)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
 
 def plan(train_options: dict, searched: dict, options: StudyOptions, trainer: Trainer) -> Plan:
     """Check everything a study needs before anything is created; ConfigError on bad input."""
     options.validate()
-    space = SearchSpace.parse(searched, optimizer=train_options.get("optimizer", "sgd"))
-    base = _checked_base(TrainConfig(**train_options), space)
+    objectives = goals.parse_objectives(options.objectives)
+    constraints = goals.parse_constraints(options.constraints)
+    if len(objectives) > 1 and options.sampler not in studies.MULTI_OBJECTIVE_SAMPLERS:
+        raise ConfigError(f"--sampler {options.sampler} optimises one objective; with "
+                          f"{len(objectives)} use {', '.join(studies.MULTI_OBJECTIVE_SAMPLERS)}")
+    pruner, prune_on = _pruning(options.pruner, objectives)
+    space = SearchSpace.parse(searched, train_options)
+    base = _checked_base(TrainConfig(**{**train_options, **space.fixed_options}), space)
     studies.create_sampler(options.sampler, space, base.seed)  # grid over a continuous range fails here
     trials = options.trials
     if options.sampler == "grid":  # a grid is done once every combination ran: --trials cannot exceed it
         trials = min(trials, math.prod(len(v) for v in space.grid().values()))
     prepared = trainer.prepare(base)  # model name, dataset, pretrained weights: checked before any study
-    name = options.study_name or studies.default_study_name(dataclasses.asdict(base))
-    resolved = dataclasses.replace(options, trials=trials, study_name=name,
+    _check_models(base, space)
+    name = options.study_name or studies.default_study_name(
+        {**dataclasses.asdict(base), "model": "+".join(map(str, space.values("model"))) if "model" in space.dims else base.model})
+    resolved = dataclasses.replace(options, trials=trials, study_name=name, pruner=pruner,
                                    storage=options.storage or studies.DEFAULT_STORAGE,
                                    register_name=options.register_name or name)
-    return Plan(base, space, resolved, trainer, data=prepared.data)
+    return Plan(base, space, resolved, trainer, prepared.data, objectives, constraints, prune_on)
+
+
+def _pruning(pruner: str | None, objectives: list[Objective]) -> tuple[str, str | None]:
+    """(pruner, epoch metric it sees). Optuna prunes single-objective studies only, on a value
+    reported every epoch; a study that cannot prune runs without (one line says so) and refuses
+    an explicit pruner."""
+    metric = objectives[0].metric
+    if len(objectives) == 1 and metric in goals.EPOCH_METRICS:
+        pruner = pruner or "median"
+        return pruner, None if pruner == "none" else metric
+    why = (f"Optuna cannot prune a study with {len(objectives)} objectives" if len(objectives) > 1 else
+           f"the objective {metric} is known only once a trial ends (prunable: {', '.join(goals.EPOCH_METRICS)})")
+    if pruner not in (None, "none"):
+        raise ConfigError(f"--pruner {pruner}: {why}; leave --pruner out (trials then run without pruning)")
+    if pruner is None:
+        print(f"note: trials run without pruning: {why}", file=sys.stderr)
+    return "none", None
+
+
+def _check_models(base: TrainConfig, space: SearchSpace) -> None:
+    """Every model a study may sample exists (and its pretrained weights can be had), checked
+    before any trial runs: an unknown name is a ConfigError with close matches."""
+    if "model" not in space.searched():
+        return
+    from mlproject.data import peek_dataset
+    from mlproject.models import create_model
+
+    shape = peek_dataset(base)
+    for model in space.values("model"):
+        overrides = space.suggest(_Fixed({"model": model}), dataclasses.asdict(base))
+        create_model(dataclasses.replace(base, **{**overrides, "model": model}), shape)
+
+
+class _Fixed:
+    """A stand-in Optuna trial that answers every suggestion with a given value, else the first
+    choice or the low end (to build the configuration a model would be trained with)."""
+
+    def __init__(self, values: dict):
+        self.values = values
+
+    def suggest_categorical(self, name, choices):
+        return self.values.get(name, choices[0])
+
+    def suggest_float(self, name, low, high, log=False):
+        return self.values.get(name, low)
+
+    def suggest_int(self, name, low, high, log=False):
+        return self.values.get(name, low)
 
 
 def _checked_base(base: TrainConfig, space: SearchSpace) -> TrainConfig:
     """`base` with the space's first values, validated with every end of every range (each must
     be a valid value itself)."""
-    base = dataclasses.replace(base, **{n: d.choices[0] if d.kind != "range" else d.low for n, d in space.dims.items()})
+    base = dataclasses.replace(base, **space.suggest(_Fixed({}), dataclasses.asdict(base)))
     base.validate()
-    for name, d in space.dims.items():
-        for v in ((d.low, d.high) if d.kind == "range" else d.choices):
+    for name in space.dims:
+        for v in space.values(name):
             dataclasses.replace(base, **{name: v}).validate()
     return base
 
@@ -120,7 +187,7 @@ def _open(p: Plan, worker_index: int = 0):
                                      grace_period_s=o.grace_period or studies.GRACE_PERIOD_S)
     pruner = studies.create_pruner(o.pruner, p.base.epochs)
     study = studies.open_study(o.study_name, storage, studies.create_sampler(o.sampler, p.space, p.base.seed),
-                               pruner, p.signature())
+                               pruner, p.signature(), [obj.optuna_direction for obj in p.objectives])
     # Workers and resumed invocations must not replay one random stream (a resumed TPE study
     # would repeat its first trials): derive the seed from the worker and the trials so far.
     study.sampler = studies.create_sampler(o.sampler, p.space, p.base.seed + 1000 * worker_index + len(study.trials))
@@ -129,8 +196,9 @@ def _open(p: Plan, worker_index: int = 0):
 
 def _worker(p: Plan, parent: str, storage, **kwargs) -> Worker:
     o = p.options
-    return Worker(p.base, p.space, p.trainer, parent, o.trials, o.max_failures, p.data,
-                  heartbeat=studies.has_heartbeat(storage), **kwargs)
+    return Worker(p.base, p.space, p.trainer, parent, o.trials, o.max_failures, [p.data] if p.data else [],
+                  heartbeat=studies.has_heartbeat(storage), objectives=p.objectives, constraints=p.constraints,
+                  prune_on=p.prune_on, **kwargs)
 
 
 def _worker_main(p: Plan, index: int, threads: int) -> None:
@@ -190,7 +258,9 @@ def _new_parent(study, p: Plan, env_run_id: str | None) -> str:
     else:
         run_id = tracking.start_run(p.base.experiment, f"study-{o.study_name}", tags)
     fixed = {k: v for k, v in dataclasses.asdict(p.base).items() if k not in p.space.dims}
-    tracking.log_params({**fixed, **p.space.describe(), "sampler": o.sampler, "pruner": o.pruner}, run_id=run_id)
+    tracking.log_params({**fixed, **p.space.describe(), "sampler": o.sampler, "pruner": o.pruner,
+                         "objectives": ",".join(str(obj) for obj in p.objectives),
+                         "constraints": ",".join(str(c) for c in p.constraints)}, run_id=run_id)
     view = tracking.save_runs_view(tracking.experiment_of(run_id), f"study-{o.study_name}", f"study {o.study_name}",
                                    STUDY_VIEW_METRICS, ["model", *p.space.searched()])
     study.set_user_attr(studies.VIEW_ATTR, view)

@@ -22,7 +22,9 @@ from mlproject.config import ConfigError, unknown
 
 from .space import SearchSpace
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
+# samplers that optimise several objectives (Optuna's default for them is TPE, as for one)
+MULTI_OBJECTIVE_SAMPLERS = ("tpe", "random", "grid", "nsga2")
 PRUNERS = ("median", "hyperband", "none")
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 # A worker writes a heartbeat every 10 s; a RUNNING trial without one for 60 s is failed and
@@ -145,6 +147,8 @@ def create_sampler(name: str, space: SearchSpace, seed: int | None):
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":  # continuous dimensions; categorical ones (batch size) sampled independently
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
@@ -159,11 +163,12 @@ def create_pruner(name: str, epochs: int):
     return optuna.pruners.NopPruner()
 
 
-def open_study(name: str, storage, sampler, pruner, signature: dict):
+def open_study(name: str, storage, sampler, pruner, signature: dict, directions=("maximize",)):
     """Create study `name`, or load it if it exists and was made with the same `signature`
-    (search space and fixed options); ConfigError naming the differences otherwise."""
+    (search space, fixed options, objectives and constraints); ConfigError naming the
+    differences otherwise."""
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction="maximize", load_if_exists=True)
+                                directions=list(directions), load_if_exists=True)
     stored = study.user_attrs.get("signature")
     if stored is None:
         study.set_user_attr("signature", signature)
@@ -179,6 +184,13 @@ def default_study_name(fixed: dict) -> str:
     return f"{fixed['model']}-{os.path.basename(str(fixed['dataset']).rstrip('/'))}".replace(":", "-")
 
 
-def signature_of(fixed: dict, space: SearchSpace, sampler: str) -> dict:
-    """What must match for a study to be resumed: the fixed options, the space, the sampler."""
-    return json.loads(json.dumps({"fixed": fixed, "space": space.describe(), "sampler": sampler}))
+def signature_of(fixed: dict, space: SearchSpace, sampler: str, objectives=(), constraints=()) -> dict:
+    """What must match for a study to be resumed: the fixed options, the space, the sampler, and
+    the objectives and constraints where they are not the default (validation accuracy alone,
+    none), so that studies made before they existed still resume."""
+    sig = {"fixed": fixed, "space": space.describe(), "sampler": sampler}
+    if [str(o) for o in objectives] not in ([], ["val_accuracy:max"]):
+        sig["objectives"] = [str(o) for o in objectives]
+    if constraints:
+        sig["constraints"] = [str(c) for c in constraints]
+    return json.loads(json.dumps(sig))

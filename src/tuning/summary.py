@@ -1,19 +1,22 @@
 """What a study leaves on its parent run, the progress bar over trials, and the final table.
 
 Parent run, at the end of every invocation (names stable, README 'Tuning'):
-  metrics  best_value (validation accuracy), best_trial, trials_complete, trials_pruned,
-           trials_fail, wall_time_s
+  metrics  best_value (the first objective of the best trial), best_trial, trials_complete,
+           trials_pruned, trials_fail, trials_infeasible, pareto_size (several objectives),
+           wall_time_s
   tags     best.trial, best.value, best.<param> (tags, since a resumed study's best may change)
   artifacts study/trials.csv, study/optimization_history.png, study/param_importances.png,
-           study/parallel_coordinate.png, study/slice.png
-  model    the best trial's model, logged in the best trial's run and registered as
-           --register-name (retrained from its config and seed: no model per trial is stored),
-           with the figures trials skip (loss curves, misclassified images, first-layer weights)
+           study/parallel_coordinate.png, study/slice.png; with several objectives also
+           study/pareto_front.csv and study/pareto_front.png
+Trial runs: tag optuna.pareto=true|false on every COMPLETE trial of a multi-objective study.
+Models: a trial logs its own trained model (and the figures trials skip) when it enters the
+best set (objective.Worker); here each model of the best set (the best trial, or the Pareto
+front) is registered once as a version of --register-name, and the alias `champion` points at
+the best by the first objective (goals.BEST_TIE_RULE).
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sys
 import warnings
 
@@ -24,6 +27,7 @@ from tqdm.auto import tqdm
 
 import tracking
 
+from . import goals
 from . import study as studies
 
 
@@ -37,11 +41,13 @@ def progress(study, p):
             self.poll()
 
         def poll(self):
-            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            bar.n = len(done)
-            best = [t.value for t in done if t.state == TrialState.COMPLETE and t.value is not None]
-            if best:
-                bar.set_postfix(best=f"{max(best):.4f}")
+            trials = study.get_trials(deepcopy=False)
+            bar.n = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+            best = goals.best_set(trials, p.objectives)
+            if len(p.objectives) > 1:
+                bar.set_postfix(pareto=len(best))
+            elif best:
+                bar.set_postfix(best=f"{best[0].values[0]:.4f}")
             bar.refresh()
 
     try:
@@ -52,31 +58,37 @@ def progress(study, p):
 
 def counts(study) -> dict[str, int]:
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
-    return {s.name: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-
-
-def _best(study):
-    try:
-        return study.best_trial
-    except ValueError:  # no COMPLETE trial yet
-        return None
+    out = {s.name: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    out["INFEASIBLE"] = sum(t.state == TrialState.COMPLETE and not goals.feasible(t) for t in trials)
+    return out
 
 
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "slice")
 
 
-def log_plots(study, run_id: str) -> None:
+def log_plots(study, run_id: str, objectives=None) -> None:
     """Optuna's matplotlib plots that apply to this study (some need 2+ trials or varying
-    params) as PNGs under study/ of run `run_id`. Optuna draws them with pyplot, so each figure
-    is closed once logged (pyplot keeps every figure it made alive until then)."""
+    params) as PNGs under study/ of run `run_id`; with several objectives, the Pareto front (2
+    or 3 objectives) and the others for the first objective. Optuna draws them with pyplot, so
+    each figure is closed once logged (pyplot keeps every figure it made alive until then)."""
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as vm
 
-    for name in PLOTS:
+    objectives = objectives or goals.parse_objectives(())
+    calls = {name: {} for name in PLOTS}
+    if len(objectives) > 1:
+        first = objectives[0].metric
+        calls = {name: {"target": lambda t: t.values[0], "target_name": first} for name in PLOTS}
+        if len(objectives) <= 3:
+            calls["pareto_front"] = {"target_names": [o.metric for o in objectives]}
+    for name, kwargs in calls.items():
         with warnings.catch_warnings():  # the matplotlib backend is 'experimental' since Optuna 2.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # with a `target`, Optuna's importance evaluator reminds that it ranks params for low
+            # values whatever the direction: importances are unsigned, so the ranking holds
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator", category=UserWarning)
             try:
-                ax = getattr(vm, f"plot_{name}")(study)
+                ax = getattr(vm, f"plot_{name}")(study, **kwargs)
             except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials / no varying params
                 continue
         fig = (ax.flat[0] if hasattr(ax, "flat") else ax).get_figure()
@@ -87,62 +99,129 @@ def log_plots(study, run_id: str) -> None:
 
 
 def record(study, storage, p, parent: str, wall_time_s: float) -> None:
-    """Write the study's summary onto the parent run and store/register the best model."""
+    """Write the study's summary onto the parent run, tag the Pareto trials and register the
+    best set's models."""
     c = counts(study)
-    best = _best(study)
+    trials = study.get_trials(deepcopy=False)
+    front = goals.best_set(trials, p.objectives)
+    best = front[0] if front else None
     metrics = {"trials_complete": c["COMPLETE"], "trials_pruned": c["PRUNED"], "trials_fail": c["FAIL"],
-               "wall_time_s": wall_time_s}
+               "trials_infeasible": c["INFEASIBLE"], "wall_time_s": wall_time_s}
     if best is not None:
-        metrics.update(best_value=best.value, best_trial=best.number)
+        metrics.update(best_value=best.values[0], best_trial=best.number)
+    if p.multi_objective:
+        metrics["pareto_size"] = len(front)
     tracking.log_run_metrics(parent, metrics)
     if best is not None:
-        tracking.set_run_tags(parent, {"best.trial": best.number, "best.value": f"{best.value:.6f}",
+        tracking.set_run_tags(parent, {"best.trial": best.number, "best.value": f"{best.values[0]:.6f}",
                                        **{f"best.{k}": v for k, v in best.params.items()}})
-    df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"))
-    tracking.log_run_text(parent, df.to_csv(index=False), "study/trials.csv")
-    log_plots(study, parent)
-    if best is not None:
-        _store_best_model(study, storage, best, p)
+    df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"),
+                                multi_index=False)
+    tracking.log_run_text(parent, df.drop(columns=["user_attrs_metrics"], errors="ignore").to_csv(index=False),
+                          "study/trials.csv")
+    if p.multi_objective:
+        _tag_pareto(study, trials, front)
+        tracking.log_run_text(parent, front_frame(front, p).to_csv(index=False), "study/pareto_front.csv")
+    log_plots(study, parent, p.objectives)
+    if front:
+        _register(study, storage, front, p)
 
 
-def _store_best_model(study, storage, best, p) -> None:
-    """The best trial's model, logged into its own run and registered as --register-name, by one
-    worker alone (whichever finishes the study first): the trainer trains it again (same config
-    and seed, so the same model on CPU)."""
-    with studies.claim(storage, p.options.study_name, f"model-{best.number}") as won:
-        if not won or study.user_attrs.get("best_model_trial") == best.number:
+def _tag_pareto(study, trials, front) -> None:
+    """optuna.pareto=true|false on every COMPLETE trial's run, written where it changed (a trial
+    leaves the front when a resumed study finds better ones); the tagged state is kept in the study."""
+    on = {t.number for t in front}
+    tagged = dict(study.user_attrs.get("pareto_tags", {}))  # trial number (str) -> tagged value
+    for t in trials:
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if t.state == TrialState.COMPLETE and run_id and tagged.get(str(t.number)) != (t.number in on):
+            tracking.set_run_tags(run_id, {"optuna.pareto": str(t.number in on).lower()})
+            tagged[str(t.number)] = t.number in on
+    study.set_user_attr("pareto_tags", tagged)
+
+
+def front_frame(front, p) -> pd.DataFrame:
+    """The best set as a table: trial, its sampled params, its objective values, test accuracy."""
+    rows = []
+    for t in front:
+        m = t.user_attrs.get("metrics", {})
+        rows.append({"trial": t.number, **t.params, **{o.metric: v for o, v in zip(p.objectives, t.values)},
+                     "test_accuracy": m.get("test_accuracy", float("nan")),
+                     "run_id": t.user_attrs.get("mlflow_run_id", "")})
+    return pd.DataFrame(rows)
+
+
+def _register(study, storage, front, p) -> None:
+    """Register each best-set trial's own model as a version of --register-name (once), and point
+    the alias `champion` at the best by the first objective; by one worker at a time."""
+    with studies.claim(storage, p.options.study_name, "register") as won:
+        if not won:
             return
-        cfg = dataclasses.replace(p.base, **{**p.space.fixed(), **best.params})
-        uri = p.trainer.store_model(cfg, p.data, best.user_attrs["mlflow_run_id"], p.options.register_name)
-        study.set_user_attr("best_model_uri", uri)
-        study.set_user_attr("best_model_trial", best.number)
+        versions = dict(study.user_attrs.get("registered_versions", {}))  # trial number (str) -> version
+        for t in front:
+            uri = t.user_attrs.get("model_uri")
+            if str(t.number) in versions or not uri:
+                continue  # registered by an earlier invocation, or no model (--no-log-model)
+            tags = {"optuna.study": p.options.study_name, "optuna.trial_number": t.number,
+                    "mlflow_run_id": t.user_attrs.get("mlflow_run_id", ""),
+                    **{o.metric: f"{v:.6g}" for o, v in zip(p.objectives, t.values)}}
+            versions[str(t.number)] = tracking.register_model(uri, p.options.register_name, tags)
+        study.set_user_attr("registered_versions", versions)
+        champion = front[0]
+        if str(champion.number) in versions:
+            tracking.set_model_alias(p.options.register_name, CHAMPION, versions[str(champion.number)])
+            study.set_user_attr("best_model_uri", f"models:/{p.options.register_name}@{CHAMPION}")
+            study.set_user_attr("best_model_trial", champion.number)
+            study.set_user_attr("best_model_version", versions[str(champion.number)])
+
+
+CHAMPION = "champion"  # the registry alias of the study's best model
+
+
+SHORT = {"val_accuracy": "val_acc", "test_accuracy": "test_acc", "train_time_s": "train_s", "model_size_mb": "size_mb"}
 
 
 def table(study, p, parent: str, wall_time_s: float, top: int = 5) -> str:
-    """The end-of-study text: best trials, counts by state, wall time, how to open the UI."""
-    done = sorted((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE),
-                  key=lambda t: t.value, reverse=True)[:top]
+    """The end-of-study text: the best trials (one objective: the top `top` feasible ones by
+    goals.BEST_TIE_RULE) or the Pareto front (several), counts by state, wall time, the
+    registered models, how to open the UI."""
+    trials = study.get_trials(deepcopy=False)
+    if p.multi_objective:
+        done = goals.best_set(trials, p.objectives)
+    else:
+        done = sorted((t for t in trials if t.state == TrialState.COMPLETE and goals.feasible(t)),
+                      key=lambda t: goals.rank_key(p.objectives[0], t.values[0],
+                                                   t.user_attrs.get("metrics", {}).get("val_loss"), t.number))[:top]
     names = sorted({k for t in done for k in t.params})
-    head = ["trial", *names, "val_acc", "test_acc", "train_s", "size_mb"]
+    shown = [o.metric for o in p.objectives] + [m for m in SHORT if m not in {o.metric for o in p.objectives}]
+    head = ["trial", *names, *[SHORT.get(m, m) for m in shown]]
     nan = float("nan")  # blank in the table, as a param a trial did not sample
-    best = pd.DataFrame([{"trial": t.number, **t.params, "val_acc": t.value,
-                          "test_acc": t.user_attrs.get("test_accuracy", nan),
-                          "train_s": t.user_attrs.get("train_time_s", nan),
-                          "size_mb": t.user_attrs.get("model_size_mb", nan)} for t in done],
-                        columns=head, dtype=object)  # object: an int param stays an int
+
+    def row(t) -> dict:
+        values = {**t.user_attrs.get("metrics", {}), **{o.metric: v for o, v in zip(p.objectives, t.values)}}
+        return {"trial": t.number, **t.params, **{SHORT.get(m, m): values.get(m, nan) for m in shown}}
+
+    best = pd.DataFrame([row(t) for t in done], columns=head, dtype=object)  # object: an int param stays an int
 
     def param(value) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-    formats = {**{n: param for n in names}, "val_acc": "{:.4f}".format, "test_acc": "{:.4f}".format,
-               "train_s": "{:.1f}".format, "size_mb": "{:.2f}".format}
+    def number(value) -> str:
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+
+    formats = {**{n: param for n in names}, **{SHORT.get(m, m): number for m in shown}}
     c = counts(study)
-    lines = [(f"study {p.options.study_name}: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed "
-              f"in {wall_time_s:.1f} s (this invocation)"),
-             best.to_string(index=False, formatters=formats, na_rep="") if done else " ".join(head)]
+    lines = [f"study {p.options.study_name}: {c['COMPLETE']} complete"
+             + (f" ({c['INFEASIBLE']} infeasible)" if p.constraints else "")
+             + f", {c['PRUNED']} pruned, {c['FAIL']} failed in {wall_time_s:.1f} s (this invocation)"]
+    if p.multi_objective:
+        lines.append(f"Pareto front of {', '.join(map(str, p.objectives))}: {len(done)} trials")
+    lines.append(best.to_string(index=False, formatters=formats, na_rep="") if done else " ".join(head))
+    versions = study.user_attrs.get("registered_versions", {})
     if "best_model_uri" in study.user_attrs:
-        lines.append(f"best model (trial {study.user_attrs['best_model_trial']}): {study.user_attrs['best_model_uri']}, "
-                     f"registered as {p.options.register_name!r}")
+        lines.append(f"best model (trial {study.user_attrs['best_model_trial']}): {study.user_attrs['best_model_uri']} "
+                     f"(registered {p.options.register_name!r} version {study.user_attrs['best_model_version']}"
+                     + (f"; {len(versions)} versions for the front" if p.multi_objective else "") + ")")
     uri = tracking.tracking_uri()
     lines.append(f"parent run {parent}; open the UI: mlflow ui --backend-store-uri {uri}")
     if study.user_attrs.get(studies.VIEW_ATTR):  # the study's trials with their key columns

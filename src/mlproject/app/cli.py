@@ -14,10 +14,8 @@ import sys
 
 import click
 
-from mlproject.config import ConfigError, TrainConfig
+from mlproject.config import BOOL_WORDS, ConfigError, TrainConfig
 from mlproject.train import TrainingDiverged
-
-BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def config_options(cls=TrainConfig, skip: tuple[str, ...] = ()):
@@ -37,14 +35,15 @@ def config_options(cls=TrainConfig, skip: tuple[str, ...] = ()):
     return decorate
 
 
-def bool_flags_from_values(args: list[str], cls=TrainConfig) -> list[str]:
+def bool_flags_from_values(args: list[str], cls=TrainConfig, skip: tuple[str, ...] = ()) -> list[str]:
     """'--pretrained=true' -> '--pretrained', '--pretrained=false' -> '--no-pretrained'.
 
     MLproject commands can only substitute values, so its `main` entry point passes booleans
     as `--flag={value}`; this turns them back into click's flags. Other values are left for
     click to reject.
     """
-    names = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(cls) if f.type in (bool, "bool")}
+    names = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(cls)
+             if f.type in (bool, "bool") and f.name not in skip}
     out = []
     for a in args:
         flag, eq, value = a.partition("=")
@@ -153,18 +152,23 @@ def outliers(model_refs, images, out, experiment, log):
               help="also runs of studies/experiments that did not finish (pruned, failed)")
 @click.option("--sort", default=None, help="sort the table by this column (or any param or metric)")
 @click.option("--ascending/--descending", default=True, show_default=True, help="sort order")
-@click.option("--x", default=None, help="plot: the param (or metric) on the x axis, e.g. batch_size")
+@click.option("--x", default=None,
+              help="plot: the param on the x axis, e.g. batch_size (lines), or a metric, e.g. model_size_mb (scatter)")
 @click.option("--y", "ys", multiple=True, help="plot: the metric on the y axis, e.g. train_time (repeatable)")
-@click.option("--by", default=None, help="plot: one line per value of this param, e.g. lr")
+@click.option("--by", default=None,
+              help="with --x: one line (colour) per value of this param, e.g. lr; without: the table by_<BY>.md/.csv, "
+                   "one row per value (runs, best and mean metrics), e.g. model")
 @click.option("--out", default="report", show_default=True, type=click.Path(),
-              help="folder for table.md/.csv, the plots, confusion_matrices.png, per_class_accuracy.*")
+              help="folder for table.md/.csv, by_<BY>.md/.csv, the plots, confusion_matrices.png, per_class_accuracy.*")
 @click.option("--log/--no-log", default=True, show_default=True, help="log the files as a run named 'report'")
 def report(run_ids, studies, experiments, include_all, sort, ascending, x, ys, by, out, log):
     """Compare runs already in MLflow: seed 000's Table 1, plots, confusion matrices.
 
     Runs: RUN_IDs (a study's parent run: its trials), --study NAME, --experiment NAME; combined,
     each run once. E.g. mlproject report --study seed000 --x batch_size --y train_time
-    --y test_accuracy --by lr --sort test_accuracy --descending"""
+    --y test_accuracy --by lr --sort test_accuracy --descending; a study's models compared:
+    --study s --by model, its front: --study s --x model_size_mb --y test_accuracy --by model
+    (Pareto runs ringed, infeasible ones a grey x)"""
     from . import report as rep
 
     try:

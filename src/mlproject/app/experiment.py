@@ -16,7 +16,7 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -50,13 +50,16 @@ class Prepared:
 class ChildRun:
     """How a study's trial is recorded: nested under the study's parent run, and lean: params,
     metrics, the dataset inputs, the confusion matrix, per-class accuracy and the classification
-    report only. The parent holds the dataset analysis; the best trial's run gets the figures
-    when its model is stored (StudyTrainer.store_model)."""
+    report; the model and the figures only where `keep_model` says so. The parent holds the
+    dataset analysis."""
 
     parent_run_id: str
     tags: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     on_run_start: Callable[[str], None] | None = None  # called with the run id once the run exists
+    # asked once trained, with the summary metrics and the history: log this trial's model (the
+    # weights it trained, not a retrained copy) and the figures trials skip? (the study's best set)
+    keep_model: Callable[[dict, History], bool] | None = None
 
 
 @dataclass
@@ -71,17 +74,22 @@ class TrackedRun:
     model_uri: str | None
 
 
-def prepare(cfg: TrainConfig, data: Splits | None = None) -> Prepared:
+def prepare(cfg: TrainConfig, data: Splits | Sequence[Splits] = ()) -> Prepared:
     """Validate cfg, build the model and load the data; ConfigError on any bad input.
 
-    `data`: splits loaded earlier for the same dataset options (tuning trials share them).
+    `data`: splits loaded earlier for the same dataset options (a study's trials share them);
+    the first that fits cfg's model is used (an ImageFolder is loaded at the model's input size,
+    so models of other sizes need their own), else the data are loaded.
     """
     cfg.validate()
     shape = peek_dataset(cfg)
     seed_everything(cfg.seed)  # initial weights from the seed, whatever ran before in this process
     model, minfo = create_model(cfg, shape)
+    size = minfo.input_size if is_path(cfg.dataset) else None
+    loaded = [data] if isinstance(data, Splits) else list(data or ())
+    data = next((d for d in loaded if size is None or (d.info.height, d.info.width) == (size, size)), None)
     if data is None:
-        data = create_dataset(cfg, size=minfo.input_size if is_path(cfg.dataset) else None)
+        data = create_dataset(cfg, size=size)
         if data.info.empty_classes:  # allowed (--allow-empty-classes), never silent
             print(f"warning: training without the class folders that hold no images: "
                   f"{', '.join(data.info.empty_classes)}", file=sys.stderr)
@@ -129,9 +137,10 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
         test, metrics = _results(cfg, p, history)
         tracking.log_metrics(metrics)
         _log_evaluation(test, info.class_names, table=child is None)
-        if child is None:
+        keep = child is None or (child.keep_model is not None and child.keep_model(metrics, history))
+        if keep:
             log_figures(p, history, test)
-        model_uri = log_model(p) if cfg.log_model else None
+        model_uri = log_model(p) if cfg.log_model and keep else None
     return TrackedRun(run.info.run_id, run.info.experiment_id, history, test, metrics, model_uri)
 
 
@@ -218,22 +227,12 @@ class StudyTrainer:
     """What `tune` gives a study (tuning.objective.Trainer): trials trained and recorded as
     `mlproject train` runs are, nested under the study's parent run."""
 
-    def prepare(self, cfg: TrainConfig, data: Splits | None = None) -> Prepared:
+    def prepare(self, cfg: TrainConfig, data: Sequence[Splits] = ()) -> Prepared:
         return prepare(cfg, data)
 
     def train_trial(self, cfg: TrainConfig, prepared: Prepared, parent_run_id: str, tags: dict, params: dict,
-                    on_epoch, on_run_start) -> TrackedRun:
-        return run_training(cfg, prepared, on_epoch, ChildRun(parent_run_id, tags, params, on_run_start))
-
-    def store_model(self, cfg: TrainConfig, data: Splits | None, run_id: str, registered_name: str) -> str:
-        """Train cfg again (same config and seed: the same model on CPU) and log its model and the
-        figures trials skip into run `run_id`, registered as `registered_name`."""
-        p = prepare(cfg, data)
-        history = fit(*p.trained, cfg, p.device)  # the head alone on cached features, as the trial did
-        test = evaluate(p.model, p.data.test, p.device, cfg.batch_size)
-        with tracking.reopened_run(run_id):
-            log_figures(p, history, test)
-            return log_model(p, registered_name)
+                    on_epoch, on_run_start, keep_model) -> TrackedRun:
+        return run_training(cfg, prepared, on_epoch, ChildRun(parent_run_id, tags, params, on_run_start, keep_model))
 
 
 def log_figures(p: Prepared, history: History, test: Evaluation) -> None:

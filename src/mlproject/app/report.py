@@ -2,17 +2,22 @@
 per-class accuracy table, from runs already in MLflow (nothing typed by hand).
 
     checked = check(run_ids, experiments, studies, x="batch_size", ys=["train_time"], by="lr")  # ConfigError
+    checked = check(studies=["s"], by="model")          # no --x: by_model.md/.csv, one row per model
     result = run(checked, "report/", log=True)   # writes the files, logs them as a run named "report"
     print(summary(result))
 
 MLflow is reached only through `tracking` (tracking/query.py selects the runs, reads their
-confusion matrices and logs the report run); this module checks the request and renders.
+confusion matrices and studies' parent params, and logs the report run); this module checks the
+request and renders.
 
 Files written to the output folder (and logged under `report/` of a run named "report"):
     table.md, table.csv          one row per run: run, run_id, [experiment, study, trial, status],
                                  the hyperparameters, train_time_s, test_time_s, train_accuracy,
-                                 val_accuracy, test_accuracy, model_size_mb, params_total
-    <y>_vs_<x>[_by_<by>].png     one per --y: y against x, one line per value of --by
+                                 val_accuracy, test_accuracy, model_size_mb, params_total,
+                                 [pareto, feasible, violated]
+    by_<by>.md, by_<by>.csv      --by without --x: one row per value of --by (see "Grouped")
+    <y>_vs_<x>[_by_<by>].png     one per --y: y against x, one line per value of --by; where x is
+                                 a metric (model_size_mb), a scatter (see "Plots")
     confusion_matrices.png       every selected run's logged test confusion matrix, side by side
     per_class_accuracy.csv/.md/.png   test accuracy of every class (columns) in every run (rows)
 
@@ -20,9 +25,33 @@ Table columns (names are stable): `train_accuracy` / `val_accuracy` are the metr
 final_train_accuracy / final_val_accuracy (the whole split in eval mode after training). The
 hyperparameter columns are KEY_PARAMS (model, optimizer, lr, batch_size, momentum, weight_decay,
 epochs) always, plus every other param whose value differs between the selected runs or that a
-study sampled (`sampled.<name>`), bookkeeping params (BOOKKEEPING) excepted; the params equal in
-every run are listed under the Markdown table instead. `experiment` appears when the runs come
-from several, `study`/`trial` when any run is a study's trial, `status` when any is not FINISHED.
+study sampled (`sampled.<name>`: the run's own param <name> is the column, so a searched
+categorical such as freeze, head, scheduler, augment or pretrained is one whether or not its
+values differ; `sampled.<name>` itself where the run has no param <name>), bookkeeping params
+(BOOKKEEPING) excepted; the params equal in every run are listed under the Markdown table
+instead. `experiment` appears when the runs come from several, `study`/`trial` when any run is a
+study's trial, `status` when any is not FINISHED.
+Multi-objective and constrained studies (OUTCOME_TAGS, set by the tuning code on COMPLETE trial
+runs): `pareto` (True: on the study's Pareto front, tag optuna.pareto) and `feasible` (tag
+optuna.feasible) appear when any selected run has that tag, `violated` (which constraints, tag
+optuna.violated) when any run has one; runs without the tag are empty there. The notes under
+table.md give each study's `objectives` and `constraints` (params of its parent run).
+
+Grouped (`--by NAME` without `--x`): by_<NAME>.md/.csv, one row per value of NAME (sorted, a
+missing value last): `runs` (how many), `best_run` (the run with the highest test_accuracy),
+`pareto_runs` / `feasible_runs` (how many of them are on the front / feasible, where the table
+has those columns), then for each of GROUP_METRICS (test_accuracy, val_accuracy, train_time_s,
+test_time_s, model_size_mb) `<metric>_best` and `<metric>_mean`. Best is the highest accuracy and
+the lowest time or size, each metric on its own (best test_accuracy and best model_size_mb may be
+different runs; best_run says whose accuracy it is); mean is over the runs that logged the metric.
+Every selected run counts, infeasible ones included (feasible_runs says how many are not): what
+the value of NAME reaches at all is the comparison. With --x, --by means one line per value.
+
+Plots: x a param (batch_size, lr, model) draws one line per value of --by through the runs sorted
+by x; x a metric (a per-run number: model_size_mb, train_time_s) draws a scatter, one colour per
+value of --by and no lines, as a front is read. Either way runs on the Pareto front get a black
+ring, infeasible runs a grey 'x' (in a scatter instead of their colour, on a line over it), and a
+study's constraint on x or y a dashed grey line, each in the legend.
 
 Names in --x/--y/--by/--sort: any table column, any param or metric of the selected runs (a
 metric whose name a param or table column already takes is `metrics.<name>`, e.g. the per-epoch
@@ -44,6 +73,7 @@ import pandas as pd
 import tracking
 
 from mlproject.config import ConfigError, TrainConfig, suggest
+from tracking.query import study_params
 
 KEY_PARAMS = ("model", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "epochs")
 # params that say where and how a run was recorded, not what was trained: never table columns
@@ -59,6 +89,14 @@ ALIASES = {"train_time": "train_time_s", "test_time": "test_time_s", "model_size
            "train_acc": "train_accuracy", "val_acc": "val_accuracy", "test_acc": "test_accuracy",
            "final_train_accuracy": "train_accuracy", "final_val_accuracy": "val_accuracy",
            "learning_rate": "lr", "batch": "batch_size", "name": "run", "run_name": "run"}
+# table column -> the tag the tuning code sets on COMPLETE trial runs of multi-objective
+# (pareto) and constrained (feasible, violated) studies; shown where any selected run has it
+OUTCOME_TAGS = {"pareto": "optuna.pareto", "feasible": "optuna.feasible", "violated": "optuna.violated"}
+# metric -> the better direction, for the grouped table's <column>_best (accuracy up, cost down)
+GROUP_METRICS = {"test_accuracy": "max", "final_val_accuracy": "max", "train_time_s": "min", "test_time_s": "min",
+                 "model_size_mb": "min"}
+CONSTRAINT = re.compile(r"\s*([\w./-]+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*")
+SCATTER_LOG_SPAN = 100  # a scatter's metric x spanning this factor or more is drawn on a log axis
 CLASS_PREFIX = "test_class_accuracy/"
 CM_COLUMNS = 4  # confusion matrices per row in confusion_matrices.png
 CM_MAX_PIXELS = 40e6  # the matrices together, at most (drawn at less than 100 dpi if need be)
@@ -69,6 +107,7 @@ class Plot:
     x: str
     y: str
     by: str | None
+    scatter: bool = False  # x is a metric: markers only (a front), not lines through sorted x
 
     @property
     def filename(self) -> str:
@@ -88,6 +127,8 @@ class Checked:
     sort: str | None = None
     ascending: bool = True
     plots: list[Plot] = field(default_factory=list)
+    group_by: str | None = None  # --by without --x: the column of the grouped table by_<group_by>
+    studies: dict[str, dict[str, str]] = field(default_factory=dict)  # study -> its parent run's params
 
     def table(self) -> pd.DataFrame:
         t = self.data[self.columns]
@@ -114,14 +155,16 @@ def check(run_ids=(), experiments=(), studies=(), include_all: bool = False, sor
     """All bad input, before anything is written or logged: ConfigError for run ids that do not
     exist, an unknown experiment or study, a study or experiment with no finished runs, names in
     sort / x / ys / by that no selected run has (those that exist listed), --x without --y and
-    the reverse, a non-numeric --y, and an --out that is a file."""
+    the reverse, a non-numeric --y, and an --out that is a file. `by` without `x` asks for the
+    grouped table, with `x` for one line (or colour) per value."""
     try:
         sel = tracking.select_runs(run_ids=run_ids, experiments=experiments, studies=studies, include_all=include_all)
     except tracking.RunsNotFound as e:
         raise ConfigError(str(e)) from None
     data, source = _wide(sel.runs)
     columns, fixed = _columns(data, source)
-    checked = Checked(sel, data, source, columns, fixed, ascending=ascending)
+    checked = Checked(sel, data, source, columns, fixed, ascending=ascending,
+                      studies=study_params(data["study"].dropna().unique()))
     if sort:
         checked.sort = resolve(checked, sort, "--sort")
         if checked.sort not in checked.columns:  # sorted by a param or metric: show it too
@@ -131,8 +174,8 @@ def check(run_ids=(), experiments=(), studies=(), include_all: bool = False, sor
         raise ConfigError("--x needs --y (the metric to plot against it), e.g. --x batch_size --y train_time")
     if ys and not x:
         raise ConfigError("--y needs --x (the parameter to plot it against), e.g. --x batch_size --y train_time")
-    if by and not x:
-        raise ConfigError("--by needs --x and --y, e.g. --x batch_size --y train_time --by lr")
+    if by and not x:  # no plot to colour: the grouped table
+        checked.group_by = resolve(checked, by, "--by")
     if x:
         xc = resolve(checked, x, "--x")
         bc = resolve(checked, by, "--by") if by else None
@@ -144,7 +187,7 @@ def check(run_ids=(), experiments=(), studies=(), include_all: bool = False, sor
             both = data[[xc, yc]].notna().all(axis=1)
             if not both.any():
                 raise ConfigError(f"no selected run has both {xc!r} and {yc!r}")
-            checked.plots.append(Plot(xc, yc, bc))
+            checked.plots.append(Plot(xc, yc, bc, scatter=source[xc][0] == "metric"))
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file, not a folder")
     return checked
@@ -221,6 +264,9 @@ def _wide(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[str, str]]]
     put("study", tag("optuna.study"), "meta", "tags.optuna.study")
     put("trial", _typed(tag("optuna.trial_number")), "meta", "tags.optuna.trial_number")
     put("status", runs["status"], "meta", "status")
+    for column, name in OUTCOME_TAGS.items():
+        values = tag(name)
+        put(column, values if column == "violated" else _flag(values), "meta", f"tags.{name}")
     rank = {f.name: i for i, f in enumerate(dataclasses.fields(TrainConfig))}  # TrainConfig's order, then by name
     param_cols = sorted((c for c in runs.columns if c.startswith("params.")),
                         key=lambda c: (rank.get(c[len("params."):], len(rank)), c))
@@ -242,6 +288,13 @@ def _wide(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[str, str]]]
     return pd.DataFrame(data, index=runs.index).reset_index(drop=True), source
 
 
+def _flag(values: pd.Series) -> pd.Series:
+    """Tag values "true"/"false" as a nullable boolean (sortable; NA where a run has no such tag
+    or an unexpected value)."""
+    words = values.astype(object).where(values.notna(), None).map(lambda v: str(v).strip().lower() if v else v)
+    return pd.Series(pd.array(words.map({"true": True, "false": False}), dtype="boolean"), index=values.index)
+
+
 def _integral(values: pd.Series) -> bool:
     v = values.dropna()
     return bool(len(v)) and bool(np.all(np.mod(v.to_numpy(dtype=float), 1) == 0))
@@ -259,21 +312,24 @@ def _columns(data: pd.DataFrame, source) -> tuple[list[str], dict[str, str]]:
         cols.append("status")
     params = {c: n for c, (k, n) in source.items() if k == "param"}
     sampled = {n[len("sampled."):] for n in params.values() if n.startswith("sampled.")}
+    logged = set(params.values())
     order = [f.name for f in dataclasses.fields(TrainConfig)]
     rank = {n: i for i, n in enumerate(order)}
     shown, fixed = [], {}
     for c, n in sorted(params.items(), key=lambda kv: (rank.get(kv[1], len(rank)), kv[1])):
-        if n.startswith(("sampled.", "space.")) or n in BOOKKEEPING:
+        # sampled.<name> repeats the run's own param <name>; shown only where that is missing
+        if (n.startswith("sampled.") and n[len("sampled."):] in logged) or n.startswith("space.") or n in BOOKKEEPING:
             continue
         varies = data[c].astype(str).nunique(dropna=False) > 1 or data[c].isna().any()
-        if n in KEY_PARAMS or n in sampled or varies:
+        if n in KEY_PARAMS or n in sampled or n.startswith("sampled.") or varies:
             shown.append(c)
         else:
             fixed[n] = str(data[c].iloc[0])
     shown.sort(key=lambda c: (KEY_PARAMS.index(params[c]) if params[c] in KEY_PARAMS else len(KEY_PARAMS),
                               rank.get(params[c], len(rank)), params[c]))
     metrics = [c for c, (k, n) in source.items() if k == "metric" and n in METRICS]
-    return cols + shown + metrics, fixed
+    outcomes = [c for c in OUTCOME_TAGS if data[c].notna().any()]
+    return cols + shown + metrics + outcomes, fixed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +344,11 @@ def run(checked: Checked, out_dir, log: bool = True) -> Report:
     table = checked.table()
     files["table.csv"] = table.to_csv(index=False)
     files["table.md"] = table_markdown(checked, table)
+    if checked.group_by:
+        grouped = grouped_table(checked)
+        name = f"by_{_safe(checked.group_by)}"
+        files[f"{name}.csv"] = grouped.to_csv(index=False)
+        files[f"{name}.md"] = grouped_markdown(grouped)
     for plot in checked.plots:
         files[plot.filename] = plot_figure(checked, plot)
     cms = tracking.confusion_matrices(table["run_id"])
@@ -355,7 +416,9 @@ def markdown(frame: pd.DataFrame, formats: dict | None = None) -> str:
     cells = pd.DataFrame({i: [_cell(v, formats.get(frame.columns[i])) for v in frame.iloc[:, i]] for i in columns},
                          index=frame.index, dtype=object)
     cells.columns = [_cell(c) for c in frame.columns]
-    align = ["right" if pd.api.types.is_numeric_dtype(frame.iloc[:, i]) else "left" for i in columns]
+    # True/False read as words, not numbers (pandas counts booleans numeric)
+    align = ["right" if pd.api.types.is_numeric_dtype(frame.iloc[:, i]) and not pd.api.types.is_bool_dtype(frame.iloc[:, i])
+             else "left" for i in columns]
     return cells.to_markdown(index=False, colalign=align, disable_numparse=True) + "\n"
 
 
@@ -374,7 +437,74 @@ def table_markdown(checked: Checked, table: pd.DataFrame) -> str:
                      + ", ".join(f"{n} {s}" for s, n in sorted(excluded.items())) + ".")
     if checked.sort:
         notes.append(f"Sorted by {checked.sort}, {'ascending' if checked.ascending else 'descending'}.")
+    notes += study_notes(checked)
     return text + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
+
+
+def metric_column(checked: Checked, metric: str) -> str | None:
+    """The data column holding MLflow metric `metric` (test_accuracy, final_val_accuracy -> val_accuracy)."""
+    return next((c for c, (k, n) in checked.source.items() if k == "metric" and n == metric), None)
+
+
+def grouped_table(checked: Checked) -> pd.DataFrame:
+    """by_<group_by>: one row per value of checked.group_by over every selected run (module
+    docstring, "Grouped"): the value, runs, best_run, [pareto_runs, feasible_runs], then
+    <metric>_best (max for accuracies, min for times and size) and <metric>_mean of GROUP_METRICS."""
+    data, by = checked.data, checked.group_by
+    frame = pd.DataFrame({"_key": data[by], "_run": data["run"]})
+    counts = [c for c in ("pareto", "feasible") if c in checked.columns and c != by]
+    for c in counts:
+        frame[c] = data[c].fillna(False).astype(bool)  # runs without the tag are not counted
+    metrics = {}
+    for metric, how in GROUP_METRICS.items():
+        column = metric_column(checked, metric)
+        if column is not None:
+            metrics[column] = how
+            frame[column] = data[column].astype(float)
+    groups = frame.groupby("_key", dropna=False, sort=True)
+    out = pd.DataFrame({"runs": groups.size()})
+    accuracy = metric_column(checked, "test_accuracy")
+    if accuracy is not None:  # first among equals in the table's (start-time) order
+        ranked = frame.dropna(subset=[accuracy]).sort_values(accuracy, ascending=False, kind="stable")
+        out["best_run"] = ranked.drop_duplicates("_key").set_index("_key")["_run"]
+    for c in counts:
+        out[f"{c}_runs"] = groups[c].sum().astype(int)
+    for column, how in metrics.items():
+        out[f"{column}_best"] = groups[column].max() if how == "max" else groups[column].min()
+        out[f"{column}_mean"] = groups[column].mean()
+    out.index.name = by
+    return out.reset_index()
+
+
+def grouped_markdown(grouped: pd.DataFrame) -> str:
+    """by_<by>.md: as table.md rounds each metric (a <metric>_best / _mean column like <metric>)."""
+    return markdown(grouped, {c: _format(re.sub(r"_(best|mean)$", "", c), grouped[c].dtype) for c in grouped.columns})
+
+
+def study_notes(checked: Checked) -> list[str]:
+    """'Study S: objectives ...; constraints ...' for each selected study whose parent run says."""
+    notes = []
+    for name, params in checked.studies.items():
+        said = [f"{k} {params[k]}" for k in ("objectives", "constraints") if params.get(k)]
+        if said:
+            notes.append(f"Study {name}: " + "; ".join(said) + ".")
+    return notes
+
+
+def constraints(checked: Checked) -> list[tuple[str, str, float, str]]:
+    """(data column, operator, bound, text) of every parsable constraint of the selected studies
+    (param `constraints`: "model_size_mb<=5", several separated by ',' or ';')."""
+    found = []
+    for params in checked.studies.values():
+        for text in re.split(r"[,;]", params.get("constraints") or ""):
+            m = CONSTRAINT.fullmatch(text)
+            if not m:
+                continue
+            name, op, bound = m.groups()
+            column = metric_column(checked, name) or (name if name in checked.data else None)
+            if column is not None and (column, op, float(bound), text.strip()) not in found:
+                found.append((column, op, float(bound), text.strip()))
+    return found
 
 
 def run_labels(checked: Checked, table: pd.DataFrame) -> dict[str, str]:
@@ -396,14 +526,18 @@ def _safe(name: str) -> str:
 
 
 def plot_figure(checked: Checked, plot: Plot):
-    """y against x, one line (sorted by x) per value of `by`. A numeric x spanning 8x or more
-    (batch sizes 16..512) is drawn on a log2 axis with a tick at every value, so 16 and 32 do
-    not run together (seed 000's figure); a text x (model names) is categorical."""
+    """y against x, one colour per value of `by`. x a param: a line per value through its runs
+    sorted by x; a numeric x spanning 8x or more (batch sizes 16..512) is drawn on a log2 axis
+    with a tick at every value, so 16 and 32 do not run together (seed 000's figure), a text x
+    (model names) is categorical. x a metric (plot.scatter): markers only, as a front is read; a
+    log axis where x spans SCATTER_LOG_SPAN or more. Either way (_mark_outcomes) Pareto runs are
+    ringed, infeasible ones a grey 'x', and the studies' constraints on x or y dashed lines."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     data = checked.data
-    cols = [plot.x, plot.y] + ([plot.by] if plot.by and plot.by not in (plot.x, plot.y) else [])
+    outcomes = [c for c in ("pareto", "feasible") if c in checked.columns]
+    cols = list(dict.fromkeys([plot.x, plot.y, *([plot.by] if plot.by else []), *outcomes]))
     d = data[cols].dropna(subset=[plot.x, plot.y])
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
@@ -414,12 +548,23 @@ def plot_figure(checked: Checked, plot: Plot):
         cats = sorted(d[plot.x].astype(str).unique())
         xs = d[plot.x].astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
     d = d.assign(_x=xs, _y=d[plot.y].astype(float))
+    # infeasible runs: a grey 'x' in a scatter, not their value's colour (the eye picks the feasible front)
+    infeasible = d["feasible"].eq(False).fillna(False).astype(bool) if "feasible" in d else pd.Series(False, d.index)
     groups = [(None, d)] if not plot.by else list(d.groupby(plot.by, dropna=False, sort=True))
-    for value, g in groups:
-        g = g.sort_values("_x", kind="stable")
+    for i, (value, g) in enumerate(groups):
         label = None if plot.by is None else f"{plot.by}={_cell(value, '.6g') or 'none'}"
-        ax.plot(g["_x"], g["_y"], marker="o", label=label)
-    if numeric_x:
+        if plot.scatter:
+            g = g[~infeasible[g.index]]
+            ax.scatter(g["_x"], g["_y"], s=36, color=f"C{i % 10}", label=label, zorder=2)
+        else:
+            g = g.sort_values("_x", kind="stable")
+            ax.plot(g["_x"], g["_y"], marker="o", color=f"C{i % 10}", label=label)
+    marked = _mark_outcomes(ax, checked, plot, d, infeasible)
+    if plot.scatter:
+        values = d["_x"]
+        if len(values) and values.min() > 0 and values.max() / values.min() >= SCATTER_LOG_SPAN:
+            ax.set_xscale("log")
+    elif numeric_x:
         values = sorted(set(d["_x"]))
         if values and values[0] > 0 and values[-1] / values[0] >= 8:
             ax.set_xscale("log", base=2)
@@ -434,9 +579,34 @@ def plot_figure(checked: Checked, plot: Plot):
     ax.set_ylabel(plot.y)
     ax.set_title(f"{plot.y} vs {plot.x}" + (f" by {plot.by}" if plot.by else ""))
     ax.grid(alpha=0.3)
-    if plot.by:
-        ax.legend(title=plot.by)
+    if plot.by or marked:
+        ax.legend(title=plot.by, fontsize=8 if len(groups) + marked > 8 else None)
     return fig
+
+
+def _mark_outcomes(ax, checked: Checked, plot: Plot, d: pd.DataFrame, infeasible: pd.Series) -> int:
+    """Over the runs already drawn: a black ring on each Pareto run, a grey 'x' on each infeasible
+    one, a dashed grey line at each constraint on x or y; how many legend entries that added."""
+    added = 0
+    if "pareto" in d:
+        front = d[d["pareto"].eq(True).fillna(False).astype(bool)]
+        if len(front):
+            ax.scatter(front["_x"], front["_y"], s=150, facecolors="none", edgecolors="black", linewidths=1.5,
+                       zorder=3, label=f"Pareto front ({len(front)})")
+            added += 1
+    if infeasible.any():
+        bad = d[infeasible]
+        ax.scatter(bad["_x"], bad["_y"], marker="x", s=50, color="0.5", linewidths=1.5, zorder=4,
+                   label=f"infeasible ({len(bad)})")
+        added += 1
+    for column, _, bound, text in constraints(checked):
+        if column == plot.x and pd.api.types.is_numeric_dtype(d[plot.x]):
+            ax.axvline(bound, color="0.5", linestyle="--", linewidth=1, label=f"constraint {text}")
+            added += 1
+        elif column == plot.y:
+            ax.axhline(bound, color="0.5", linestyle="--", linewidth=1, label=f"constraint {text}")
+            added += 1
+    return added
 
 
 def confusion_matrices_figure(checked: Checked, table: pd.DataFrame, cms: dict[str, dict]):
@@ -527,6 +697,8 @@ def per_class_figure(per_class: pd.DataFrame):
 def summary(result: Report) -> str:
     checked = result.checked
     lines = [table_markdown(checked, checked.table()).rstrip(), ""]
+    if checked.group_by:
+        lines += [f"by {checked.group_by}:", grouped_markdown(grouped_table(checked)).rstrip(), ""]
     lines.append("selected: " + "; ".join(checked.selection.sources))
     if result.no_matrix:
         lines.append(f"no logged confusion matrix in {len(result.no_matrix)} runs: "

@@ -17,51 +17,105 @@ import click
 
 from mlproject.app.cli import bool_flags_from_values, config_options, fail
 from mlproject.config import ConfigError, TrainConfig
-from tuning.space import DEFAULTS
+from tuning.space import DEFAULTS, NOT_SEARCHABLE, OPTION_TYPES, SEARCHABLE, flag
 
-SEARCHED = tuple(DEFAULTS)
+# non-boolean options a study cannot vary: text here, so that a list gets the reason, not a type error
+FIXED_TEXT = tuple(n for n in NOT_SEARCHABLE if OPTION_TYPES[n] is not bool)
+BOOL_SEARCHABLE = tuple(n for n in SEARCHABLE if OPTION_TYPES[n] is bool)
 
 
 def _with_search_options(fn):
-    """The searched options take text (ranges, lists or one value) instead of one number."""
-    for name in reversed(SEARCHED):
-        default, log, typ = DEFAULTS[name]
-        flag = "--" + name.replace("_", "-")
-        help_ = (f"LOW:HIGH{' (log scale)' if log else ''}, A,B,C, or one value to fix it"
-                 if typ is float else "A,B,C (categorical) or one value")
+    """Every searchable option takes text: a range (numbers), a list, or one value to fix it."""
+    defaults = TrainConfig()
+    for name in reversed(SEARCHABLE):
+        typ = OPTION_TYPES[name]
+        base = config_help(name)
+        if name in DEFAULTS:
+            shown, how = DEFAULTS[name][0], "searched by default: "
+        else:
+            shown, how = str(getattr(defaults, name)).lower() if typ is bool else str(getattr(defaults, name)), ""
+        form = ("LOW:HIGH (log scale), A,B,C or one value" if name in ("lr", "weight_decay") else
+                "LOW:HIGH (whole numbers), A,B,C or one value" if typ is int else
+                "LOW:HIGH, A,B,C or one value" if typ is float else
+                "true,false or one of them" if typ is bool else "A,B,C or one value")
+        help_ = f"{base} [{how}{form}]"
         if name == "momentum":
-            help_ += "; searched only for --optimizer sgd unless given"
-        fn = click.option(flag, name, default=None, show_default=default, help=help_)(fn)
+            help_ += "; searched only in SGD trials unless given"
+        kwargs = {"is_flag": False, "flag_value": "true"} if typ is bool else {}
+        fn = click.option(flag(name), name, default=None, show_default=shown, help=help_, **kwargs)(fn)
     return fn
 
 
+def config_help(name: str) -> str:
+    import dataclasses
+
+    f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    choices = f.metadata.get("choices")
+    return f.metadata.get("help", "") + (f" ({'|'.join(choices)})" if choices else "")
+
+
+def _fixed_options(fn):
+    """Options a study cannot vary, as text: a list or range is refused with the reason."""
+    defaults = TrainConfig()
+    for name in reversed(FIXED_TEXT):
+        fn = click.option(flag(name), name, default=None, show_default=str(getattr(defaults, name)),
+                          help=config_help(name) + " (one value: a study cannot vary it)")(fn)
+    return fn
+
+
+def _fixed_value(name: str, text: str | None):
+    """A non-searchable option's value from its text; ConfigError (with the reason) for a list."""
+    typ = OPTION_TYPES[name]
+    if "," in text or (typ is not str and ":" in text):
+        raise ConfigError(f"{flag(name)} {text!r}: cannot vary within one study: {NOT_SEARCHABLE[name]}")
+    try:
+        return typ(text)
+    except ValueError:
+        raise ConfigError(f"{flag(name)} {text!r} is not {'a whole number' if typ is int else 'a number'}") from None
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@config_options(TrainConfig, skip=SEARCHED)
 @_with_search_options
+@_fixed_options
+@config_options(TrainConfig, skip=SEARCHABLE + FIXED_TEXT)
+@click.option("--objective", "objectives", multiple=True,
+              help="a metric every trial records, with :min or :max if not the usual direction (accuracies "
+                   "up; times, sizes, losses, parameter counts down); repeat (or comma-separate) for a "
+                   "multi-objective study [default: val_accuracy]")
+@click.option("--constraint", "constraints", multiple=True,
+              help='METRIC<=VALUE or METRIC>=VALUE, e.g. "model_size_mb<=5"; repeatable. An infeasible trial '
+                   "is never the best or on the front")
 @click.option("--trials", type=int, default=40, show_default=True, help="trials in the study (total over all workers and invocations)")
 @click.option("--timeout", type=float, default=0, help="stop starting trials after this many seconds (0: no limit)")
-@click.option("--sampler", default="tpe", show_default=True, help="tpe|random|grid|cmaes")
-@click.option("--pruner", default="median", show_default=True, help="median|hyperband|none")
-@click.option("--study-name", default=None, help="default: MODEL-DATASET")
+@click.option("--sampler", default="tpe", show_default=True, help="tpe|random|grid|cmaes|nsga2 (cmaes: one objective)")
+@click.option("--pruner", default=None, help="median|hyperband|none [default: median; none where a study cannot "
+                                             "prune: several objectives, or an objective known only at the end]")
+@click.option("--study-name", default=None, help="default: MODEL-DATASET (searched models joined by +)")
 @click.option("--storage", default=None, help="Optuna storage URL [default: sqlite:///optuna.db]")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's)")
 @click.option("--workers", type=int, default=1, show_default=True, help="worker processes on this machine")
-@click.option("--register-name", default=None, help="Model Registry name of the best model [default: the study name]")
+@click.option("--register-name", default=None, help="Model Registry name of the best model(s) [default: the study name]")
 @click.option("--max-failures", type=int, default=5, show_default=True, help="stop after this many failed trials in a row")
 @click.option("--grace-period", type=int, default=None, hidden=True, help="seconds without heartbeat before a trial counts as dead")
 def tune(**opts):
-    """Search learning rate, batch size, weight decay and momentum with Optuna; every trial is a
-    child MLflow run of the study's parent run."""
+    """Search any training option with Optuna (by default learning rate, batch size, weight decay and
+    momentum), for one objective or several, under constraints; every trial is a child MLflow run
+    of the study's parent run, and the best set's own models are registered."""
     from tuning import runner
 
     from .experiment import StudyTrainer
 
     # MLproject passes every parameter, so "" (strings) and 0 (--timeout) mean "not given"
-    searched = {n: opts.pop(n) or None for n in SEARCHED}
+    searched = {n: opts.pop(n) or None for n in SEARCHABLE}
     controls = {k: opts.pop(k) or None for k in ("timeout", "study_name", "storage", "tracking_uri",
-                                                 "register_name", "grace_period")}
-    controls.update({k: opts.pop(k) for k in ("trials", "sampler", "pruner", "workers", "max_failures")})
+                                                 "register_name", "grace_period", "pruner")}
+    controls.update({k: opts.pop(k) for k in ("trials", "sampler", "workers", "max_failures")})
+    controls.update({k: tuple(opts.pop(k)) for k in ("objectives", "constraints")})
     try:
+        for name in FIXED_TEXT:
+            text = opts.pop(name)
+            if text:  # else TrainConfig's default
+                opts[name] = _fixed_value(name, text)
         plan = runner.plan(opts, searched, runner.StudyOptions(**controls), StudyTrainer())
         code = runner.execute(plan)
     except ConfigError as e:
@@ -69,10 +123,18 @@ def tune(**opts):
     sys.exit(code)
 
 
+def tune_args(args: list[str]) -> list[str]:
+    """MLproject's '--nesterov=false' stays text for a searchable boolean (where 'true,false' is a
+    choice), and '--no-augment' becomes '--augment=false'; other booleans become click's flags."""
+    searchable = {flag(n) for n in BOOL_SEARCHABLE}
+    args = [f"--{a[5:]}=false" if a.startswith("--no-") and f"--{a[5:]}" in searchable else a for a in args]
+    return bool_flags_from_values(args, skip=BOOL_SEARCHABLE)
+
+
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point."""
     multiprocessing.set_start_method("spawn", force=True)  # CUDA and threads are not fork-safe
-    tune.main(args=bool_flags_from_values(sys.argv[1:] if args is None else list(args)), prog_name="tune")
+    tune.main(args=tune_args(sys.argv[1:] if args is None else list(args)), prog_name="tune")
 
 
 if __name__ == "__main__":
