@@ -557,3 +557,17 @@ def test_resuming_with_other_objectives_is_refused(store):
     assert "study 'goals' exists with another search space or fixed options" in result.stderr
     assert "objectives: stored None, now ['val_accuracy:max', 'model_size_mb:min']" in result.stderr
     assert len(load("goals").trials) == 1
+
+
+def test_searchable_booleans_take_lists_and_still_work_as_flags():
+    def parsed(*args):
+        ctx = tune.make_context("tune", tune_args(list(args)))
+        return {k: ctx.params[k] for k in ("pretrained", "augment", "nesterov", "balance")}
+
+    assert parsed("--pretrained", "--augment", "true,false") == {"pretrained": "true", "augment": "true,false",
+                                                               "nesterov": None, "balance": False}
+    assert parsed("--no-pretrained", "--nesterov=false", "--balance=true")["pretrained"] == "false"
+    assert parsed("--pretrained", "true,false")["pretrained"] == "true,false"
+    # MLproject's --flag=value form: searchable booleans stay text, the others become flags
+    assert parsed("--augment=false", "--balance=true") == {"pretrained": None, "augment": "false", "nesterov": None,
+                                                          "balance": True}
