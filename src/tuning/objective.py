@@ -71,7 +71,7 @@ class Worker:
     callbacks: list = dataclasses.field(default_factory=list)  # Optuna callbacks (progress bar)
     objectives: list[Objective] = dataclasses.field(default_factory=lambda: goals.parse_objectives(()))
     constraints: list[Constraint] = dataclasses.field(default_factory=list)
-    prune_on: str | None = "val_accuracy"  # the epoch metric reported to the pruner; None: no reports
+    prune_on: str | None = "val_accuracy"  # the epoch metric reported to Optuna (and its pruner); None: none
 
     def remaining(self, study) -> int:
         """--trials minus the trials finished, running or waiting (failed ones are re-run)."""

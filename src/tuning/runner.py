@@ -75,7 +75,7 @@ class Plan:
     data: Splits | None = None  # loaded by plan; worker processes load their own
     objectives: list[Objective] = dataclasses.field(default_factory=lambda: goals.parse_objectives(()))
     constraints: list[Constraint] = dataclasses.field(default_factory=list)
-    prune_on: str | None = "val_accuracy"  # the epoch metric the pruner sees; None: no pruning
+    prune_on: str | None = "val_accuracy"  # the epoch metric reported to Optuna (the pruner's); None: none
 
     def signature(self) -> dict:
         fixed = {k: v for k, v in dataclasses.asdict(self.base).items()
@@ -113,13 +113,12 @@ def plan(train_options: dict, searched: dict, options: StudyOptions, trainer: Tr
 
 
 def _pruning(pruner: str | None, objectives: list[Objective]) -> tuple[str, str | None]:
-    """(pruner, epoch metric it sees). Optuna prunes single-objective studies only, on a value
-    reported every epoch; a study that cannot prune runs without (one line says so) and refuses
+    """(pruner, epoch metric reported to Optuna). Optuna prunes single-objective studies only, on
+    a value reported every epoch; a study that cannot prune runs without (one line says so) and refuses
     an explicit pruner."""
     metric = objectives[0].metric
     if len(objectives) == 1 and metric in goals.EPOCH_METRICS:
-        pruner = pruner or "median"
-        return pruner, None if pruner == "none" else metric
+        return pruner or "median", metric  # reported every epoch even unpruned: Optuna's plots show it
     why = (f"Optuna cannot prune a study with {len(objectives)} objectives" if len(objectives) > 1 else
            f"the objective {metric} is known only once a trial ends (prunable: {', '.join(goals.EPOCH_METRICS)})")
     if pruner not in (None, "none"):
