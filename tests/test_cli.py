@@ -58,6 +58,7 @@ def folder(tmp_path, kind):
     (["--dataset", "BAD_IMAGE"], "cannot decode image"),
     (["--dataset", "EMPTY_CLASS"], "1 class folder(s) in EMPTY_CLASS hold no images: bird; add images, remove "
                                    "the folders, or pass --allow-empty-classes to train without them"),
+    (["--augment", "crops"], "unknown augment 'crops' (did you mean: crop?); valid: none, crop, flip, crop+flip, true"),
     (["--model", "lenet5", "--pretrained"], "built-in model 'lenet5' has no pretrained weights"),
     (["--model", "tv:resnet18", "--pretrained"], "pretrained weights for 'resnet18' could not be loaded"),
 ])
@@ -152,3 +153,15 @@ def test_train_prints_summary_with_run_id_and_ui_command(store):
     assert f"run {run.info.run_id}" in result.output
     assert "test accuracy" in result.output and "mlflow ui" in result.output
     assert run.data.params["log_model"] == "False"
+
+
+@pytest.mark.parametrize("args, given, applied", [
+    (["--augment"], "true", "crop"),  # alone: the dataset's default, crops only for digits
+    (["--augment", "crop,flip"], "crop,flip", "crop+flip"),
+    (["--no-augment"], "none", "none"),
+])
+def test_train_records_the_augmentation_applied(store, args, given, applied):
+    result = invoke("--model", "softmax", "--epochs", "1", "--no-log-model", *args)
+    assert result.exit_code == 0, result.output + str(result.exception)
+    (run,) = all_runs(store)
+    assert run.data.params["augment"] == given and run.data.tags["augment.applied"] == applied

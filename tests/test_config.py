@@ -59,6 +59,10 @@ def test_defaults_are_valid():
     ({"scheduler": "cosin"}, "unknown scheduler 'cosin' (did you mean: cosine?)"),
     ({"freeze": "all"}, "unknown freeze 'all'"),
     ({"head": "mlp2"}, "unknown head 'mlp2' (did you mean: mlp?)"),
+    ({"augment": "crops"}, "unknown augment 'crops' (did you mean: crop?); valid: none, crop, flip, crop+flip, true "
+                           "(the dataset's default: crop); + combines, as in crop+flip"),
+    ({"augment": "crop+rotate"}, "unknown augment 'crop+rotate'"),
+    ({"augment": "flip+flip"}, "unknown augment 'flip+flip'"),
 ])
 def test_bad_values_name_value_and_choices(changes, words):
     with pytest.raises(ConfigError) as e:
@@ -68,9 +72,26 @@ def test_bad_values_name_value_and_choices(changes, words):
 
 
 def test_bool_values_from_mlproject_become_click_flags():
-    args = ["--pretrained=true", "--augment=False", "--log-model=1", "--balance=no", "--lr=0.1", "--pretrained=maybe"]
-    assert bool_flags_from_values(args) == ["--pretrained", "--no-augment", "--log-model", "--no-balance",
-                                            "--lr=0.1", "--pretrained=maybe"]
+    args = ["--pretrained=true", "--nesterov=False", "--log-model=1", "--balance=no", "--lr=0.1", "--pretrained=maybe",
+            "--augment=false", "--no-augment"]
+    assert bool_flags_from_values(args) == ["--pretrained", "--no-nesterov", "--log-model", "--no-balance",
+                                            "--lr=0.1", "--pretrained=maybe", "--augment=false", "--augment=none"]
+
+
+@pytest.mark.parametrize("value, dataset, applied", [
+    ("none", "digits", "none"), ("crop", "cifar10", "crop"), ("flip", "mnist", "flip"),
+    ("crop+flip", "digits", "crop+flip"), ("crop,flip", "digits", "crop+flip"), ("Flip+Crop", "digits", "crop+flip"),
+    # true (--augment alone, yes, 1, and a bool True): the dataset's default
+    ("true", "digits", "crop"), ("true", "mnist", "crop"), ("yes", "fashion_mnist", "crop+flip"),
+    ("1", "cifar10", "crop+flip"), ("TRUE", "cifar100", "crop+flip"), (True, "path/to/images", "crop+flip"),
+    # the old spellings of none
+    ("false", "cifar10", "none"), ("no", "cifar10", "none"), ("0", "cifar10", "none"), ("False", "cifar10", "none"),
+    (False, "cifar10", "none"),
+])
+def test_augment_resolves_per_dataset_and_keeps_old_spellings(value, dataset, applied):
+    cfg = TrainConfig(augment=value, dataset=dataset).validate()
+    assert cfg.augmentation() == applied
+    assert cfg.to_params()["augment"] == value  # the param stays what was given
 
 
 def test_params_are_the_whole_config():

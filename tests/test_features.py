@@ -97,7 +97,8 @@ def test_cache_key_changes_with_weights_and_normalisation(cache):
 
 
 @pytest.mark.parametrize("options, tag", [
-    (dict(augment=True), "off"),  # features differ every epoch
+    (dict(augment="true"), "off"),  # features differ every epoch
+    (dict(augment="flip"), "off"),
     (dict(freeze="none"), "off"),
     (dict(cache_features=False), "off"),
     (dict(model="tv:squeezenet1_0"), "unsupported"),  # ReLU and pooling follow its 1x1-conv head
@@ -109,6 +110,13 @@ def test_cache_does_not_apply(store, cache, options, tag):
     if options.get("model"):  # squeezenet: tagged, trained the uncached way
         result = run_training(cfg, p)
         assert store.get_run(result.run_id).data.tags["feature_cache"] == tag
+
+
+@pytest.mark.parametrize("augment, applies", [
+    ("none", True), ("false", True), ("0", True), ("crop", False), ("flip", False), ("crop,flip", False), ("true", False),
+])
+def test_cache_applies_only_where_augmentation_resolves_to_none(augment, applies):
+    assert features.applies(TrainConfig(model="lenet5", augment=augment, **FROZEN)) is applies
 
 
 def test_head_trained_on_features_is_the_models_head(cache):

@@ -36,7 +36,7 @@ def test_parse(name, text, kind, expect):
     ("lr", "", "--lr: empty value"),
     ("lr", "fast:1", "'fast' is not a number"),
     ("epochs", "5:2", "--epochs '5:2': empty or inverted range (low 5 must be < high 2)"),
-    ("augment", "true,maybe", "--augment 'true,maybe': 'maybe' is not true or false"),
+    ("pretrained", "true,maybe", "--pretrained 'true,maybe': 'maybe' is not true or false"),
     ("model", "lenet5,lenet5", "--model 'lenet5,lenet5': repeated values"),
     ("batch_size", "32,48.5", "'48.5' is not a whole number"),
     ("batch_size", "32,32", "repeated values"),
@@ -62,10 +62,10 @@ def test_defaults_and_momentum_only_for_sgd():
 
 def test_int_ranges_and_any_option_searched_or_fixed():
     space = SearchSpace.parse({"epochs": "5:30", "model": "resnet18,tv:mobilenet_v3_small,lenet5",
-                                      "augment": "true,false", "scheduler": "cosine", "head_dropout": "0:0.5"})
+                                      "augment": "none,crop,crop+flip", "scheduler": "cosine", "head_dropout": "0:0.5"})
     assert space.fixed_options == {"scheduler": "cosine"}  # one value: a fixed option, as `mlproject train --scheduler cosine`
     assert space.dims["epochs"].integer and space.dims["model"].choices == ("resnet18", "tv:mobilenet_v3_small", "lenet5")
-    assert space.dims["augment"].choices == (True, False)
+    assert space.dims["augment"].choices == ("none", "crop", "crop+flip")  # text: a comma separates, + combines
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
     values = space.suggest(trial)
     assert isinstance(values["epochs"], int) and 5 <= values["epochs"] <= 30

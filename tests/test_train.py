@@ -9,7 +9,7 @@ from mlproject.config import TrainConfig
 from mlproject.data import create_dataset, peek_dataset
 from mlproject.models import create_model, set_normalisation
 from mlproject.train import (TrainingDiverged, augment, evaluate, fit, make_optimizer, make_scheduler,
-                             select_device)
+                             seed_everything, select_device)
 
 CPU = torch.device("cpu")
 
@@ -17,6 +17,7 @@ CPU = torch.device("cpu")
 def build(**changes):
     cfg = TrainConfig(**{"model": "softmax", "epochs": 3, "lr": 0.1, "num_workers": 0, **changes}).validate()
     data = create_dataset(cfg)
+    seed_everything(cfg.seed)  # initial weights from the seed, as experiment.prepare does
     model, info = create_model(cfg, peek_dataset(cfg))
     set_normalisation(model, data.info.mean, data.info.std)
     return cfg, model, data
@@ -40,10 +41,10 @@ def test_every_optimizer_learns_digits(optimizer):
 def test_same_seed_gives_same_metrics_on_cpu():
     runs = []
     for _ in range(2):
-        cfg, model, data = build(model="smallcnn", epochs=2, augment=True)
+        cfg, model, data = build(model="smallcnn", epochs=2, augment="crop+flip")
         runs.append([(e.train_loss, e.train_accuracy, e.val_loss, e.val_accuracy) for e in fit(model, data, cfg, CPU).epochs])
     assert runs[0] == runs[1]
-    cfg, model, data = build(model="smallcnn", epochs=2, augment=True, seed=1)
+    cfg, model, data = build(model="smallcnn", epochs=2, augment="crop+flip", seed=1)
     other = [(e.train_loss, e.train_accuracy, e.val_loss, e.val_accuracy) for e in fit(model, data, cfg, CPU).epochs]
     assert other != runs[0]
 
@@ -109,6 +110,78 @@ def test_augment_crops_and_flips_per_sample_deterministically():
     assert not torch.equal(a, x)
     # every output value is either an input value or the zero padding
     assert set(a.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
+
+
+def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """x (C, H, W) moved by (dy, dx) pixels, zeros where it moved from outside."""
+    c, h, w = x.shape
+    out = torch.zeros_like(x)
+    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def what_augment_did(out: torch.Tensor, x: torch.Tensor, pad: int) -> list[tuple[bool, int, int]]:
+    """For each output image, (mirrored, dy, dx) such that it is x (mirrored or not) moved by (dy, dx),
+    |dy|, |dx| <= pad; AssertionError for an output that is neither."""
+    found = []
+    for i, o in enumerate(out):
+        matches = [(m, dy, dx) for m in (False, True) for dy in range(-pad, pad + 1) for dx in range(-pad, pad + 1)
+                   if torch.equal(o, shifted(x.flip(2) if m else x, dy, dx))]
+        assert len(matches) == 1, f"sample {i} is no translation of the input or of its mirror image"
+        found += matches
+    return found
+
+
+# an asymmetric image (every pixel differs, none is 0): a translation and a mirror image never coincide
+IMAGE = torch.arange(1, 3 * 16 * 16 + 1, dtype=torch.float32).view(3, 16, 16)
+SAMPLES = 200
+
+
+def test_crop_only_translates_never_mirrors():
+    out = augment(IMAGE.expand(SAMPLES, -1, -1, -1), torch.Generator().manual_seed(0), crop=True, flip=False)
+    found = what_augment_did(out, IMAGE, pad=2)  # 16 px: padding 16/8
+    assert not any(m for m, _, _ in found)
+    assert {(dy, dx) for _, dy, dx in found} == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
+
+
+def test_flip_only_mirrors_never_shifts():
+    out = augment(IMAGE.expand(SAMPLES, -1, -1, -1), torch.Generator().manual_seed(0), crop=False, flip=True)
+    found = what_augment_did(out, IMAGE, pad=2)
+    assert {(dy, dx) for _, dy, dx in found} == {(0, 0)}
+    mirrored = sum(m for m, _, _ in found)
+    assert 0.3 * SAMPLES < mirrored < 0.7 * SAMPLES  # each sample with probability 1/2
+
+
+def test_crop_and_flip_does_both():
+    out = augment(IMAGE.expand(SAMPLES, -1, -1, -1), torch.Generator().manual_seed(0), crop=True, flip=True)
+    found = what_augment_did(out, IMAGE, pad=2)
+    assert {m for m, _, _ in found} == {False, True}
+    assert any(m and (dy, dx) != (0, 0) for m, dy, dx in found)  # mirrored and moved in one sample
+    assert len({(dy, dx) for _, dy, dx in found}) == 25
+
+
+@pytest.mark.parametrize("value, dataset, applied", [
+    ("true", "digits", (True, False)),  # the digits default: crops, no flips
+    ("none", "digits", None),
+    ("flip", "digits", (False, True)),
+    ("crop,flip", "digits", (True, True)),
+])
+def test_fit_applies_what_augment_resolves_to(monkeypatch, value, dataset, applied):
+    from mlproject import train as train_mod
+
+    calls = []
+
+    def spy(x, generator=None, crop=True, flip=True):
+        calls.append((crop, flip))
+        return augment(x, generator, crop=crop, flip=flip)
+
+    monkeypatch.setattr(train_mod, "augment", spy)
+    cfg, model, data = build(augment=value, dataset=dataset, epochs=1)
+    fit(model, data, cfg, CPU)
+    assert set(calls) == ({applied} if applied else set())
+    if applied:
+        assert len(calls) == math.ceil(len(data.train) / cfg.batch_size)  # every training batch
 
 
 def test_select_device():

@@ -272,6 +272,7 @@ def test_trials_failing_in_a_row_stop_the_study(store):
     (["--batch-size", "0,32"], "batch size must be >= 1, got 0"),
     (["--momentum", "0.5:1.5"], "momentum must be in [0, 1), got 1.5"),
     (["--model", "resnet181"], "unknown model 'resnet181'"),
+    (["--augment", "none,crops"], "unknown augment 'crops' (did you mean: crop?)"),
     (["--storage", "postgresql://tuner:topsecret@127.0.0.1:9/db"], "cannot open Optuna storage 'postgresql://tuner:***@127.0.0.1:9/db'"),
 ])
 def test_bad_input_exits_2_and_creates_nothing(store, args, message):
@@ -566,6 +567,10 @@ def test_searchable_booleans_take_lists_and_still_work_as_flags():
 
     assert parsed("--pretrained", "--augment", "true,false") == {"pretrained": "true", "augment": "true,false",
                                                                "nesterov": None, "balance": False}
+    # augment is text: a comma separates choices, + combines; alone it is true, --no-augment none
+    assert parsed("--augment", "none,crop,crop+flip")["augment"] == "none,crop,crop+flip"
+    assert parsed("--augment", "--pretrained")["augment"] == "true"
+    assert parsed("--no-augment")["augment"] == "none"
     assert parsed("--no-pretrained", "--nesterov=false", "--balance=true")["pretrained"] == "false"
     assert parsed("--pretrained", "true,false")["pretrained"] == "true,false"
     # MLproject's --flag=value form: searchable booleans stay text, the others become flags

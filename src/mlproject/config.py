@@ -20,8 +20,20 @@ SCHEDULERS = ("none", "cosine", "step")
 FREEZE = ("none", "backbone")
 HEADS = ("linear", "mlp")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-# how booleans are written where they are text (MLproject parameters, `tune --augment true,false`)
+# how booleans are written where they are text (MLproject parameters, `tune --pretrained true,false`)
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# what --augment can apply to training batches: random crop (zero padding of 1/8 of the input
+# size), random horizontal flip, or both. `+` combines (`crop+flip`); `mlproject train` also takes
+# `crop,flip`, but in `tune` a comma separates choices (`--augment none,crop,crop+flip`).
+AUGMENTS = ("none", "crop", "flip", "crop+flip")
+# `--augment true` (also `--augment` alone, yes, 1): the dataset's default. Flips are left out where
+# they change what an image shows: a mirrored 2, 3, 4, 5, 7 or 9 (and most letters) is another
+# symbol or none, so digits and MNIST get crops only. A mirrored shirt, bag or shoe is still a
+# shirt, bag or shoe, and CIFAR's photos are mirror-symmetric as classes, so Fashion-MNIST and
+# CIFAR get both; so do ImageFolders (mostly photos: pass `--augment crop` for text, digits or signs).
+AUGMENT_DEFAULTS = {"digits": "crop", "mnist": "crop", "fashion_mnist": "crop+flip",
+                    "cifar10": "crop+flip", "cifar100": "crop+flip"}
+IMAGE_FOLDER_AUGMENT = "crop+flip"
 # weights are float32: torch refuses larger hyperparameters mid-run ("cannot be converted to type
 # float without overflow"), so they are refused up front, with the other bad input
 FLOAT32_MAX = 3.4028234663852886e38
@@ -52,6 +64,26 @@ def unknown(kind: str, value: str, choices, show: int = 12) -> ConfigError:
     return ConfigError(f"unknown {kind} {value!r}{suggest(value, choices)}; valid: {listed(choices, show)}")
 
 
+def resolve_augment(value, dataset: str) -> str:
+    """What `--augment value` applies on `dataset`: one of AUGMENTS.
+
+    Accepts AUGMENTS, their parts in either order (`flip+crop`) or joined by a comma (`crop,flip`),
+    `true`/`yes`/`1` (or a bool True) for the dataset's default (AUGMENT_DEFAULTS, else
+    IMAGE_FOLDER_AUGMENT) and `false`/`no`/`0` (or False) for none, in any case. Raises ConfigError
+    naming an unknown value, with close matches and the valid choices."""
+    text = str(value).strip().lower()
+    default = AUGMENT_DEFAULTS.get(dataset, IMAGE_FOLDER_AUGMENT)
+    if text in BOOL_WORDS:
+        return default if BOOL_WORDS[text] else "none"
+    if text in AUGMENTS:
+        return text
+    parts = [p.strip() for p in text.replace(",", "+").split("+")]
+    if len(parts) == len(set(parts)) and set(parts) <= {"crop", "flip"}:
+        return "+".join(p for p in ("crop", "flip") if p in parts)
+    error = unknown("augment", str(value), AUGMENTS + ("true",))
+    raise ConfigError(f"{error} (the dataset's default: {default}); + combines, as in crop+flip")
+
+
 def _opt(default, help: str, choices: tuple | None = None, **extra):
     return field(default=default, metadata={"help": help, "choices": choices, **extra})
 
@@ -74,7 +106,11 @@ class TrainConfig:
     head_dropout: float = _opt(0.0, "dropout before the head's last layer")
     image_size: int = _opt(0, "input size in pixels; 0 = the model's (pretrained: its native size, "
                            "built-in: its design size, else the data's, at least 32)")
-    augment: bool = _opt(False, "random crop (padding 1/8 of the input size: 4 px at 32 px) + horizontal flip, training batches only")
+    augment: str = _opt("none", "training batches only: none, crop (random crop, zero padding 1/8 of the "
+                        "input size: 4 px at 32 px), flip (random horizontal flip), crop+flip (+ combines), "
+                        "or true (also --augment alone): the dataset's default, crop for digits and mnist (a "
+                        "mirrored digit is another symbol), crop+flip for the others and ImageFolders; "
+                        "--no-augment, false: none", flag_value="true", off_value="none")
     val_fraction: float = _opt(0.1, "share of the training data held out for validation")
     test_fraction: float = _opt(0.2, "share held out for test when the dataset has no test split")
     balance: bool = _opt(False, "cut every class to the smallest class's size before splitting "
@@ -94,7 +130,7 @@ class TrainConfig:
     seed: int = _opt(0, "random seed: same seed on CPU gives the same metrics")
     device: str = _opt("auto", "auto picks CUDA, then MPS, then CPU", DEVICES)
     num_workers: int = _opt(2, "DataLoader workers for ImageFolders too large to hold in memory")
-    cache_features: bool = _opt(True, "with --freeze backbone and no --augment: compute the backbone's "
+    cache_features: bool = _opt(True, "with --freeze backbone and --augment none: compute the backbone's "
                                 "features once, cache them on disk ($MLPROJECT_CACHE_DIR, default "
                                 "~/.cache/mlproject/features) and train only the head on them")
     compile: bool = _opt(False, "torch.compile the network for training (repays its compile time "
@@ -116,6 +152,10 @@ class TrainConfig:
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+    def augmentation(self) -> str:
+        """What --augment applies on this dataset: none, crop, flip or crop+flip (ConfigError if unknown)."""
+        return resolve_augment(self.augment, self.dataset)
+
     def validate(self) -> "TrainConfig":
         """Check every value that can be checked without touching data or models.
 
@@ -126,6 +166,7 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise unknown(f.name.replace("_", " "), getattr(self, f.name), choices)
+        self.augmentation()
         checks = [
             (0 < self.lr <= FLOAT32_MAX, f"lr must be > 0 and a finite float32 (<= {FLOAT32_MAX:.3g}), got {self.lr}"),
             (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),

@@ -4,11 +4,11 @@
     if cached:
         fit(cached.model, cached.data, cfg, device)      # trains model's own head, on features
 
-With `--freeze backbone` and no `--augment`, the backbone maps each image to the same vector in
-every epoch and every trial (it runs in eval mode, BatchNorm statistics frozen), so those vectors,
-the head's inputs, are computed once and stored in `cache_dir()`. The key hashes everything they
-depend on: the backbone's weights and buffers (so model name, pretrained weights and initial
-seed), the preprocessing (input size, channels, normalisation), the split images and labels, the
+With `--freeze backbone` and `--augment` resolving to none, the backbone maps each image to the
+same vector in every epoch and every trial (it runs in eval mode, BatchNorm statistics frozen), so
+those vectors, the head's inputs, are computed once and stored in `cache_dir()`. The key hashes
+everything they depend on: the backbone's weights and buffers (so model name, pretrained weights
+and initial seed), the preprocessing (input size, channels, normalisation), the split images and labels, the
 device type and the torch version. Any change gives a new key, hence a new file; a study's trials
 share one file. The head trained on the features is the model's own head module, so the full
 model (backbone + trained head) is what gets logged and served. Test accuracy comes from the
@@ -63,7 +63,7 @@ def cache_dir() -> Path:
 
 def applies(cfg: TrainConfig) -> bool:
     """Whether cfg asks for training the head on cached features."""
-    return cfg.cache_features and cfg.freeze == "backbone" and not cfg.augment
+    return cfg.cache_features and cfg.freeze == "backbone" and cfg.augmentation() == "none"
 
 
 class _HeadInput:

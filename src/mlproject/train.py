@@ -117,21 +117,26 @@ def make_scheduler(cfg: TrainConfig, optimizer):
     return None
 
 
-def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop (zero padding of size/8 px, 4 px at 32 px) and horizontal flip, per sample,
-    vectorised on x's device."""
+def augment(x: torch.Tensor, generator: torch.Generator | None = None, crop: bool = True,
+            flip: bool = True) -> torch.Tensor:
+    """Per sample, vectorised on x's device: a random crop (zero padding of size/8 px, 4 px at
+    32 px, then a window of the input's size: a translation by up to that many pixels) and/or a
+    horizontal flip with probability 1/2. `crop` and `flip` say which (TrainConfig.augmentation)."""
     n, c, h, w = x.shape
-    pad = max(1, h // 8)
-    padded = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device, generator=generator)
-    ox = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device, generator=generator)
-    rows = (oy + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (ox + torch.arange(w, device=x.device))[:, None, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chans = torch.arange(c, device=x.device)[None, :, None, None]
-    out = padded[batch, chans, rows, cols]
-    flip = torch.rand(n, device=x.device, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(3), out)
+    if crop:
+        pad = max(1, h // 8)
+        padded = F.pad(x, (pad, pad, pad, pad))
+        oy = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device, generator=generator)
+        ox = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device, generator=generator)
+        rows = (oy + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (ox + torch.arange(w, device=x.device))[:, None, None, :]
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        chans = torch.arange(c, device=x.device)[None, :, None, None]
+        x = padded[batch, chans, rows, cols]
+    if flip:
+        flipped = torch.rand(n, device=x.device, generator=generator) < 0.5
+        x = torch.where(flipped[:, None, None, None], x.flip(3), x)
+    return x
 
 
 def autocast(device: torch.device):
@@ -165,7 +170,9 @@ def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
     optimizer = make_optimizer(cfg, model.parameters())
     scheduler = make_scheduler(cfg, optimizer)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.augment else None
+    applied = cfg.augmentation()  # none, crop, flip or crop+flip: --augment resolved for the dataset
+    crop, flip = "crop" in applied, "flip" in applied
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed) if crop or flip else None
     history = History()
     epochs = _progress(range(1, cfg.epochs + 1), desc="epochs", unit="epoch")
     for epoch in epochs:
@@ -183,8 +190,8 @@ def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
             labels = labels.to(device, non_blocking=True)
             with autocast(device):
                 x = model.preprocess(images)
-                if cfg.augment:
-                    x = augment(x, aug_gen)
+                if aug_gen is not None:
+                    x = augment(x, aug_gen, crop=crop, flip=flip)
                 if channels_last:  # the layout the model's weights were given: no conversion per conv
                     x = x.contiguous(memory_format=torch.channels_last)
                 logits = net(x)

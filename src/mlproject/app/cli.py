@@ -19,7 +19,9 @@ from mlproject.train import TrainingDiverged
 
 
 def config_options(cls=TrainConfig, skip: tuple[str, ...] = ()):
-    """Decorator adding one click option per dataclass field but `skip` (bools as --x/--no-x flags)."""
+    """Decorator adding one click option per dataclass field but `skip` (bools as --x/--no-x flags;
+    a field with metadata flag_value, such as augment, also takes its option alone, `--augment`
+    meaning `--augment true`, and `--no-augment` is turned into its off_value by bool_flags_from_values)."""
     def decorate(fn):
         for f in reversed([f for f in dataclasses.fields(cls) if f.name not in skip]):
             flag = "--" + f.name.replace("_", "-")
@@ -30,13 +32,16 @@ def config_options(cls=TrainConfig, skip: tuple[str, ...] = ()):
                 fn = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=f.default, show_default=True, help=help_)(fn)
             else:
                 typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-                fn = click.option(flag, f.name, type=typ, default=f.default, show_default=True, help=help_)(fn)
+                optional = {"is_flag": False, "flag_value": f.metadata["flag_value"]} if f.metadata.get("flag_value") else {}
+                fn = click.option(flag, f.name, type=typ, default=f.default, show_default=True, help=help_,
+                                  **optional)(fn)
         return fn
     return decorate
 
 
 def bool_flags_from_values(args: list[str], cls=TrainConfig, skip: tuple[str, ...] = ()) -> list[str]:
-    """'--pretrained=true' -> '--pretrained', '--pretrained=false' -> '--no-pretrained'.
+    """'--pretrained=true' -> '--pretrained', '--pretrained=false' -> '--no-pretrained', and
+    '--no-augment' -> '--augment=none' (an option with an off_value: a text option that once was a flag).
 
     MLproject commands can only substitute values, so its `main` entry point passes booleans
     as `--flag={value}`; this turns them back into click's flags. Other values are left for
@@ -44,12 +49,14 @@ def bool_flags_from_values(args: list[str], cls=TrainConfig, skip: tuple[str, ..
     """
     names = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(cls)
              if f.type in (bool, "bool") and f.name not in skip}
+    off = {"--no-" + f.name.replace("_", "-"): f"--{f.name.replace('_', '-')}={f.metadata['off_value']}"
+           for f in dataclasses.fields(cls) if f.metadata.get("off_value") and f.name not in skip}
     out = []
     for a in args:
         flag, eq, value = a.partition("=")
         if eq and flag in names and value.lower() in BOOL_WORDS:
             a = flag if BOOL_WORDS[value.lower()] else "--no-" + flag[2:]
-        out.append(a)
+        out.append(off.get(a, a))
     return out
 
 

@@ -156,6 +156,7 @@ def _run_tags(cfg: TrainConfig, p: Prepared, child: ChildRun | None) -> dict:
     device = p.device
     return {"model_source": p.model_info.source, "model_name": p.model_info.name, "device": str(device),
             "feature_cache": p.features.status if p.features else "unsupported" if features_apply(cfg) else "off",
+            "augment.applied": cfg.augmentation(),  # --augment resolved for the dataset (true: its default)
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             **({"data.empty_classes": ",".join(p.data.info.empty_classes)} if p.data.info.empty_classes else {}),
             **_versions(), **(child.tags if child else {})}

@@ -41,17 +41,24 @@ def _with_search_options(fn):
         help_ = f"{base} [{how}{form}]"
         if name == "momentum":
             help_ += "; searched only in SGD trials unless given"
-        kwargs = {"is_flag": False, "flag_value": "true"} if typ is bool else {}
+        if name == "augment":
+            help_ += "; here a comma separates choices and + combines: none,crop,crop+flip"
+        flag_value = "true" if typ is bool else field_metadata(name).get("flag_value")  # `--augment` alone: true
+        kwargs = {"is_flag": False, "flag_value": flag_value} if flag_value else {}
         fn = click.option(flag(name), name, default=None, show_default=shown, help=help_, **kwargs)(fn)
     return fn
 
 
-def config_help(name: str) -> str:
+def field_metadata(name: str):
     import dataclasses
 
-    f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
-    choices = f.metadata.get("choices")
-    return f.metadata.get("help", "") + (f" ({'|'.join(choices)})" if choices else "")
+    return next(f for f in dataclasses.fields(TrainConfig) if f.name == name).metadata
+
+
+def config_help(name: str) -> str:
+    meta = field_metadata(name)
+    choices = meta.get("choices")
+    return meta.get("help", "") + (f" ({'|'.join(choices)})" if choices else "")
 
 
 def _fixed_options(fn):
@@ -125,7 +132,8 @@ def tune(**opts):
 
 def tune_args(args: list[str]) -> list[str]:
     """MLproject's '--nesterov=false' stays text for a searchable boolean (where 'true,false' is a
-    choice), and '--no-augment' becomes '--augment=false'; other booleans become click's flags."""
+    choice), and '--no-nesterov' becomes '--nesterov=false'; other booleans become click's flags,
+    and '--no-augment' becomes '--augment=none' (bool_flags_from_values)."""
     searchable = {flag(n) for n in BOOL_SEARCHABLE}
     args = [f"--{a[5:]}=false" if a.startswith("--no-") and f"--{a[5:]}" in searchable else a for a in args]
     return bool_flags_from_values(args, skip=BOOL_SEARCHABLE)
