@@ -165,3 +165,44 @@ def test_train_records_the_augmentation_applied(store, args, given, applied):
     assert result.exit_code == 0, result.output + str(result.exception)
     (run,) = all_runs(store)
     assert run.data.params["augment"] == given and run.data.tags["augment.applied"] == applied
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code, name", [("SIGTERM", 143, "SIGTERM"), ("SIGINT", 130, "SIGINT (Ctrl-C)")])
+def test_a_signal_mid_training_ends_the_run_killed_with_its_exit_status(tmp_path, signum, code, name):
+    """`mlproject train` as Slurm or `docker stop` (SIGTERM) or a terminal (SIGINT) stops it:
+    the run ends KILLED with the reason, exit 128 + the signal number, no traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, "MLFLOW_TRACKING_URI": uri,
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", "from mlproject.app.cli import main; main()", "train",
+                             "--model", "mlp", "--epochs", "1000", "--num-workers", "0", "--no-log-model"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    client = MlflowClient(uri)
+    deadline, run = time.monotonic() + 180, None
+    try:
+        while time.monotonic() < deadline and run is None:  # poll until an epoch is logged: mid-training
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            exp = client.get_experiment_by_name("mlproject") if (tmp_path / "mlflow.db").exists() else None
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            run = next((r for r in runs if "val_accuracy" in r.data.metrics), None)
+            time.sleep(0.05)
+        assert run is not None, "no epoch logged within 180 s"
+        proc.send_signal(getattr(signal, signum))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err[-3000:]
+    assert f"interrupted by {name}" in err and "Traceback" not in err
+    ended = client.get_run(run.info.run_id)
+    assert ended.info.status == "KILLED" and ended.data.tags["mlproject.failure"] == f"interrupted by {name}"

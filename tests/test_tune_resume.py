@@ -234,31 +234,52 @@ def test_sigkill_mid_trial_then_rerun_resumes_the_same_study_and_parent(tmp_path
     assert tune.client.get_run(parent_before).info.status == "FINISHED"
 
 
-@pytest.fixture(scope="module")
-def interrupted(tmp_path_factory, empty_mlflow_db):
-    """A study Ctrl-C'd mid-trial (shared by the tests of what Ctrl-C leaves behind)."""
-    tune = Tune(tmp_path_factory.mktemp("ctrl-c"), empty_mlflow_db)
-    args = [*LONG, "--trials", "2", "--study-name", "c"]
+# (signal, sent to, workers, exit status): Ctrl-C in a terminal signals the foreground process
+# group; Slurm's, Kubernetes' and `docker stop`'s SIGTERM may reach the main process alone, which
+# passes it on to its workers
+INTERRUPTIONS = {
+    "ctrl-c": (signal.SIGINT, "group", 1, 130),
+    "sigterm": (signal.SIGTERM, "main", 1, 143),
+    "sigterm-2-workers": (signal.SIGTERM, "main", 2, 143),
+}
+
+
+@pytest.fixture(scope="module", params=list(INTERRUPTIONS))
+def interrupted(request, tmp_path_factory, empty_mlflow_db):
+    """A study interrupted mid-trial (shared by the tests of what an interruption leaves behind)."""
+    signum, target, workers, expected = INTERRUPTIONS[request.param]
+    tune = Tune(tmp_path_factory.mktemp(request.param), empty_mlflow_db)
+    args = [*LONG, "--trials", "2", "--study-name", "c", "--workers", str(workers)]
     proc = tune.start(*args)
     child_id = tune.wait_mid_training(proc, "c")
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the foreground process group
+    start = time.monotonic()
+    if target == "group":
+        os.killpg(proc.pid, signum)
+    else:
+        os.kill(proc.pid, signum)
     code = wait_exit(proc, timeout=60)
     trial = tune.trial_of_run("c", child_id)
     parent = tune.study("c").user_attrs["mlflow_parent_run_id"]
-    return tune, args, trial, child_id, parent, code, proc.err_path.read_text()
+    return (tune, args, trial, child_id, parent, code, proc.err_path.read_text(),
+            (signum, expected, time.monotonic() - start))
 
 
-def test_ctrl_c_ends_trial_and_parent_killed_and_the_rerun_resumes(interrupted):
-    tune, args, trial, child_id, parent, code, err = interrupted
-    assert code == 130, err[-3000:]
-    assert "interrupted" in err
+def test_an_interruption_ends_trials_and_parent_killed_and_the_rerun_resumes(interrupted):
+    tune, args, trial, child_id, parent, code, err, (signum, expected, took_s) = interrupted
+    name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT (Ctrl-C)"
+    assert code == expected, err[-3000:]
+    assert f"interrupted by {name}" in err and "Traceback" not in err
+    assert took_s < 30  # "within a few seconds" on a loaded 2-core machine, workers included
 
     run = tune.client.get_run(child_id)
     assert run.info.status == "KILLED"
-    assert "interrupted" in run.data.tags.get("mlproject.failure", "")
+    assert run.data.tags.get("mlproject.failure") == f"interrupted by {name}"
     assert tune.client.get_run(parent).info.status == "KILLED"
+    assert tune.client.get_run(parent).data.tags.get("mlproject.failure") == f"interrupted by {name}"
     assert not [r.info.run_id for r in tune.runs() if r.info.status == "RUNNING"]
-    assert tune.study("c").trials[trial.number].state == TrialState.FAIL
+    trials = tune.study("c").trials
+    assert trials[trial.number].state == TrialState.FAIL
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]  # every worker's trial ended
 
     code, out, err = tune.run(*args)
     assert code == 0, err[-3000:]
@@ -270,8 +291,8 @@ def test_ctrl_c_ends_trial_and_parent_killed_and_the_rerun_resumes(interrupted):
     assert tune.client.get_run(child_id).info.status == "KILLED"  # history stays as it was
 
 
-def test_ctrl_c_trial_run_is_tagged_failed_not_running(interrupted):
-    tune, _, trial, child_id, _, _, _ = interrupted
+def test_an_interrupted_trial_run_is_tagged_failed_not_running(interrupted):
+    tune, _, trial, child_id, *_ = interrupted
     assert tune.study("c").trials[trial.number].state == TrialState.FAIL
     assert tune.client.get_run(child_id).data.tags.get("optuna.state") == "FAIL"
 

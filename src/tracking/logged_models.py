@@ -90,8 +90,12 @@ def log_model(model: torch.nn.Module, example: np.ndarray, class_names: list[str
 
 
 def register_model(model_uri: str, name: str, tags: dict | None = None) -> str:
-    """Register a logged model as a new version of registered model `name`; its version."""
-    with _no_progress_bars():
+    """Register a logged model as a new version of registered model `name`; its version. MLflow
+    prints 'Successfully registered model' and 'Created version' to stderr (eprint, not a logger):
+    the study's summary says it once, in its own words."""
+    import io
+
+    with _no_progress_bars(), contextlib.redirect_stderr(io.StringIO()):
         version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
     return str(version.version)
 

@@ -36,6 +36,15 @@ def run_id_from_env() -> str | None:
     return os.environ.get("MLFLOW_RUN_ID") or None
 
 
+def set_verbosity(verbose: bool) -> None:
+    """MLflow's INFO lines (database migrations, 'Creating a new experiment') only with --verbose;
+    its warnings always."""
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 @contextlib.contextmanager
 def training_run(experiment: str, run_name: str = "", tags: dict | None = None, parent_run_id: str | None = None):
     """Start a run in `experiment` (or join MLFLOW_RUN_ID under `mlflow run`, or nest under
@@ -58,12 +67,12 @@ def training_run(experiment: str, run_name: str = "", tags: dict | None = None, 
 
 @contextlib.contextmanager
 def ended_on_exception(run_id: str):
-    """End `run_id` KILLED on Ctrl-C, else FAILED (or the exception's `mlflow_status`: tuning's
+    """End `run_id` KILLED on Ctrl-C or SIGTERM, else FAILED (or the exception's `mlflow_status`: tuning's
     pruned trials end KILLED) with the reason in tag mlproject.failure, and re-raise."""
     try:
         yield
-    except KeyboardInterrupt:
-        end_run(run_id, "KILLED", "interrupted (Ctrl-C)")
+    except KeyboardInterrupt as e:  # Ctrl-C, or mlproject.signals.Interrupted (SIGTERM too)
+        end_run(run_id, "KILLED", f"interrupted by {e}" if str(e) else "interrupted (Ctrl-C)")
         raise
     except BaseException as e:
         end_run(run_id, getattr(e, "mlflow_status", "FAILED"), f"{type(e).__name__}: {e}")

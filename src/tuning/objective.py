@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
+import traceback
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
@@ -72,6 +74,9 @@ class Worker:
     objectives: list[Objective] = dataclasses.field(default_factory=lambda: goals.parse_objectives(()))
     constraints: list[Constraint] = dataclasses.field(default_factory=list)
     prune_on: str | None = "val_accuracy"  # the epoch metric reported to Optuna (and its pruner); None: none
+    echo: Callable[[str], None] | None = None  # where trial outcomes go, a line each (default: stderr)
+    verbose: bool = False  # a traceback for every failed trial, not only for unexpected exceptions
+    _tracebacks: dict = dataclasses.field(default_factory=dict, repr=False)  # trial number -> text (bugs)
 
     def remaining(self, study) -> int:
         """--trials minus the trials finished, running or waiting (failed ones are re-run)."""
@@ -135,6 +140,8 @@ class Worker:
         except (Exception, KeyboardInterrupt) as e:
             # diverged, out of memory, a bug (the study goes on), or Ctrl-C: Optuna fails the trial
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:1000])
+            if self.verbose or not isinstance(e, EXPECTED_FAILURES):
+                self._tracebacks[trial.number] = traceback.format_exc()
             tracking.set_run_tags(trial.user_attrs.get("mlflow_run_id"), {"optuna.state": "FAIL"})
             raise
         values = goals.recorded(result.metrics, result.history.epochs[-1])
@@ -169,6 +176,7 @@ class Worker:
             nonlocal failures
             real_failure = trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus")
             failures = failures + 1 if real_failure else 0
+            self.tell(trial)
 
         while self.pending(study):
             study.optimize(self.objective, n_trials=1, catch=(Exception,), callbacks=[count, *self.callbacks])
@@ -176,6 +184,25 @@ class Worker:
                 last = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1]
                 raise StudyFailing(f"{failures} trials failed in a row; last: "
                                    f"{last.user_attrs.get('fail_reason', 'see its MLflow run')}")
+
+    def tell(self, trial) -> None:
+        """One line for a finished trial: its outcome, its values or reason, its sampled params; a
+        traceback after it only for an unexpected exception (a bug), or with --verbose."""
+        if trial.user_attrs.get("surplus"):
+            return
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        if trial.state == TrialState.COMPLETE:
+            values = ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(self.objectives, trial.values))
+            line = f"complete: {values}" + ("" if goals.feasible(trial) else " (infeasible)")
+        elif trial.state == TrialState.PRUNED:
+            epoch = trial.user_attrs.get("pruned_epoch")
+            last = trial.intermediate_values.get(epoch) if epoch is not None else None
+            line = f"pruned after epoch {epoch}" + (f" ({self.prune_on} {last:.4g})" if last is not None else "")
+        else:
+            line = f"failed: {trial.user_attrs.get('fail_reason', 'see its MLflow run')}"
+        text = f"trial {trial.number} {line}" + (f" [{params}]" if params else "")
+        tb = self._tracebacks.pop(trial.number, None)
+        (self.echo or _stderr)(text + (f"\n{tb.rstrip()}" if tb else ""))
 
     def finish(self, study, poll_s: float = 5.0) -> None:
         """After this machine's workers: wait for trials still RUNNING elsewhere; those whose
@@ -191,6 +218,21 @@ class Worker:
             if not running or not self.heartbeat or (self.deadline and time.monotonic() > self.deadline):
                 return
             time.sleep(poll_s)  # other workers' trials: nothing to do until they end or go stale
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# Trial failures a search expects (a diverging learning rate, a model too large for the device, a
+# signal): one line each. Anything else is a bug, shown with its traceback.
+EXPECTED_FAILURES = (TrainingDiverged, KeyboardInterrupt, Surplus, MemoryError)
+try:
+    import torch
+
+    EXPECTED_FAILURES += (torch.OutOfMemoryError,)
+except (ImportError, AttributeError):  # torch < 2.5 names it torch.cuda.OutOfMemoryError
+    pass
 
 
 class StudyFailing(RuntimeError):

@@ -13,6 +13,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import tracking
 from mlproject.config import ConfigError, TrainConfig
 from mlproject.data import Splits
+from mlproject.signals import exit_code, handle_signals
 
 from . import study as studies
 from . import goals
@@ -31,6 +33,9 @@ from .space import SearchSpace
 NOT_IN_SIGNATURE = ("experiment", "run_name", "log_model", "num_workers", "device", "data_dir", "seed",
                     "cache_features", "compile")
 PARENT_ATTR = "mlflow_parent_run_id"
+# seconds the workers get, once signalled, to end their trials' runs (a few MLflow and Optuna
+# writes: well under a second on a local store, a few seconds against a busy server)
+WORKER_STOP_S = 30
 # columns of that view: the parent's best, each trial's own results (README, 'The MLflow UI')
 STUDY_VIEW_METRICS = ["best_value", "val_accuracy", "test_accuracy", "final_train_accuracy", "train_time_s",
                       "test_time_s", "model_size_mb"]
@@ -53,6 +58,7 @@ class StudyOptions:
     register_name: str | None = None  # default the study name
     max_failures: int = 5
     grace_period: int | None = None  # seconds without heartbeat before a trial counts as dead
+    verbose: bool = False  # Optuna's and MLflow's INFO lines, and a traceback for every failed trial
 
     def validate(self) -> None:
         for name in ("trials", "workers", "max_failures"):
@@ -197,19 +203,21 @@ def _worker(p: Plan, parent: str, storage, **kwargs) -> Worker:
     o = p.options
     return Worker(p.base, p.space, p.trainer, parent, o.trials, o.max_failures, [p.data] if p.data else [],
                   heartbeat=studies.has_heartbeat(storage), objectives=p.objectives, constraints=p.constraints,
-                  prune_on=p.prune_on, **kwargs)
+                  prune_on=p.prune_on, verbose=o.verbose, **kwargs)
 
 
 def _worker_main(p: Plan, index: int, threads: int) -> None:
     """A worker process: its own threads budget, storage connection and sampler seed."""
     import torch
 
+    handle_signals()
+    _quiet(p.options.verbose)
     torch.set_num_threads(threads)
-    study, storage = _open(p, index)
     try:
+        study, storage = _open(p, index)
         _worker(p, study.user_attrs[PARENT_ATTR], storage).run(study)
-    except KeyboardInterrupt:  # Ctrl-C reaches every worker: its trial ended KILLED; the parent reports
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (from the sender, or forwarded by the
+        sys.exit(exit_code(e))      # parent): its trial ended KILLED and FAIL; the parent reports
 
 
 def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float = 120.0) -> str:
@@ -269,11 +277,18 @@ def _new_parent(study, p: Plan, env_run_id: str | None) -> str:
     return run_id
 
 
+def _quiet(verbose: bool) -> None:
+    """Optuna's and MLflow's INFO chatter off (it breaks the progress bar mid-line), unless --verbose."""
+    tracking.set_verbosity(verbose)
+    studies.set_verbosity(verbose)
+
+
 def execute(p: Plan) -> int:
     """Run the study to its --trials; returns the exit code (0, 1 when trials keep failing,
     130 on Ctrl-C). Rerunning the same command resumes the same study and parent run."""
     from . import summary
 
+    _quiet(p.options.verbose)
     if p.options.tracking_uri:
         tracking.use_tracking_uri(p.options.tracking_uri)  # worker processes inherit it
     study, storage = _open(p)  # may still refuse (storage unreachable, other search space): exit 2
@@ -286,10 +301,11 @@ def execute(p: Plan) -> int:
     except StudyFailing as e:
         print(f"Error: {e}", file=sys.stderr)
         status, code, reason = "FAILED", 1, str(e)
-    except KeyboardInterrupt:
-        print("interrupted: the current trial ended KILLED; rerun the same command to resume", file=sys.stderr)
-        tracking.end_run(parent, "KILLED")
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (mlproject.signals): one path
+        why = f"interrupted by {e or 'SIGINT (Ctrl-C)'}"
+        print(f"{why}: the current trials ended KILLED; rerun the same command to resume", file=sys.stderr)
+        tracking.end_run(parent, "KILLED", why)
+        return exit_code(e)
     try:
         summary.record(study, storage, p, parent, wall_time_s=time.perf_counter() - start)
     finally:
@@ -304,12 +320,28 @@ def _run_workers(study, storage, p: Plan, parent: str) -> None:
     deadline = time.monotonic() + p.options.timeout if p.options.timeout else None
     with progress(study, p) as bar:
         if p.options.workers == 1:
-            _worker(p, parent, storage, deadline=deadline, callbacks=[bar]).run(study)
+            _worker(p, parent, storage, deadline=deadline, callbacks=[bar], echo=bar.write).run(study)
         else:
             _run_processes(p, bar)
         # trials of workers that died (elsewhere or here) are failed once their heartbeat is
         # stale, and re-run: finish the study's count here
-        _worker(p, parent, storage, deadline=deadline, callbacks=[bar]).finish(study)
+        _worker(p, parent, storage, deadline=deadline, callbacks=[bar], echo=bar.write).finish(study)
+
+
+def _stop_workers(procs, signum: int, wait_s: float = WORKER_STOP_S) -> None:
+    """Pass the signal on to the workers (`docker stop` and Kubernetes signal the main process
+    alone; a terminal's Ctrl-C reaches them too, and a duplicate within
+    mlproject.signals.SAME_REQUEST_S is ignored), wait for them to end their trials' runs, and
+    kill any still alive after `wait_s`."""
+    for proc in procs:
+        if proc.is_alive():
+            os.kill(proc.pid, signum)
+    deadline = time.monotonic() + wait_s
+    for proc in procs:
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 def _run_processes(p: Plan, bar) -> None:
@@ -321,10 +353,14 @@ def _run_processes(p: Plan, bar) -> None:
              for i in range(1, workers + 1)]
     for proc in procs:
         proc.start()
-    while any(proc.is_alive() for proc in procs):
-        bar.poll()
-        for proc in procs:
-            proc.join(timeout=2.0)
+    try:
+        while any(proc.is_alive() for proc in procs):
+            bar.poll()
+            for proc in procs:
+                proc.join(timeout=2.0)
+    except KeyboardInterrupt as e:
+        _stop_workers(procs, getattr(e, "signum", signal.SIGINT))
+        raise
     bad = [proc.exitcode for proc in procs if proc.exitcode]
     if bad:
         raise StudyFailing(f"{len(bad)} of {workers} workers exited with codes {bad}")

@@ -132,6 +132,13 @@ def claim(storage, study_name: str, key: str):
         optuna.delete_study(study_name=marker, storage=storage)
 
 
+def set_verbosity(verbose: bool) -> None:
+    """Optuna's own log lines ('Trial 3 finished with value ...', a failed trial's traceback) only
+    with --verbose: the worker prints one line per trial instead (objective.Worker.tell), through
+    the progress bar, and a traceback only for a bug."""
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
+
+
 def has_heartbeat(storage) -> bool:
     """Whether trials in `storage` send heartbeats, so a dead worker's trial goes stale (RDB
     storages, as create_storage makes them; journal files have none)."""

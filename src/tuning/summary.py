@@ -40,6 +40,10 @@ def progress(study, p):
         def __call__(self, study, trial=None):
             self.poll()
 
+        def write(self, text: str) -> None:
+            """A line above the bar, which is redrawn below it (never broken mid-line)."""
+            tqdm.write(text, file=sys.stderr)
+
         def poll(self):
             trials = study.get_trials(deepcopy=False)
             bar.n = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)

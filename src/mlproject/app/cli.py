@@ -15,6 +15,7 @@ import sys
 import click
 
 from mlproject.config import BOOL_WORDS, ConfigError, TrainConfig
+from mlproject.signals import exit_code, handle_signals
 from mlproject.train import TrainingDiverged
 
 
@@ -80,16 +81,20 @@ def train(**options):
     """Train one model and record it in MLflow."""
     from . import experiment
 
+    handle_signals()  # SIGTERM (Slurm, docker stop) ends the run as Ctrl-C does: KILLED, with the reason
     cfg = TrainConfig(**options)
     try:
-        prepared = experiment.prepare(cfg)
-    except ConfigError as e:
-        fail(str(e))
-    try:
+        try:
+            prepared = experiment.prepare(cfg)
+        except ConfigError as e:
+            fail(str(e))
         result = experiment.run_training(cfg, prepared)
     except TrainingDiverged as e:  # the run is already FAILED with the reason as a tag
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: a started run is already KILLED with the reason
+        click.echo(f"interrupted by {e or 'SIGINT (Ctrl-C)'}: the run (if started) ended KILLED", err=True)
+        sys.exit(exit_code(e))
     click.echo(summary(cfg, result))
 
 

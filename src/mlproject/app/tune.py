@@ -17,6 +17,7 @@ import click
 
 from mlproject.app.cli import bool_flags_from_values, config_options, fail
 from mlproject.config import ConfigError, TrainConfig
+from mlproject.signals import exit_code, handle_signals
 from tuning.space import DEFAULTS, NOT_SEARCHABLE, OPTION_TYPES, SEARCHABLE, flag
 
 # non-boolean options a study cannot vary: text here, so that a list gets the reason, not a type error
@@ -103,6 +104,9 @@ def _fixed_value(name: str, text: str | None):
 @click.option("--workers", type=int, default=1, show_default=True, help="worker processes on this machine")
 @click.option("--register-name", default=None, help="Model Registry name of the best model(s) [default: the study name]")
 @click.option("--max-failures", type=int, default=5, show_default=True, help="stop after this many failed trials in a row")
+@click.option("--verbose", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+              help="Optuna's and MLflow's INFO lines, and a traceback for every failed trial (default: one "
+                   "line per trial; a traceback only for an unexpected exception)")
 @click.option("--grace-period", type=int, default=None, hidden=True, help="seconds without heartbeat before a trial counts as dead")
 def tune(**opts):
     """Search any training option with Optuna (by default learning rate, batch size, weight decay and
@@ -116,8 +120,9 @@ def tune(**opts):
     searched = {n: opts.pop(n) or None for n in SEARCHABLE}
     controls = {k: opts.pop(k) or None for k in ("timeout", "study_name", "storage", "tracking_uri",
                                                  "register_name", "grace_period", "pruner")}
-    controls.update({k: opts.pop(k) for k in ("trials", "sampler", "workers", "max_failures")})
+    controls.update({k: opts.pop(k) for k in ("trials", "sampler", "workers", "max_failures", "verbose")})
     controls.update({k: tuple(opts.pop(k)) for k in ("objectives", "constraints")})
+    handle_signals()  # SIGTERM (Slurm, Kubernetes, docker stop) takes Ctrl-C's path: runs KILLED, exit 143
     try:
         for name in FIXED_TEXT:
             text = opts.pop(name)
@@ -127,6 +132,9 @@ def tune(**opts):
         code = runner.execute(plan)
     except ConfigError as e:
         fail(str(e))
+    except KeyboardInterrupt as e:  # before the study started: nothing to end
+        click.echo(f"interrupted by {e or 'SIGINT (Ctrl-C)'}", err=True)
+        code = exit_code(e)
     sys.exit(code)
 
 

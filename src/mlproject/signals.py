@@ -1,0 +1,66 @@
+"""SIGTERM and SIGINT as one path: both raise `Interrupted` (a KeyboardInterrupt), so every
+clean-up written for Ctrl-C (runs ended KILLED with the reason, Optuna trials failed and re-run
+later, the study's parent run KILLED) runs for the SIGTERM that Slurm, Kubernetes, systemd and
+`docker stop` send before they kill. A second signal while cleaning up ends the process at once.
+
+    handle_signals()               # in a command's main process and in each worker process
+    try: ...
+    except KeyboardInterrupt as e:
+        sys.exit(exit_code(e))     # 130 (SIGINT) or 143 (SIGTERM), the shells' 128 + signal number
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal asked the process to stop; str() names it ('SIGTERM')."""
+
+    def __init__(self, signum: int):
+        super().__init__(NAMES.get(signum, signal.Signals(signum).name))
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def exit_code(e: BaseException) -> int:
+    """The exit status for an interruption: 128 + its signal (a bare KeyboardInterrupt is SIGINT's)."""
+    return e.exit_code if isinstance(e, Interrupted) else 128 + signal.SIGINT
+
+
+# A signal within this many seconds of the first is the same request delivered twice, not a
+# second one: Slurm and systemd signal every process of a job, and `tune` forwards the signal to
+# its worker processes too, so a worker may get one from each within milliseconds.
+SAME_REQUEST_S = 0.5
+_first_at: float | None = None
+
+
+def _second(signum, frame):
+    """A signal during clean-up: no more waiting on it."""
+    if _first_at is not None and time.monotonic() - _first_at < SAME_REQUEST_S:
+        return
+    os._exit(128 + signum)
+
+
+def _first(signum, frame):
+    global _first_at
+    _first_at = time.monotonic()
+    for s in NAMES:
+        signal.signal(s, _second)
+    raise Interrupted(signum)
+
+
+def handle_signals() -> None:
+    """SIGINT and SIGTERM raise Interrupted in the main thread (once; a second one exits at once
+    with 128 + its number). A SIGINT that the process inherited ignored (`cmd &` in a script)
+    stays ignored, as the shell meant."""
+    for s in NAMES:
+        if s == signal.SIGINT and signal.getsignal(s) is signal.SIG_IGN:
+            continue
+        signal.signal(s, _first)
