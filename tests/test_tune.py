@@ -493,6 +493,7 @@ def test_two_objectives_tag_the_pareto_front_and_register_its_models(store):
     # every front trial's own model is registered, once; each predicts its trial's test accuracy
     versions = store.search_model_versions("name='front'")
     assert sorted(v.run_id for v in versions) == sorted(expected)
+    assert all(v.tags["optuna.pareto"] == "true" for v in versions)
     models = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list")
     assert expected <= {m.source_run_id for m in models} and len(models) <= len(children)
     by_run = {c.info.run_id: c for c in children}

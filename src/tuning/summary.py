@@ -171,6 +171,11 @@ def _register(study, storage, front, p) -> None:
                     **{o.metric: f"{v:.6g}" for o, v in zip(p.objectives, t.values)}}
             versions[str(t.number)] = tracking.register_model(uri, p.options.register_name, tags)
         study.set_user_attr("registered_versions", versions)
+        if p.multi_objective:  # a resumed study may push earlier versions off the front: say so on them
+            on = {str(t.number) for t in front}
+            for number, version in versions.items():
+                tracking.set_model_version_tags(p.options.register_name, version,
+                                                {"optuna.pareto": str(number in on).lower()})
         champion = front[0]
         if str(champion.number) in versions:
             tracking.set_model_alias(p.options.register_name, CHAMPION, versions[str(champion.number)])
