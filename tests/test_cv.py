@@ -221,3 +221,19 @@ def test_cv_config_validation():
     assert TrainConfig(cv=0).validate().cv == 0 and TrainConfig(cv=2).validate().cv == 2
     with pytest.raises(ConfigError, match=r"cv must be 0 \(off\) or >= 2 folds, got 1"):
         TrainConfig(cv=1).validate()
+
+
+def test_wilcoxon_pruner_stops_a_bad_trial_after_four_of_five_folds(store):
+    """--cv 5 --pruner wilcoxon: a trial worse than the best on each of its first 4 folds
+    (one-sided signed-rank p = 1/16 < 0.1) is pruned there, before its last fold and refit."""
+    storage = "sqlite:///optuna.db"
+    study = optuna.create_study(study_name="wx", storage=storage, direction="maximize")
+    for lr in (0.2, 1e-7):
+        study.enqueue_trial({"lr": lr})
+    result = run_tune("--cv", "5", "--pruner", "wilcoxon", "--trials", "2", "--sampler", "random",
+                      "--lr", "1e-7:1", "--weight-decay", "0", "--momentum", "0.9", "--study-name", "wx")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    good, bad = optuna.load_study(study_name="wx", storage=storage).trials
+    assert good.state == TrialState.COMPLETE and sorted(good.intermediate_values) == [1, 2, 3, 4, 5]
+    assert bad.state == TrialState.PRUNED and bad.user_attrs["pruned_fold"] == 4
+    assert sorted(bad.intermediate_values) == [1, 2, 3, 4]
