@@ -113,6 +113,9 @@ class TrainConfig:
                         "--no-augment, false: none", flag_value="true", off_value="none")
     val_fraction: float = _opt(0.1, "share of the training data held out for validation")
     test_fraction: float = _opt(0.2, "share held out for test when the dataset has no test split")
+    cv: int = _opt(0, "K-fold cross-validation (stratified) over train + validation, K >= 2: the run's val "
+                   "metrics are the folds' mean, then the model is refit on all of train + validation and "
+                   "tested; 0 = the hold-out validation split. The test split is never part of a fold")
     balance: bool = _opt(False, "cut every class to the smallest class's size before splitting "
                          "(ImageFolder / digits)")
     allow_empty_classes: bool = _opt(False, "ImageFolder: train without class folders that hold no "
@@ -176,6 +179,7 @@ class TrainConfig:
              f"weight decay must be >= 0 and a finite float32 (<= {FLOAT32_MAX:.3g}), got {self.weight_decay}"),
             (0 <= self.val_fraction < 1, f"val fraction must be in [0, 1), got {self.val_fraction}"),
             (0 < self.test_fraction < 1, f"test fraction must be in (0, 1), got {self.test_fraction}"),
+            (self.cv == 0 or self.cv >= 2, f"cv must be 0 (off) or >= 2 folds, got {self.cv}"),
             (self.val_fraction + self.test_fraction < 1,
              f"val fraction + test fraction must be < 1, got {self.val_fraction + self.test_fraction}"),
             (self.image_size == 0 or self.image_size >= 8, f"image size must be 0 (auto) or >= 8, got {self.image_size}"),

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from .config import DATASETS, ConfigError, TrainConfig, unknown
 
@@ -97,6 +97,15 @@ class Split:
         if self.images is not None:
             return Split(self.labels[idx_t], images=self.images[idx_t])
         return Split(self.labels[idx_t], files=[self.files[i] for i in idx], size=self.size, mode=self.mode)
+
+    def concat(self, other: "Split") -> "Split":
+        """This split's rows, then `other`'s (both in memory, or both streamed)."""
+        labels = torch.cat([self.labels, other.labels])
+        if self.images is not None and other.images is not None:
+            return Split(labels, images=torch.cat([self.images, other.images.to(self.images.device)]))
+        if self.files is not None and other.files is not None:
+            return Split(labels, files=self.files + other.files, size=self.size, mode=self.mode)
+        raise ValueError("cannot join an in-memory split and a streamed one")
 
     def to(self, device: torch.device) -> "Split":
         """This split with its images and labels on `device` (in-memory splits; others as they are)."""
@@ -184,6 +193,11 @@ def peek_dataset(cfg: TrainConfig) -> DatasetShape:
         raise unknown("dataset", cfg.dataset, DATASETS + ("<path to an ImageFolder directory>",))
     layout = _scan_folder(Path(cfg.dataset))
     _checked_classes(Path(cfg.dataset), layout, cfg.allow_empty_classes)
+    if cfg.cv and "val" in layout:
+        folder = next(p for p in Path(cfg.dataset).iterdir() if p.is_dir() and p.name.lower() in VAL_DIRS)
+        raise DataError(f"--cv {cfg.cv}: {cfg.dataset} has a fixed validation folder ({folder.name}/), which "
+                        "cross-validation would mix into its folds; leave out --cv to validate on that folder, "
+                        f"or move its class folders into {cfg.dataset}/train to cross-validate over both")
     first = next(iter(layout.values()))[0][0]
     mode, (w, h) = _image_mode_size(first)
     return DatasetShape(1 if mode == "L" else 3, h, w, len(_classes_of(layout)))
@@ -473,3 +487,55 @@ def _finish(name, source, class_names, train: Split, val: Split, test: Split, in
         class_counts={class_names[k]: counts.get(k, 0) for k in range(len(class_names))},
         mean=mean, std=std, digest=digest.hexdigest()[:16], in_memory=in_memory)
     return Splits(train, val, test, info)
+
+
+# ---------------------------------------------------------------------------------------------
+# K-fold cross-validation over train + validation (--cv K); the test split is never in a fold
+
+def cv_pool(data: Splits) -> Split:
+    """Train + validation as one split: the training rows, then the validation rows (the order
+    `cv_folds`' indices refer to)."""
+    return data.train.concat(data.val)
+
+
+def check_cv(data: Splits, k: int) -> None:
+    """DataError unless every class has at least `k` images in train + validation (a stratified
+    fold needs one of each)."""
+    labels = torch.cat([data.train.labels, data.val.labels]).numpy()
+    counts = np.bincount(labels, minlength=len(data.info.class_names))
+    present = np.flatnonzero(counts)
+    smallest = present[np.argmin(counts[present])]
+    if counts[smallest] < k:
+        raise DataError(f"--cv {k}: class {data.info.class_names[smallest]!r} has {counts[smallest]} image(s) in "
+                        f"train + validation, fewer than the {k} folds (each fold needs one of every class); "
+                        f"use --cv {max(int(counts[smallest]), 2)} or fewer" if counts[smallest] >= 2 else
+                        f"--cv {k}: class {data.info.class_names[smallest]!r} has {counts[smallest]} image in "
+                        "train + validation; cross-validation needs at least 2 of every class")
+
+
+def cv_folds(labels, k: int, seed: int) -> list[np.ndarray]:
+    """The validation rows of each of `k` stratified folds of `labels` (train + validation, as
+    `cv_pool` orders them), sorted: disjoint, together every row once; shuffled with `seed`, so a
+    study's trials (one seed) see the same folds."""
+    labels = np.asarray(labels)
+    kfold = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [np.sort(val) for _, val in kfold.split(np.zeros(len(labels)), labels)]
+
+
+def fold_splits(data: Splits, k: int, seed: int) -> list[Splits]:
+    """One Splits per fold: train = the other folds, val = this fold, test unchanged. Works on
+    any Splits whose train/val rows are the images' (cached features included: same rows)."""
+    pool = cv_pool(data)
+    folds = cv_folds(pool.labels.numpy(), k, seed)
+    out = []
+    for val in folds:
+        train = np.setdiff1d(np.arange(len(pool)), val)
+        out.append(Splits(pool.take(train), pool.take(val), data.test, data.info))
+    return out
+
+
+def refit_splits(data: Splits) -> Splits:
+    """All of train + validation for training (no validation split), test unchanged: where the
+    model chosen by cross-validation is trained once more (scikit-learn's `refit`)."""
+    pool = cv_pool(data)
+    return Splits(pool, pool.take(np.array([], dtype=np.int64)), data.test, data.info)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .data import Split, Splits
+from .data import Split, Splits, fold_splits, refit_splits
 from .models import Classifier
 
 
@@ -54,6 +54,36 @@ class History:
         """{'train_loss': [...], 'val_accuracy': [...], ...} per epoch."""
         rows = [asdict(e) for e in self.epochs]
         return {k: [r[k] for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
+
+
+@dataclass
+class FoldStats:
+    """A cross-validation fold's result (its last epoch): what a study reports after each fold."""
+
+    fold: int  # 1-based
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+
+
+@dataclass
+class CrossValidation:
+    """`cross_validate`'s result: each fold's history, their per-epoch mean, and the refit's."""
+
+    folds: list[History]
+    mean: History  # per epoch, the folds' mean; times and images summed over folds and refit
+    refit: History  # trained on all of train + validation (no validation: its val metrics are nan)
+
+    def summary(self) -> dict[str, float]:
+        """cv_folds, cv_<metric>_mean and cv_<metric>_std (population std, as numpy's and
+        scikit-learn's) of the folds' last-epoch metrics, and refit_time_s."""
+        out = {"cv_folds": float(len(self.folds)), "refit_time_s": self.refit.train_time_s}
+        for name in ("val_accuracy", "val_loss", "train_accuracy", "train_loss"):
+            values = np.array([getattr(h.epochs[-1], name) for h in self.folds], dtype=np.float64)
+            out[f"cv_{name}_mean"] = float(values.mean())
+            out[f"cv_{name}_std"] = float(values.std())
+        return out
 
 
 @dataclass
@@ -219,6 +249,41 @@ def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
         if on_epoch is not None:
             on_epoch(stats)
     return history
+
+
+def cross_validate(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
+                   on_fold_epoch: Callable[[int, EpochStats], None] | None = None,
+                   on_fold: Callable[[FoldStats], None] | None = None,
+                   on_refit_epoch: Callable[[EpochStats], None] | None = None) -> CrossValidation:
+    """cfg.cv-fold stratified cross-validation over data.train + data.val, then a refit on all of
+    them: `model` ends with the refit's weights (test it on data.test).
+
+    Every fold and the refit start from `model`'s weights as given (the same initial model and
+    the same seed), so folds differ only in their data. `on_fold_epoch(fold, stats)` runs after
+    each epoch of a fold, `on_fold(stats)` after each fold (a study reports and prunes there; an
+    exception stops everything), `on_refit_epoch(stats)` after each refit epoch. `data` may be
+    cached features (the same rows as the images: the folds are the same index sets).
+    """
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    folds = []
+    for i, fold in enumerate(fold_splits(data, cfg.cv, cfg.seed), start=1):
+        model.load_state_dict(initial)
+        epoch_hook = (lambda stats, i=i: on_fold_epoch(i, stats)) if on_fold_epoch else None
+        history = fit(model, fold, cfg, device, on_epoch=epoch_hook)
+        folds.append(history)
+        last = history.epochs[-1]
+        if on_fold is not None:
+            on_fold(FoldStats(i, last.train_loss, last.train_accuracy, last.val_loss, last.val_accuracy))
+    model.load_state_dict(initial)
+    refit = fit(model, refit_splits(data), cfg, device, on_epoch=on_refit_epoch)
+    mean = History(train_time_s=sum(h.train_time_s for h in folds) + refit.train_time_s,
+                   train_images=sum(h.train_images for h in folds) + refit.train_images)
+    for e in range(cfg.epochs):
+        rows = [h.epochs[e] for h in folds]
+        avg = {n: float(np.mean([getattr(r, n) for r in rows]))
+               for n in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time_s")}
+        mean.epochs.append(EpochStats(e + 1, lr=rows[0].lr, **avg))
+    return CrossValidation(folds, mean, refit)
 
 
 @torch.no_grad()

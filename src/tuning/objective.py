@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 import tracking
 from mlproject.config import TrainConfig
 from mlproject.data import Splits
-from mlproject.train import History, TrainingDiverged
+from mlproject.train import FoldStats, History, TrainingDiverged
 
 from . import goals
 from .goals import Constraint, Objective
@@ -107,14 +107,16 @@ class Worker:
             self.data.append(prepared.data)  # loaded once per worker for each input size it needs
 
         def report(stats):
+            """After each epoch (EpochStats), or with --cv after each fold (FoldStats, step = fold)."""
             if self.prune_on is None:
                 return
             value = getattr(stats, self.prune_on)
-            trial.report(value, stats.epoch)
+            unit, step = ("fold", stats.fold) if isinstance(stats, FoldStats) else ("epoch", stats.epoch)
+            trial.report(value, step)
             if trial.should_prune():
-                trial.set_user_attr("pruned_epoch", stats.epoch)
-                tracking.set_tags({"optuna.state": "PRUNED", "optuna.pruned_epoch": str(stats.epoch)})
-                raise Pruned(f"pruned after epoch {stats.epoch} ({self.prune_on} {value:.4f})")
+                trial.set_user_attr(f"pruned_{unit}", step)
+                tracking.set_tags({"optuna.state": "PRUNED", f"optuna.pruned_{unit}": str(step)})
+                raise Pruned(f"pruned after {unit} {step} ({self.prune_on} {value:.4f})")
 
         def started(run_id):
             trial.set_user_attr("mlflow_run_id", run_id)
@@ -195,9 +197,10 @@ class Worker:
             values = ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(self.objectives, trial.values))
             line = f"complete: {values}" + ("" if goals.feasible(trial) else " (infeasible)")
         elif trial.state == TrialState.PRUNED:
-            epoch = trial.user_attrs.get("pruned_epoch")
-            last = trial.intermediate_values.get(epoch) if epoch is not None else None
-            line = f"pruned after epoch {epoch}" + (f" ({self.prune_on} {last:.4g})" if last is not None else "")
+            unit = "fold" if "pruned_fold" in trial.user_attrs else "epoch"
+            step = trial.user_attrs.get(f"pruned_{unit}")
+            last = trial.intermediate_values.get(step) if step is not None else None
+            line = f"pruned after {unit} {step}" + (f" ({self.prune_on} {last:.4g})" if last is not None else "")
         else:
             line = f"failed: {trial.user_attrs.get('fail_reason', 'see its MLflow run')}"
         text = f"trial {trial.number} {line}" + (f" [{params}]" if params else "")

@@ -37,8 +37,8 @@ PARENT_ATTR = "mlflow_parent_run_id"
 # writes: well under a second on a local store, a few seconds against a busy server)
 WORKER_STOP_S = 30
 # columns of that view: the parent's best, each trial's own results (README, 'The MLflow UI')
-STUDY_VIEW_METRICS = ["best_value", "val_accuracy", "test_accuracy", "final_train_accuracy", "train_time_s",
-                      "test_time_s", "model_size_mb"]
+STUDY_VIEW_METRICS = ["best_value", "val_accuracy", "cv_val_accuracy_std", "test_accuracy", "final_train_accuracy",
+                      "train_time_s", "test_time_s", "model_size_mb"]
 
 
 @dataclass
@@ -86,6 +86,8 @@ class Plan:
     def signature(self) -> dict:
         fixed = {k: v for k, v in dataclasses.asdict(self.base).items()
                  if k not in NOT_IN_SIGNATURE and k not in self.space.dims}
+        if not fixed.get("cv"):  # studies made before --cv existed still resume
+            fixed.pop("cv", None)
         return studies.signature_of(fixed, self.space, self.options.sampler, self.objectives, self.constraints)
 
     @property
@@ -101,7 +103,7 @@ def plan(train_options: dict, searched: dict, options: StudyOptions, trainer: Tr
     if len(objectives) > 1 and options.sampler not in studies.MULTI_OBJECTIVE_SAMPLERS:
         raise ConfigError(f"--sampler {options.sampler} optimises one objective; with "
                           f"{len(objectives)} use {', '.join(studies.MULTI_OBJECTIVE_SAMPLERS)}")
-    pruner, prune_on = _pruning(options.pruner, objectives)
+    pruner, prune_on = _pruning(options.pruner, objectives, int(train_options.get("cv") or 0))
     space = SearchSpace.parse(searched, train_options)
     base = _checked_base(TrainConfig(**{**train_options, **space.fixed_options}), space)
     studies.create_sampler(options.sampler, space, base.seed)  # grid over a continuous range fails here
@@ -118,11 +120,17 @@ def plan(train_options: dict, searched: dict, options: StudyOptions, trainer: Tr
     return Plan(base, space, resolved, trainer, prepared.data, objectives, constraints, prune_on)
 
 
-def _pruning(pruner: str | None, objectives: list[Objective]) -> tuple[str, str | None]:
+def _pruning(pruner: str | None, objectives: list[Objective], cv: int = 0) -> tuple[str, str | None]:
     """(pruner, epoch metric reported to Optuna). Optuna prunes single-objective studies only, on
-    a value reported every epoch; a study that cannot prune runs without (one line says so) and refuses
-    an explicit pruner."""
+    a value reported every epoch (with --cv: every fold); a study that cannot prune runs without
+    (one line says so) and refuses an explicit pruner. The default is median, with --cv too: it
+    compares a trial's fold with the same fold (same rows: one seed) of the earlier trials, so it
+    can stop a bad trial after its first fold; wilcoxon needs --cv 5 or more (study.WILCOXON_MIN_FOLDS)."""
     metric = objectives[0].metric
+    if pruner == "wilcoxon" and cv < studies.WILCOXON_MIN_FOLDS:
+        raise ConfigError(f"--pruner wilcoxon compares a trial's folds with the best trial's and can prune only "
+                          f"from fold 4 on (p < {studies.WILCOXON_P}), before the last: it needs --cv "
+                          f"{studies.WILCOXON_MIN_FOLDS} or more, got --cv {cv}; use median (the default)")
     if len(objectives) == 1 and metric in goals.EPOCH_METRICS:
         return pruner or "median", metric  # reported every epoch even unpruned: Optuna's plots show it
     why = (f"Optuna cannot prune a study with {len(objectives)} objectives" if len(objectives) > 1 else
@@ -190,7 +198,7 @@ def _open(p: Plan, worker_index: int = 0):
     o = p.options
     storage = studies.create_storage(o.storage, on_stale=close_stale_run,
                                      grace_period_s=o.grace_period or studies.GRACE_PERIOD_S)
-    pruner = studies.create_pruner(o.pruner, p.base.epochs)
+    pruner = studies.create_pruner(o.pruner, p.base.cv or p.base.epochs)
     study = studies.open_study(o.study_name, storage, studies.create_sampler(o.sampler, p.space, p.base.seed),
                                pruner, p.signature(), [obj.optuna_direction for obj in p.objectives])
     # Workers and resumed invocations must not replay one random stream (a resumed TPE study

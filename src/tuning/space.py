@@ -36,7 +36,7 @@ DEFAULTS = {
 # options a study cannot vary, with the reason (a study compares trials on one dataset, recorded
 # in one place, trained the same way)
 NOT_SEARCHABLE = {
-    **dict.fromkeys(("dataset", "data_dir", "val_fraction", "test_fraction", "balance", "allow_empty_classes"),
+    **dict.fromkeys(("dataset", "data_dir", "val_fraction", "test_fraction", "cv", "balance", "allow_empty_classes"),
                     "every trial must see the same data for their metrics to compare; run one study per dataset"),
     "seed": "every trial uses the study's seed, so that trials differ only in what is searched; "
             "run the study again with another --seed",

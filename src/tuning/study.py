@@ -25,7 +25,13 @@ from .space import SearchSpace
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
 # samplers that optimise several objectives (Optuna's default for them is TPE, as for one)
 MULTI_OBJECTIVE_SAMPLERS = ("tpe", "random", "grid", "nsga2")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "wilcoxon", "none")
+# WilcoxonPruner's threshold (Optuna's default) and the folds it needs: it compares the folds a
+# trial has run with the best trial's, and a one-sided signed-rank test over n folds gives p >= 1/2^n
+# (n = 1, 2, 3: 0.5, 0.25, 0.125), so it can prune only from fold 4 on (p 0.0625 < 0.1), and only
+# before the last fold: --cv 5 at least (README, 'Cross-validation').
+WILCOXON_P = 0.1
+WILCOXON_MIN_FOLDS = 5
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 # A worker writes a heartbeat every 10 s; a RUNNING trial without one for 60 s is failed and
 # re-run (RetryHeartbeatStaleTrialCallback). 60 s covers a slow epoch's GIL-heavy stretches on 2 cores.
@@ -159,14 +165,19 @@ def create_sampler(name: str, space: SearchSpace, seed: int | None):
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def create_pruner(name: str, epochs: int):
+def create_pruner(name: str, steps: int):
+    """`steps`: what a trial reports, epochs (or folds with --cv), the most a pruner can see."""
     if name not in PRUNERS:
         raise unknown("pruner", name, PRUNERS)
     if name == "median":
-        # compare from the first epoch on, once 5 trials have finished (Optuna's default warm-up)
+        # compare from the first epoch (fold) on, once 5 trials have finished (Optuna's default warm-up)
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(steps, 1))
+    if name == "wilcoxon":  # --cv only (runner._pruning): the folds are its paired instances
+        with warnings.catch_warnings():  # 'experimental' since Optuna 3.6
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=WILCOXON_P, n_startup_steps=2)
     return optuna.pruners.NopPruner()
 
 

@@ -107,7 +107,9 @@ def summary(cfg: TrainConfig, result) -> str:
     ui = "mlflow ui  (in this folder)" if here else f"mlflow ui --backend-store-uri {uri}"
     return "\n".join([
         f"{cfg.model} on {cfg.dataset}: test accuracy {m['test_accuracy']:.4f}, "
-        f"train accuracy {m['final_train_accuracy']:.4f}, val accuracy {m['final_val_accuracy']:.4f}",
+        f"train accuracy {m['final_train_accuracy']:.4f}, val accuracy {m['final_val_accuracy']:.4f}"
+        + (f" ({cfg.cv}-fold mean, std {m['cv_val_accuracy_std']:.4f}; tested: the model refit on train + "
+           "validation)" if cfg.cv else ""),
         f"train time {m['train_time_s']:.1f} s ({m['train_throughput_ips']:.0f} images/s), "
         f"test time {m['test_time_s']:.2f} s, model size {m['model_size_mb']:.2f} MB, "
         f"{m['params_total']:,} parameters ({m['params_trainable']:,} trainable)",

@@ -25,11 +25,12 @@ from sklearn.metrics import classification_report, confusion_matrix, recall_scor
 import tracking
 
 from mlproject.config import TrainConfig
-from mlproject.data import Splits, create_dataset, is_path, peek_dataset
+from mlproject.data import Splits, check_cv, create_dataset, cv_pool, is_path, peek_dataset
 from mlproject.features import CachedFeatures, cached_features
 from mlproject.features import applies as features_apply
 from mlproject.models import Classifier, ModelInfo, Probabilities, count_parameters, create_model, model_size_mb, set_normalisation
-from mlproject.train import EpochStats, Evaluation, History, evaluate, fit, seed_everything, select_device
+from mlproject.train import (CrossValidation, EpochStats, Evaluation, FoldStats, History, cross_validate, evaluate,
+                             fit, seed_everything, select_device)
 
 
 @dataclass
@@ -93,6 +94,8 @@ def prepare(cfg: TrainConfig, data: Splits | Sequence[Splits] = ()) -> Prepared:
         if data.info.empty_classes:  # allowed (--allow-empty-classes), never silent
             print(f"warning: training without the class folders that hold no images: "
                   f"{', '.join(data.info.empty_classes)}", file=sys.stderr)
+    if cfg.cv:
+        check_cv(data, cfg.cv)  # every class in every fold
     if minfo.mean is None:  # trained from scratch: normalise with the training set's statistics
         set_normalisation(model, data.info.mean, data.info.std)
     device = select_device(cfg.device)
@@ -116,7 +119,8 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
 
     Standalone the run is created in cfg.experiment; under `mlflow run` the run MLflow created is
     used; `child`: a study's trial (nested, lean). `on_epoch(stats)` runs after each epoch is
-    logged and may raise to stop training (pruning).
+    logged and may raise to stop training (pruning); with cfg.cv it runs after each fold instead,
+    with that fold's FoldStats (`_cv_logged`).
     """
     p = prepared or prepare(cfg)
     info = p.data.info
@@ -133,8 +137,13 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
             tracking.log_dataset(info, *p.data.analysis_sample())
         if cfg.log_model:  # MLflow's one-off environment scan, while training: torch ops release the
             tracking.warm_model_logging()  # GIL, the run's own (Python) logging above does not
-        history = _fit_logged(cfg, p, run.info.run_id, on_epoch)
-        test, metrics = _results(cfg, p, history)
+        if cfg.cv:
+            cv = _cv_logged(cfg, p, run.info.run_id, on_epoch)
+            history = cv.mean
+            test, metrics = _results(cfg, p, history, cv)
+        else:
+            history = _fit_logged(cfg, p, run.info.run_id, on_epoch)
+            test, metrics = _results(cfg, p, history)
         tracking.log_metrics(metrics)
         _log_evaluation(test, info.class_names, table=child is None)
         keep = child is None or (child.keep_model is not None and child.keep_model(metrics, history))
@@ -179,13 +188,47 @@ def _fit_logged(cfg: TrainConfig, p: Prepared, run_id: str, on_epoch) -> History
         epochs_log.flush()
 
 
-def _results(cfg: TrainConfig, p: Prepared, history: History) -> tuple[Evaluation, dict[str, float]]:
-    """The test evaluation and the run's summary metrics (README, 'What a run records')."""
+def _cv_logged(cfg: TrainConfig, p: Prepared, run_id: str, on_fold) -> CrossValidation:
+    """cross_validate, with each fold's epochs logged as fold_<i>/<metric> (step = epoch), then
+    `on_fold(FoldStats)` after each fold (a study reports and prunes there); once every fold ran,
+    the folds' per-epoch mean as the run's own train_loss, train_accuracy, val_loss, val_accuracy,
+    lr, epoch_time_s (so its last val_accuracy is the cross-validated one, a study's objective)
+    (_results adds cv_<metric>_mean / _std); the refit's epochs as refit/<metric>."""
+    log = tracking.MetricBuffer(run_id)
+
+    def fold_epoch(fold: int, stats: EpochStats) -> None:
+        log.log({f"fold_{fold}/{n}": getattr(stats, n) for n in
+                 ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time_s")}, step=stats.epoch)
+
+    def fold_done(stats: FoldStats) -> None:
+        if on_fold is not None:
+            on_fold(stats)
+
+    def refit_epoch(stats: EpochStats) -> None:
+        log.log({f"refit/{n}": getattr(stats, n) for n in ("train_loss", "train_accuracy", "lr", "epoch_time_s")},
+                step=stats.epoch)
+
+    try:
+        cv = cross_validate(*p.trained, cfg, p.device, fold_epoch, fold_done, refit_epoch)
+        for stats in cv.mean.epochs:
+            log.log({"train_loss": stats.train_loss, "train_accuracy": stats.train_accuracy,
+                     "val_loss": stats.val_loss, "val_accuracy": stats.val_accuracy,
+                     "lr": stats.lr, "epoch_time_s": stats.epoch_time_s}, step=stats.epoch)
+    finally:  # a pruned or failed run keeps the folds it ran
+        log.flush()
+    return cv
+
+
+def _results(cfg: TrainConfig, p: Prepared, history: History,
+             cv: CrossValidation | None = None) -> tuple[Evaluation, dict[str, float]]:
+    """The test evaluation and the run's summary metrics (README, 'What a run records'). With
+    `cv`, the model is the refit one: its training set is train + validation."""
     trained_model, trained_data = p.trained
     test = evaluate(trained_model, trained_data.test, p.device, cfg.batch_size)
     if p.features:  # the whole model's inference time: the backbone's part was measured once
         test = dataclasses.replace(test, time_s=test.time_s + p.features.backbone_s["test"])
-    train_eval = evaluate(trained_model, trained_data.train, p.device, cfg.batch_size)
+    train_eval = evaluate(trained_model, cv_pool(trained_data) if cv else trained_data.train, p.device,
+                          cfg.batch_size)
     total, trainable = count_parameters(p.model.net)
     metrics = {
         "train_time_s": history.train_time_s,
@@ -202,6 +245,8 @@ def _results(cfg: TrainConfig, p: Prepared, history: History) -> tuple[Evaluatio
     }
     if p.features:
         metrics["feature_cache_time_s"] = p.features.time_s
+    if cv:
+        metrics.update(cv.summary())
     return test, metrics
 
 

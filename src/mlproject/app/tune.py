@@ -96,8 +96,9 @@ def _fixed_value(name: str, text: str | None):
 @click.option("--trials", type=int, default=40, show_default=True, help="trials in the study (total over all workers and invocations)")
 @click.option("--timeout", type=float, default=0, help="stop starting trials after this many seconds (0: no limit)")
 @click.option("--sampler", default="tpe", show_default=True, help="tpe|random|grid|cmaes|nsga2 (cmaes: one objective)")
-@click.option("--pruner", default=None, help="median|hyperband|none [default: median; none where a study cannot "
-                                             "prune: several objectives, or an objective known only at the end]")
+@click.option("--pruner", default=None, help="median|hyperband|wilcoxon|none [default: median (with --cv: after each "
+                                             "fold); none where a study cannot prune: several objectives, or an "
+                                             "objective known only at the end; wilcoxon: --cv 5 or more]")
 @click.option("--study-name", default=None, help="default: MODEL-DATASET (searched models joined by +)")
 @click.option("--storage", default=None, help="Optuna storage URL [default: sqlite:///optuna.db]")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's)")
