@@ -152,3 +152,18 @@ def test_train_prints_summary_with_run_id_and_ui_command(store):
     assert f"run {run.info.run_id}" in result.output
     assert "test accuracy" in result.output and "mlflow ui" in result.output
     assert run.data.params["log_model"] == "False"
+
+
+def test_train_records_system_metrics_and_leaves_no_sampler(store):
+    """A `mlproject train` of a few seconds still gets CPU and memory samples (MLflow's sampler,
+    with the samples it holds logged when the run ends), all before the run's end; no sampler
+    thread outlives the run."""
+    import threading
+
+    result = invoke("--model", "softmax", "--epochs", "1", "--no-log-model")
+    assert result.exit_code == 0, result.output
+    (run,) = all_runs(store)
+    for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+        history = store.get_metric_history(run.info.run_id, key)
+        assert history and all(m.timestamp <= run.info.end_time for m in history), key
+    assert not [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor"]

@@ -40,11 +40,12 @@ class Trainer(Protocol):
 
     def train_trial(self, cfg: TrainConfig, prepared: Any, parent_run_id: str, tags: dict, params: dict,
                     on_epoch: Callable, on_run_start: Callable[[str], None],
-                    keep_model: Callable[[dict, History], bool]) -> Any:
+                    keep_model: Callable[[dict, History], bool], system_metrics: bool = False) -> Any:
         """Train cfg as a tracked child run of `parent_run_id`; returns an object with `run_id`,
         `metrics` (dict), `history` (mlproject.train.History) and `model_uri`. `on_epoch(stats)`
         may raise to stop the run (pruning). `keep_model(metrics, history)`, asked once trained,
-        says whether to log this trial's model (the weights it trained) and its figures into its run."""
+        says whether to log this trial's model (the weights it trained) and its figures into its run.
+        `system_metrics`: sample the machine's CPU/memory/GPU use into the trial's run."""
 
 
 class Pruned(optuna.TrialPruned):
@@ -72,6 +73,7 @@ class Worker:
     objectives: list[Objective] = dataclasses.field(default_factory=lambda: goals.parse_objectives(()))
     constraints: list[Constraint] = dataclasses.field(default_factory=list)
     prune_on: str | None = "val_accuracy"  # the epoch metric reported to the pruner; None: no reports
+    system_metrics: bool = False  # each trial's run samples CPU/memory/GPU (tune --system-metrics)
 
     def remaining(self, study) -> int:
         """--trials minus the trials finished, running or waiting (failed ones are re-run)."""
@@ -129,7 +131,7 @@ class Worker:
                 tags={"optuna.study": trial.study.study_name, "optuna.trial_number": str(trial.number),
                       "optuna.state": "RUNNING"},
                 params={f"sampled.{k}": v for k, v in overrides.items() if k in trial.params},
-                on_epoch=report, on_run_start=started, keep_model=keep)
+                on_epoch=report, on_run_start=started, keep_model=keep, system_metrics=self.system_metrics)
         except optuna.TrialPruned:
             raise
         except (Exception, KeyboardInterrupt) as e:
