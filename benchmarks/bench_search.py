@@ -42,9 +42,9 @@ OBJECTIVES = ("val_accuracy", "model_size_mb")
 class KeepEveryModel(experiment.StudyTrainer):
     """The comparison's other arm: every trial logs its model, as if the best set were unknown."""
 
-    def train_trial(self, cfg, prepared, parent_run_id, tags, params, on_epoch, on_run_start, keep_model):
+    def train_trial(self, cfg, prepared, parent_run_id, tags, params, on_epoch, on_run_start, keep_model, **kwargs):
         return super().train_trial(cfg, prepared, parent_run_id, tags, params, on_epoch, on_run_start,
-                                   keep_model=lambda metrics, history: True)
+                                   keep_model=lambda metrics, history: True, **kwargs)
 
 
 def hypervolume(points: list[tuple[float, float]], ref_size: float) -> float:

@@ -12,7 +12,10 @@
    wall-time ratio cached / uncached (target <= 0.1) and both best validation accuracies (equal).
 2. tracking: trials of ~10 s of training (smallcnn on digits, tracked as `tune` tracks them):
    time inside the `tracking` package and MLflow's API (one timer, nested calls counted once;
-   figure building included) over the trial's wall time (target <= 2 %).
+   figure building included) over the trial's wall time (target <= 2 %). Interleaved with them,
+   the same trials with `--system-metrics` (MLflow's sampler thread in every trial): the thread's
+   CPU time plus its start and stop on the trial's path, over the trial's wall time, and the two
+   arms' median wall times side by side.
 3. workers: the real `tune` command (a subprocess, sqlite stores in a temp dir) with --workers
    1, 2 and 4 on this machine, the same 16 trials of ~4 s each: trials per hour, and the torch
    threads each worker gets (cores // workers).
@@ -104,13 +107,29 @@ def epochs_for(seconds: float, model: str) -> int:
     return max(1, round(seconds / ((time.perf_counter() - start) / 5)))
 
 
+def sampler_thread_cpu_s() -> float:
+    """CPU seconds (user + system) the live system-metrics sampler thread has used so far; 0.0
+    where none runs or the platform's thread ids do not match psutil's (Linux: they do)."""
+    import threading
+
+    import psutil
+
+    ids = {t.native_id for t in threading.enumerate() if t.name == "SystemMetricsMonitor" and t.is_alive()}
+    return sum(t.user_time + t.system_time for t in psutil.Process().threads() if t.id in ids)
+
+
 def bench_tracking(trials: int, seconds: float, model: str, log) -> dict:
-    """Share of each trial's wall time spent in tracking (MLflow calls, figures, dataset logging)."""
+    """Share of each trial's wall time spent in tracking (MLflow calls, figures, dataset logging),
+    and what `tune --system-metrics` adds: the same trials with a sampler each, interleaved with
+    those without (off, on, off, on, ...), in one store."""
+    import tracking.runs as runs
+
     epochs = epochs_for(seconds, model)
     base = TrainConfig(model=model, epochs=epochs, num_workers=0, log_model=False)
     space = SearchSpace.parse({"lr": "0.05", "batch_size": "64", "weight_decay": "1e-4", "momentum": "0.9"})
     timer = CallTimer()
-    per_trial: list[float] = []
+    per_trial: dict[str, list[float]] = {"off": [], "on": []}  # seconds in tracking, per trial
+    sampler = {"start_stop_s": [], "thread_cpu_s": []}  # per sampled trial
     from mlflow.tracking import MlflowClient
 
     # tracking's functions as experiment and objective call them, and MLflow's entry points
@@ -124,29 +143,75 @@ def bench_tracking(trials: int, seconds: float, model: str, log) -> dict:
         timer.wrap(mlflow, fn, f"mlflow.{fn}")
     for fn in ("log_batch", "get_run", "set_tag", "set_terminated", "log_inputs", "log_figure", "log_dict"):
         timer.wrap(MlflowClient, fn, f"MlflowClient.{fn}")
+    # the sampler's start and stop, on the trial's path (inside training_run: counted there too)
+    start_original, stop_original = runs.start_system_metrics, runs.stop_system_metrics
+    on_path = [0.0]
+
+    def start_timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return start_original(*args, **kwargs)
+        finally:
+            on_path[0] += time.perf_counter() - t0
+
+    def stop_timed(*args, **kwargs):
+        cpu = sampler_thread_cpu_s()  # the thread is gone once stopped
+        t0 = time.perf_counter()
+        try:
+            return stop_original(*args, **kwargs)
+        finally:
+            if cpu:
+                sampler["thread_cpu_s"].append(cpu)
+            on_path[0] += time.perf_counter() - t0
+
+    runs.start_system_metrics, runs.stop_system_metrics = start_timed, stop_timed
     try:
         with temp_store("bench-tracking"):
-            def mark(study, trial):
-                per_trial.append(timer.total)
-
             client = mlflow.MlflowClient()
             exp = client.get_experiment_by_name("bench-tracking")
-            parent = client.create_run(exp.experiment_id).info.run_id
-            s = optuna.create_study(direction="maximize")
-            worker = Worker(base.replace(experiment="bench-tracking"), space, experiment.StudyTrainer(), parent, trials,
-                            callbacks=[mark])
-            worker.data = [experiment.prepare(base).data]  # loaded once per worker, as `tune` does
-            worker.run(s)
+            data = [experiment.prepare(base).data]  # loaded once per worker, as `tune` does
+            arms = {}
+            for arm in ("off", "on"):
+                parent = client.create_run(exp.experiment_id).info.run_id
+                worker = Worker(base.replace(experiment="bench-tracking"), space, experiment.StudyTrainer(), parent,
+                                trials, system_metrics=arm == "on")
+                worker.data = data
+                arms[arm] = (optuna.create_study(direction="maximize"), worker)
+            last = 0.0
+            for _ in range(trials):
+                for arm, (s, worker) in arms.items():
+                    on_path[0] = 0.0
+                    s.optimize(worker.objective, n_trials=1)
+                    per_trial[arm].append(timer.total - last)
+                    last = timer.total
+                    if arm == "on":
+                        sampler["start_stop_s"].append(on_path[0])
+            steps = [len(client.get_metric_history(t.user_attrs["mlflow_run_id"], "system/cpu_utilization_percentage"))
+                     for t in arms["on"][0].trials]
     finally:
         timer.restore()
-    walls = [t.duration.total_seconds() for t in s.trials]
-    in_tracking = [b - a for a, b in zip([0.0] + per_trial[:-1], per_trial)]
-    shares = [100 * t / w for t, w in zip(in_tracking, walls)]
-    log(f"  {trials} trials of {epochs} epochs: wall {statistics.median(walls):.1f} s, in tracking "
-        f"{statistics.median(in_tracking):.3f} s")
-    return {"epochs": epochs, "trial_wall_s": statistics.median(walls), "tracking_s": statistics.median(in_tracking),
-            "tracking_share_pct": statistics.median(shares), "by_call_s": dict(sorted(timer.by_name.items(), key=lambda kv: -kv[1])),
-            "calls": timer.calls}
+        runs.start_system_metrics, runs.stop_system_metrics = start_original, stop_original
+    walls = {arm: [t.duration.total_seconds() for t in s.trials] for arm, (s, _) in arms.items()}
+    shares = [100 * t / w for t, w in zip(per_trial["off"], walls["off"])]
+    sampled_pct = [100 * (c + p) / w for c, p, w in zip(sampler["thread_cpu_s"], sampler["start_stop_s"], walls["on"])]
+    med = statistics.median
+    log(f"  {trials} trials of {epochs} epochs: wall {med(walls['off']):.1f} s, in tracking "
+        f"{med(per_trial['off']):.3f} s")
+    system = {"trial_wall_s": med(walls["on"]), "tracking_s": med(per_trial["on"]),
+              "wall_ratio": med(walls["on"]) / med(walls["off"]),
+              "thread_cpu_s": med(sampler["thread_cpu_s"]) if sampler["thread_cpu_s"] else 0.0,
+              "start_stop_s": med(sampler["start_stop_s"]), "share_pct": med(sampled_pct) if sampled_pct else 0.0,
+              # the thread alone, over the run's time: what any sampled run pays (a train run, a study's parent)
+              "thread_cpu_pct": 100 * med(c / w for c, w in zip(sampler["thread_cpu_s"], walls["on"]))
+              if sampler["thread_cpu_s"] else 0.0,
+              "steps_per_trial": med(steps), "interval_s": runs.SYSTEM_METRICS_INTERVAL_S,
+              "samples_per_step": runs.SYSTEM_METRICS_SAMPLES}
+    log(f"  the same trials with --system-metrics: wall {system['trial_wall_s']:.1f} s, sampler thread "
+        f"{system['thread_cpu_s']:.3f} s CPU, its start + stop {system['start_stop_s']:.3f} s, "
+        f"{system['steps_per_trial']:g} step(s) logged")
+    return {"epochs": epochs, "trial_wall_s": med(walls["off"]), "tracking_s": med(per_trial["off"]),
+            "tracking_share_pct": med(shares), "by_call_s": dict(sorted(timer.by_name.items(), key=lambda kv: -kv[1])),
+            "calls": timer.calls, "system_metrics": system}
 
 
 def bench_workers(counts: list[int], trials: int, epochs: int, model: str, log) -> dict:
@@ -209,6 +274,11 @@ def main(argv=None) -> int:
         log(f"tracking share of a {t['trial_wall_s']:.1f} s trial: {t['tracking_s']:.3f} s = "
             f"{t['tracking_share_pct']:.2f} % (target <= {TRACKING_TARGET_PCT} %) "
             f"{'PASS' if t['tracking_share_pct'] <= TRACKING_TARGET_PCT else 'MISS'}")
+        m = t["system_metrics"]
+        log(f"--system-metrics per {m['trial_wall_s']:.1f} s trial (a sample every {m['interval_s']:g} s): sampler "
+            f"thread {m['thread_cpu_s']:.3f} s CPU + start/stop {m['start_stop_s']:.3f} s = {m['share_pct']:.2f} % "
+            f"(the thread alone: {m['thread_cpu_pct']:.2f} % of a core); trial wall time with / without "
+            f"{m['wall_ratio']:.3f}")
     if "workers" in res:
         log("trials per hour: " + ", ".join(f"{n} worker(s) {w['trials_per_hour']:.0f} (x{w['speedup_vs_first']:.2f})"
                                             for n, w in res["workers"].items()))

@@ -40,6 +40,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import warnings
 
@@ -160,9 +161,12 @@ def bench_throughput(cfg, repeats: int, log) -> dict:
 
 class CallTimer:
     """Wraps functions in place; accumulates the wall time of outermost calls (a depth counter, so
-    a wrapped function calling another wrapped function is counted once, under the outer one)."""
+    a wrapped function calling another wrapped function is counted once, under the outer one).
+    Only calls from the thread that made the timer count: MLflow's system-metrics sampler calls
+    MlflowClient from its own thread, beside the run (bench_speed measures it on its own)."""
 
     def __init__(self):
+        self.thread = threading.get_ident()
         self.depth = 0
         self.total = 0.0
         self.by_name: dict[str, float] = {}
@@ -187,6 +191,8 @@ class CallTimer:
 
         @functools.wraps(original)
         def timed(*args, **kwargs):
+            if threading.get_ident() != self.thread:
+                return original(*args, **kwargs)
             start = self._enter()
             try:
                 return original(*args, **kwargs)

@@ -73,7 +73,11 @@ def test_bench_speed_quick(tmp_path):
     # the cached and uncached studies sampled and scored the same trials
     assert c["same_best"] and c["max_value_diff"] < 1e-6 and c["cached"]["complete"] == c["trials"] == 3
     assert 0 < c["ratio"] and 0 < t["tracking_s"] < t["trial_wall_s"] and 0 < t["tracking_share_pct"] < 100
-    assert t["calls"]["tracking.training_run"] == 2 * 2  # entered and left once per trial
+    assert t["calls"]["tracking.training_run"] == 2 * 2 * 2  # entered and left once per trial, without and with
+    # --system-metrics: the sampled trials logged steps, its thread and start/stop cost something, not the trial
+    m = t["system_metrics"]
+    assert m["steps_per_trial"] >= 1 and 0 < m["start_stop_s"] < m["trial_wall_s"] and 0 < m["share_pct"] < 100
+    assert 0 <= m["thread_cpu_s"] < m["trial_wall_s"] and 0 <= m["thread_cpu_pct"] < 100 and m["wall_ratio"] > 0
     assert set(w) == {"1", "2"} and all(v["trials_per_hour"] > 0 for v in w.values())
     assert w["2"]["threads_per_worker"] == max(1, (os.cpu_count() or 1) // 2)
     assert only_json_left(tmp_path)

@@ -206,3 +206,18 @@ def test_a_signal_mid_training_ends_the_run_killed_with_its_exit_status(tmp_path
     assert f"interrupted by {name}" in err and "Traceback" not in err
     ended = client.get_run(run.info.run_id)
     assert ended.info.status == "KILLED" and ended.data.tags["mlproject.failure"] == f"interrupted by {name}"
+
+
+def test_train_records_system_metrics_and_leaves_no_sampler(store):
+    """A `mlproject train` of a few seconds still gets CPU and memory samples (MLflow's sampler,
+    with the samples it holds logged when the run ends), all before the run's end; no sampler
+    thread outlives the run."""
+    import threading
+
+    result = invoke("--model", "softmax", "--epochs", "1", "--no-log-model")
+    assert result.exit_code == 0, result.output
+    (run,) = all_runs(store)
+    for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+        history = store.get_metric_history(run.info.run_id, key)
+        assert history and all(m.timestamp <= run.info.end_time for m in history), key
+    assert not [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor"]

@@ -1,6 +1,9 @@
-"""tracking.runs: run status on every way out, params, batched epoch metrics (real sqlite store)."""
+"""tracking.runs: run status on every way out, params, batched epoch metrics, system metrics (real sqlite
+store)."""
 import contextlib
+import os
 import threading
+import time
 from pathlib import Path
 
 import mlflow
@@ -125,3 +128,105 @@ def test_standalone_runs_get_distinct_readable_names(store):
     assert names == ["softmax-digits-1", "softmax-digits-2", "mine", "mlp-digits-1"]
     assert tracking.unique_run_name("names", "softmax-digits") == "softmax-digits-3"
     assert tracking.unique_run_name("no-such-experiment", "a'b") == "a-b-1"  # no quote reaches the filter
+
+
+SAMPLED = ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes")
+
+
+def samplers_alive() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "SystemMetricsMonitor" and t.is_alive()]
+
+
+def system_history(client, run_id, key):
+    return client.get_metric_history(run_id, key)
+
+
+@pytest.mark.parametrize("raised, status", [
+    (None, "FINISHED"), (ValueError("bad"), "FAILED"), (Stopped("pruned"), "KILLED"), (KeyboardInterrupt(), "KILLED"),
+])
+def test_system_metrics_are_sampled_and_the_sampler_stops_on_every_way_out(client, raised, status):
+    """MLflow's sampler runs as a thread while the run does, and whichever way the run ends it is
+    stopped first: its samples (a last step even in a run shorter than one) are logged before the
+    run's end time, and no sampler thread is left."""
+    with pytest.raises(type(raised)) if raised else contextlib.nullcontext():
+        with tracking.training_run("e", run_name="r", system_metrics=True) as run:
+            assert samplers_alive() == ["SystemMetricsMonitor"]
+            if raised:
+                raise raised
+    got = client.get_run(run.info.run_id)
+    assert got.info.status == status and mlflow.active_run() is None
+    for key in SAMPLED:
+        history = system_history(client, run.info.run_id, key)
+        assert len(history) >= 1, key
+        assert all(m.timestamp <= got.info.end_time for m in history), key  # nothing after the end
+    assert all(m.value > 0 for m in system_history(client, run.info.run_id, "system/system_memory_usage_megabytes"))
+    assert samplers_alive() == []
+
+
+def test_runs_record_no_system_metrics_unless_asked(client):
+    with tracking.training_run("e") as run:
+        assert samplers_alive() == []
+    assert not [k for k in client.get_run(run.info.run_id).data.metrics if k.startswith("system/")]
+
+
+def test_the_first_cpu_sample_is_measured(client):
+    """psutil measures CPU use since the calling thread's previous call; a new thread's first call
+    compares two readings microseconds apart (0.0 or 100.0). One busy core of this machine over
+    the first sample's 0.5 s: clearly above 0."""
+    with tracking.training_run("e", system_metrics=True) as run:
+        start = time.perf_counter()
+        while time.perf_counter() - start < 0.8:
+            pass
+    (first, *_) = system_history(client, run.info.run_id, "system/cpu_utilization_percentage")
+    assert first.step == 0 and first.value >= 100 / (os.cpu_count() or 1) / 2
+
+
+def test_a_run_that_is_not_active_is_sampled_until_end_run_and_resumes_its_steps(client):
+    """A study's parent: created with MlflowClient, never the active run. end_run stops its sampler
+    before ending it; resumed, the sampler goes on after the last step."""
+    parent = tracking.start_run("study", "study-s")
+    with tracking.system_metrics(parent, resume=True):
+        assert samplers_alive() == ["SystemMetricsMonitor"] and mlflow.active_run() is None
+        tracking.end_run(parent, "KILLED")
+        assert samplers_alive() == []  # stopped by end_run, before the run ended
+    first = client.get_run(parent)
+    steps = [m.step for m in system_history(client, parent, SAMPLED[0])]
+    assert first.info.status == "KILLED" and steps == [0]
+    assert all(m.timestamp <= first.info.end_time for m in system_history(client, parent, SAMPLED[1]))
+
+    tracking.resume_run(parent)
+    with tracking.system_metrics(parent, resume=True):
+        pass  # left without end_run (an unexpected exception): the `with` stops it
+    assert samplers_alive() == []
+    assert [m.step for m in system_history(client, parent, SAMPLED[0])] == [0, 1]
+    tracking.end_run(parent, "FINISHED")
+
+
+def test_system_metrics_recorded_elsewhere_means_running_and_sampled_lately(client):
+    run = client.create_run(client.create_experiment("x")).info.run_id
+    assert not tracking.system_metrics_recorded_elsewhere(run)  # RUNNING, never sampled
+    client.log_metric(run, SAMPLED[0], 50.0, timestamp=int((time.time() - 3600) * 1000))
+    assert not tracking.system_metrics_recorded_elsewhere(run)  # a `tune` killed an hour ago
+    client.log_metric(run, SAMPLED[0], 50.0, step=1)
+    assert tracking.system_metrics_recorded_elsewhere(run)  # another process samples it now
+    client.set_terminated(run, "FINISHED")
+    assert not tracking.system_metrics_recorded_elsewhere(run)
+
+
+def test_what_the_sampler_relies_on_in_mlflow(client):
+    """Pins MLflow's SystemMetricsMonitor (not in MLflow's API reference) as tracking.runs._sampler
+    uses it: its arguments, the methods it overrides or calls, the stop event, the metric names."""
+    import inspect
+
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    params = inspect.signature(SystemMetricsMonitor).parameters
+    assert {"run_id", "sampling_interval", "samples_before_logging", "resume_logging"} <= set(params)
+    run = client.create_run(client.create_experiment("pin")).info.run_id
+    monitor = SystemMetricsMonitor(run, sampling_interval=60)
+    for name in ("start", "finish", "collect_metrics", "aggregate_metrics", "publish_metrics"):
+        assert callable(getattr(monitor, name)), name
+    assert hasattr(monitor._shutdown_event, "wait") and hasattr(monitor.mlflow_logger, "flush")
+    monitor.collect_metrics()
+    keys = {"system/" + k for k in monitor.aggregate_metrics()}
+    assert set(SAMPLED) <= keys

@@ -577,3 +577,39 @@ def test_searchable_booleans_take_lists_and_still_work_as_flags():
     # MLproject's --flag=value form: searchable booleans stay text, the others become flags
     assert parsed("--augment=false", "--balance=true") == {"pretrained": None, "augment": "false", "nesterov": None,
                                                           "balance": True}
+    # and StudyOptions' booleans (MLproject passes --system-metrics={system_metrics})
+    for args, on in ((["--system-metrics=true"], True), (["--system-metrics=False"], False), ([], False),
+                     (["--system-metrics"], True), (["--no-system-metrics"], False)):
+        assert tune.make_context("tune", tune_args(args)).params["system_metrics"] is on, args
+
+
+def test_the_parent_records_system_metrics_and_trials_only_with_the_flag(store):
+    """The study's parent run is sampled while its trials run (and goes on after its last step when
+    the study resumes); trials start no sampler of their own unless --system-metrics (given here in
+    MLproject's --flag=value form)."""
+    import threading
+
+    cpu = "system/cpu_utilization_percentage"
+    fast = ["--epochs", "1", "--pruner", "none", "--lr", "0.1", "--batch-size", "64", "--weight-decay", "0",
+            "--momentum", "0.9"]
+    for name, flag in (("plain", "--system-metrics=false"), ("sampled", "--system-metrics=true")):
+        result = run_tune("--trials", "2", "--study-name", name, flag, *fast)
+        assert result.exit_code == 0, result.output + str(result.exception)
+        assert not [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor"]
+    by_study = {}
+    for run in runs_of(store):
+        by_study.setdefault(run.data.tags["optuna.study"], []).append(run)
+    for name, trials_sampled in (("plain", False), ("sampled", True)):
+        (parent,), children = split(by_study[name])
+        assert len(children) == 2
+        for key in (cpu, "system/system_memory_usage_megabytes"):
+            history = store.get_metric_history(parent.info.run_id, key)
+            assert history and all(m.timestamp <= parent.info.end_time for m in history), (name, key)
+            for c in children:
+                assert bool(store.get_metric_history(c.info.run_id, key)) == trials_sampled, (name, key)
+    (parent,), _ = split(by_study["plain"])
+    steps = [m.step for m in store.get_metric_history(parent.info.run_id, cpu)]
+    result = run_tune("--trials", "3", "--study-name", "plain", *fast)  # resumed: one more trial
+    assert result.exit_code == 0, result.output + str(result.exception)
+    resumed = [m.step for m in store.get_metric_history(parent.info.run_id, cpu)]
+    assert resumed[:len(steps)] == steps and min(resumed[len(steps):]) > max(steps)

@@ -7,8 +7,13 @@ with a status. A training run is the active run; a study's parent is not (its tr
     # FINISHED on success; FAILED with tag mlproject.failure on an exception; KILLED on Ctrl-C
 
     parent = start_run("my-experiment", "study-s1", tags={...})   # or resume_run(stored id)
-    ...
-    end_run(parent, "FINISHED")                                   # or FAILED/KILLED with a reason
+    with system_metrics(parent):                                  # CPU, memory, GPU over time
+        ...
+        end_run(parent, "FINISHED")                               # or FAILED/KILLED with a reason
+
+`training_run(..., system_metrics=True)` and `system_metrics(run_id)` record the machine's CPU,
+memory, disk, network and (with nvidia-ml-py) GPU use as `system/...` metrics, through MLflow's
+own sampler; it is stopped before the run ends, on every way out.
 
 `MLFLOW_TRACKING_URI` is respected (MLflow reads it); otherwise MLflow's default store is used
 (sqlite:///mlflow.db in the working directory for MLflow 3), so `mlflow ui` there shows the runs.
@@ -17,8 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
+import logging
 import os
 import re
+import sys
 import time
 
 import mlflow
@@ -26,6 +34,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+_logger = logging.getLogger(__name__)
 FAILURE_TAG = "mlproject.failure"
 # MLflow rejects param values over 6,000 characters (MAX_PARAM_VAL_LENGTH in mlflow 3.x)
 MAX_PARAM_LENGTH = 6000
@@ -46,21 +55,25 @@ def set_verbosity(verbose: bool) -> None:
 
 
 @contextlib.contextmanager
-def training_run(experiment: str, run_name: str = "", tags: dict | None = None, parent_run_id: str | None = None):
+def training_run(experiment: str, run_name: str = "", tags: dict | None = None, parent_run_id: str | None = None,
+                 system_metrics: bool = False):
     """Start a run in `experiment` (or join MLFLOW_RUN_ID under `mlflow run`, or nest under
     `parent_run_id`) as the active run; end it FINISHED, FAILED (reason in tag mlproject.failure)
-    or KILLED."""
+    or KILLED. `system_metrics`: sample the machine's use into it while it runs (stopped first,
+    whichever way the run ends)."""
     joined = run_id_from_env() if parent_run_id is None else None
     tags = {k: str(v) for k, v in (tags or {}).items()} or None
+    # log_system_metrics=False: this module runs the sampler (its own interval, a last sample at the
+    # end); MLflow's MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING must not start a second one beside it
     if joined:
-        run = mlflow.start_run(run_id=joined, tags=tags)
+        run = mlflow.start_run(run_id=joined, tags=tags, log_system_metrics=False)
     elif parent_run_id:  # a child lives in its parent's experiment, whatever `experiment` says
         run = mlflow.start_run(experiment_id=_experiment_of(parent_run_id), run_name=run_name or None,
-                               parent_run_id=parent_run_id, nested=True, tags=tags)
+                               parent_run_id=parent_run_id, nested=True, tags=tags, log_system_metrics=False)
     else:
         mlflow.set_experiment(experiment)
-        run = mlflow.start_run(run_name=run_name or None, tags=tags)
-    with ended_on_exception(run.info.run_id):
+        run = mlflow.start_run(run_name=run_name or None, tags=tags, log_system_metrics=False)
+    with ended_on_exception(run.info.run_id), _system_metrics_if(run.info.run_id, system_metrics):
         yield run
     mlflow.end_run("FINISHED")
 
@@ -83,7 +96,7 @@ def ended_on_exception(run_id: str):
 def reopened_run(run_id: str):
     """An ended run made the active run again (a study stores its best model into the best
     trial's run), ended FINISHED again, or as `ended_on_exception` says."""
-    mlflow.start_run(run_id=run_id)
+    mlflow.start_run(run_id=run_id, log_system_metrics=False)
     with ended_on_exception(run_id):
         yield
     mlflow.end_run("FINISHED")
@@ -91,7 +104,9 @@ def reopened_run(run_id: str):
 
 def end_run(run_id: str, status: str, reason: str | None = None) -> None:
     """End any run with `status` (FINISHED, FAILED, KILLED), `reason` in tag mlproject.failure;
-    the active run is ended too, so no run of this process stays open."""
+    the active run is ended too, so no run of this process stays open. Its system-metrics sampler
+    (if any) is stopped first: nothing is logged into the run once it has ended."""
+    stop_system_metrics(run_id)
     client = MlflowClient()
     if reason:
         client.set_tag(run_id, FAILURE_TAG, reason[:5000])
@@ -113,6 +128,143 @@ def start_run(experiment: str, run_name: str, tags: dict | None = None) -> str:
 def resume_run(run_id: str) -> None:
     """Mark an ended run RUNNING again (a resumed study's parent)."""
     MlflowClient().update_run(run_id, status="RUNNING")
+
+
+# ---------------------------------------------------------------------------------------------
+# System metrics: the machine's CPU, memory, disk, network and GPU use over a run's time.
+
+# One sample every 2 s, one logged step per 5 samples (their mean: 10 s, MLflow's own step), and the
+# samples not yet logged as a last step when the sampler stops. A `mlproject train` on digits lasts a
+# few seconds: at MLflow's 10 s interval, with MLflow dropping the samples it holds when stopped, it
+# would record nothing. 2 s gives such a run a mean of one or two real samples; a 10 h run gets 3,600
+# steps (8 metrics each, 5 more per GPU), not the 18,000 of a step every 2 s, and each step is the
+# mean of five readings (GPU utilisation read every 2 s, not once per 10 s). The sampler costs a
+# store read per sample (MLflow checks the run is still RUNNING) and a write per step; bench_speed
+# measures it. MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL / _SAMPLES_BEFORE_LOGGING override both.
+SYSTEM_METRICS_INTERVAL_S = 2.0
+SYSTEM_METRICS_SAMPLES = 5
+SYSTEM_METRIC_PREFIX = "system/"
+_samplers: dict[str, object] = {}  # run id -> its running sampler (this process's)
+
+
+def _sampler(run_id: str, resume: bool):
+    """MLflow's system-metrics sampler for `run_id`, any run (the active one or not).
+
+    `mlflow.start_run(log_system_metrics=True)` is MLflow's public way, but it serves the active
+    run only, at a process-wide interval (an environment variable) and drops the samples taken since
+    its last step when the run ends. A study's parent run is not the active run (its trials are), so
+    this uses the class behind it, `mlflow.system_metrics.system_metrics_monitor.SystemMetricsMonitor`
+    (not in MLflow's API reference; its docstring documents run_id, sampling_interval,
+    samples_before_logging, resume_logging, start() and finish()), with two additions:
+
+    - the samples not yet logged when it stops become a last step (`aggregate_metrics`,
+      `publish_metrics`, its `mlflow_logger`), so a run shorter than one step records one too;
+    - a real first CPU reading: psutil.cpu_percent() measures since the calling thread's previous
+      call, and a new thread's first call compares two readings microseconds apart (0.0 or 100.0).
+      The sampler thread's first sample calls it once, then waits 0.5 s (on the monitor's stop
+      event, so stopping does not wait) and measures.
+
+    tests/test_runs.py pins what this relies on.
+    """
+    import psutil
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    class Sampler(SystemMetricsMonitor):
+        primed = False
+
+        def collect_metrics(self):
+            if not self.primed:
+                self.primed = True
+                psutil.cpu_percent()
+                self._shutdown_event.wait(0.5)
+            return super().collect_metrics()
+
+        def finish(self):
+            super().finish()  # stops and joins the thread, sends the steps not yet sent
+            try:
+                tail = self.aggregate_metrics()  # the samples since the last step
+                if tail:
+                    self.publish_metrics(tail)
+                    self.mlflow_logger.flush()
+            except Exception as e:  # never in the way of ending the run
+                _logger.warning("system metrics: the last samples of run %s were not logged: %s", run_id, e)
+
+    return Sampler(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, samples_before_logging=SYSTEM_METRICS_SAMPLES,
+                   resume_logging=resume)
+
+
+@functools.lru_cache(maxsize=1)
+def _system_metrics_ready() -> bool:
+    """psutil importable (else one warning, and runs go without); MLflow's info lines about the
+    sampler (started, stopping, no GPU) silenced; one note where a CUDA GPU's metrics need nvidia-ml-py."""
+    if importlib.util.find_spec("psutil") is None:
+        print("warning: system metrics are not recorded: psutil is not installed (pip install psutil)",
+              file=sys.stderr)
+        return False
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    torch = sys.modules.get("torch")
+    if importlib.util.find_spec("pynvml") is None and torch is not None and torch.cuda.is_available():
+        print('note: no GPU metrics: they need nvidia-ml-py (pip install -e ".[gpu]")', file=sys.stderr)
+    return True
+
+
+def start_system_metrics(run_id: str, resume: bool = False) -> None:
+    """Sample the machine's use into `run_id` (any run: the active one or not) until
+    `stop_system_metrics(run_id)` or `end_run(run_id, ...)`: metrics `system/cpu_utilization_percentage`,
+    `system/system_memory_usage_megabytes`, ... and with nvidia-ml-py `system/gpu_0_utilization_percentage`,
+    `system/gpu_0_memory_usage_megabytes`, ... (step 0, 1, ...; `resume`: after the run's last step)."""
+    if run_id in _samplers or not _system_metrics_ready():
+        return
+    try:
+        sampler = _sampler(run_id, resume)
+    except Exception as e:  # as mlflow.start_run does: the run goes on without them
+        _logger.warning("system metrics: not recorded for run %s: %s", run_id, e)
+        return
+    _samplers[run_id] = sampler
+    sampler.start()
+
+
+def stop_system_metrics(run_id: str) -> None:
+    """Stop `run_id`'s sampler, if this process runs one: its thread ends and the samples it holds
+    are logged (a last step) before this returns."""
+    sampler = _samplers.pop(run_id, None)
+    if sampler is not None:
+        sampler.finish()
+
+
+@contextlib.contextmanager
+def system_metrics(run_id: str, resume: bool = False):
+    """`start_system_metrics(run_id)`, stopped on the way out (on an exception or Ctrl-C too);
+    ending the run inside (`end_run`) stops it first."""
+    start_system_metrics(run_id, resume)
+    try:
+        yield
+    finally:
+        stop_system_metrics(run_id)
+
+
+def _system_metrics_if(run_id: str, enabled: bool):
+    return system_metrics(run_id) if enabled else contextlib.nullcontext()
+
+
+def system_metrics_recorded_elsewhere(run_id: str) -> bool:
+    """Whether another process samples `run_id`'s system metrics now: the run is RUNNING and its last
+    system metric is younger than three steps (a study's parent opened by a `tune` on another
+    machine; a parent left RUNNING by a `tune` killed outright has none that recent)."""
+    run = MlflowClient().get_run(run_id)
+    if run.info.status != "RUNNING":
+        return False
+    last = [m.timestamp for m in MlflowClient().get_metric_history(run_id, SYSTEM_METRIC_PREFIX + "cpu_utilization_percentage")]
+    return bool(last) and time.time() - max(last) / 1000 < max(30.0, 3 * system_metrics_step_s())
+
+
+def system_metrics_step_s() -> float:
+    """Seconds between two logged steps of system metrics (MLflow's environment variables first)."""
+    from mlflow.environment_variables import (MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING,
+                                              MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL)
+
+    return ((MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL.get() or SYSTEM_METRICS_INTERVAL_S)
+            * (MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING.get() or SYSTEM_METRICS_SAMPLES))
 
 
 def run_exists(run_id: str) -> bool:

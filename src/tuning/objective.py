@@ -42,11 +42,12 @@ class Trainer(Protocol):
 
     def train_trial(self, cfg: TrainConfig, prepared: Any, parent_run_id: str, tags: dict, params: dict,
                     on_epoch: Callable, on_run_start: Callable[[str], None],
-                    keep_model: Callable[[dict, History], bool]) -> Any:
+                    keep_model: Callable[[dict, History], bool], system_metrics: bool = False) -> Any:
         """Train cfg as a tracked child run of `parent_run_id`; returns an object with `run_id`,
         `metrics` (dict), `history` (mlproject.train.History) and `model_uri`. `on_epoch(stats)`
         may raise to stop the run (pruning). `keep_model(metrics, history)`, asked once trained,
-        says whether to log this trial's model (the weights it trained) and its figures into its run."""
+        says whether to log this trial's model (the weights it trained) and its figures into its run.
+        `system_metrics`: sample the machine's CPU/memory/GPU use into the trial's run."""
 
 
 class Pruned(optuna.TrialPruned):
@@ -77,6 +78,7 @@ class Worker:
     echo: Callable[[str], None] | None = None  # where trial outcomes go, a line each (default: stderr)
     verbose: bool = False  # a traceback for every failed trial, not only for unexpected exceptions
     _tracebacks: dict = dataclasses.field(default_factory=dict, repr=False)  # trial number -> text (bugs)
+    system_metrics: bool = False  # each trial's run samples CPU/memory/GPU (tune --system-metrics)
 
     def remaining(self, study) -> int:
         """--trials minus the trials finished, running or waiting (failed ones are re-run)."""
@@ -136,7 +138,7 @@ class Worker:
                 tags={"optuna.study": trial.study.study_name, "optuna.trial_number": str(trial.number),
                       "optuna.state": "RUNNING"},
                 params={f"sampled.{k}": v for k, v in overrides.items() if k in trial.params},
-                on_epoch=report, on_run_start=started, keep_model=keep)
+                on_epoch=report, on_run_start=started, keep_model=keep, system_metrics=self.system_metrics)
         except optuna.TrialPruned:
             raise
         except (Exception, KeyboardInterrupt) as e:

@@ -9,6 +9,7 @@ through `tracking`; every Optuna call is here, in `tuning`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import multiprocessing
@@ -59,6 +60,7 @@ class StudyOptions:
     max_failures: int = 5
     grace_period: int | None = None  # seconds without heartbeat before a trial counts as dead
     verbose: bool = False  # Optuna's and MLflow's INFO lines, and a traceback for every failed trial
+    system_metrics: bool = False  # every trial's run samples CPU/memory/GPU too (the parent always does)
 
     def validate(self) -> None:
         for name in ("trials", "workers", "max_failures"):
@@ -211,7 +213,7 @@ def _worker(p: Plan, parent: str, storage, **kwargs) -> Worker:
     o = p.options
     return Worker(p.base, p.space, p.trainer, parent, o.trials, o.max_failures, [p.data] if p.data else [],
                   heartbeat=studies.has_heartbeat(storage), objectives=p.objectives, constraints=p.constraints,
-                  prune_on=p.prune_on, verbose=o.verbose, **kwargs)
+                  prune_on=p.prune_on, verbose=o.verbose, system_metrics=o.system_metrics, **kwargs)
 
 
 def _worker_main(p: Plan, index: int, threads: int) -> None:
@@ -228,9 +230,12 @@ def _worker_main(p: Plan, index: int, threads: int) -> None:
         sys.exit(exit_code(e))      # parent): its trial ended KILLED and FAIL; the parent reports
 
 
-def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float = 120.0) -> str:
+def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float = 120.0) -> tuple[str, bool]:
     """The study's parent run: the stored one (resume); else one new run (the `mlflow run` one if
-    any), made by exactly one of the workers starting together while the others wait for it."""
+    any), made by exactly one of the workers starting together while the others wait for it.
+    Also whether this process samples the parent's system metrics: not where another `tune`
+    process does (it made the parent, or holds it open and is sampling it: workers on several
+    machines), so one machine's figures fill the parent's `system/...` series."""
     name = p.options.study_name
     run_id = study.user_attrs.get(PARENT_ATTR)
     stale = run_id if run_id and not tracking.run_exists(run_id) else None
@@ -238,17 +243,18 @@ def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float =
         print(f"warning: study {name!r} points at parent run {stale}, which is not in "
               f"{tracking.tracking_uri()}; starting a new parent run", file=sys.stderr)
     elif run_id:
-        return _resumed_parent(run_id, env_run_id)
+        elsewhere = tracking.system_metrics_recorded_elsewhere(run_id)  # before it is RUNNING again
+        return _resumed_parent(run_id, env_run_id), not elsewhere
     with studies.claim(storage, name, f"parent-replacing-{stale or 'none'}") as won:
         stored = study.user_attrs.get(PARENT_ATTR)  # read from the storage, not cached
         if won and stored in (None, stale):
-            return _new_parent(study, p, env_run_id)
+            return _new_parent(study, p, env_run_id), True
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:  # another worker made it, or is making it: poll the storage
         run_id = study.user_attrs.get(PARENT_ATTR)
         if run_id and run_id != stale:
             tracking.resume_run(run_id)
-            return run_id
+            return run_id, False
         time.sleep(0.5)
     raise ConfigError(f"study {name!r}: another worker claimed the parent run but stored none within {wait_s:.0f} s")
 
@@ -300,24 +306,27 @@ def execute(p: Plan) -> int:
     if p.options.tracking_uri:
         tracking.use_tracking_uri(p.options.tracking_uri)  # worker processes inherit it
     study, storage = _open(p)  # may still refuse (storage unreachable, other search space): exit 2
-    parent = _parent_run(study, storage, p, tracking.detach_env_run())
+    parent, samples = _parent_run(study, storage, p, tracking.detach_env_run())
     tracking.set_run_tags(parent, {"optuna.trials": p.options.trials})  # a tag: --trials may grow on resume
     start = time.perf_counter()
     status, code, reason = "FINISHED", 0, None
-    try:
-        _run_workers(study, storage, p, parent)
-    except StudyFailing as e:
-        print(f"Error: {e}", file=sys.stderr)
-        status, code, reason = "FAILED", 1, str(e)
-    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (mlproject.signals): one path
-        why = f"interrupted by {e or 'SIGINT (Ctrl-C)'}"
-        print(f"{why}: the current trials ended KILLED; rerun the same command to resume", file=sys.stderr)
-        tracking.end_run(parent, "KILLED", why)
-        return exit_code(e)
-    try:
-        summary.record(study, storage, p, parent, wall_time_s=time.perf_counter() - start)
-    finally:
-        tracking.end_run(parent, status, reason)
+    # the machine's CPU, memory and GPU use while the trials run, into the parent (resumed: after
+    # its last step); end_run stops the sampler before it ends the run, the `with` on any other way out
+    with tracking.system_metrics(parent, resume=True) if samples else contextlib.nullcontext():
+        try:
+            _run_workers(study, storage, p, parent)
+        except StudyFailing as e:
+            print(f"Error: {e}", file=sys.stderr)
+            status, code, reason = "FAILED", 1, str(e)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (mlproject.signals): one path
+            why = f"interrupted by {e or 'SIGINT (Ctrl-C)'}"
+            print(f"{why}: the current trials ended KILLED; rerun the same command to resume", file=sys.stderr)
+            tracking.end_run(parent, "KILLED", why)
+            return exit_code(e)
+        try:
+            summary.record(study, storage, p, parent, wall_time_s=time.perf_counter() - start)
+        finally:
+            tracking.end_run(parent, status, reason)
     print(summary.table(study, p, parent, time.perf_counter() - start))
     return code
 

@@ -61,6 +61,7 @@ class ChildRun:
     # asked once trained, with the summary metrics and the history: log this trial's model (the
     # weights it trained, not a retrained copy) and the figures trials skip? (the study's best set)
     keep_model: Callable[[dict, History], bool] | None = None
+    system_metrics: bool = False  # sample CPU/memory/GPU into the trial's run (tune --system-metrics)
 
 
 @dataclass
@@ -120,12 +121,14 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
     Standalone the run is created in cfg.experiment; under `mlflow run` the run MLflow created is
     used; `child`: a study's trial (nested, lean). `on_epoch(stats)` runs after each epoch is
     logged and may raise to stop training (pruning); with cfg.cv it runs after each fold instead,
-    with that fold's FoldStats (`_cv_logged`).
+    with that fold's FoldStats (`_cv_logged`). A standalone run records system metrics (CPU,
+    memory, GPU over time); a trial only where `child.system_metrics` says so.
     """
     p = prepared or prepare(cfg)
     info = p.data.info
     with tracking.training_run(cfg.experiment, _run_name(cfg, child), tags=_run_tags(cfg, p, child),
-                               parent_run_id=child.parent_run_id if child else None) as run:
+                               parent_run_id=child.parent_run_id if child else None,
+                               system_metrics=child is None or child.system_metrics) as run:
         if child and child.on_run_start:
             child.on_run_start(run.info.run_id)
         tracking.log_params({**cfg.to_params(), "input_size": p.model_info.input_size,
@@ -277,8 +280,9 @@ class StudyTrainer:
         return prepare(cfg, data)
 
     def train_trial(self, cfg: TrainConfig, prepared: Prepared, parent_run_id: str, tags: dict, params: dict,
-                    on_epoch, on_run_start, keep_model) -> TrackedRun:
-        return run_training(cfg, prepared, on_epoch, ChildRun(parent_run_id, tags, params, on_run_start, keep_model))
+                    on_epoch, on_run_start, keep_model, system_metrics: bool = False) -> TrackedRun:
+        return run_training(cfg, prepared, on_epoch,
+                            ChildRun(parent_run_id, tags, params, on_run_start, keep_model, system_metrics))
 
 
 def log_figures(p: Prepared, history: History, test: Evaluation) -> None:

@@ -105,9 +105,12 @@ def _fixed_value(name: str, text: str | None):
 @click.option("--workers", type=int, default=1, show_default=True, help="worker processes on this machine")
 @click.option("--register-name", default=None, help="Model Registry name of the best model(s) [default: the study name]")
 @click.option("--max-failures", type=int, default=5, show_default=True, help="stop after this many failed trials in a row")
-@click.option("--verbose", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+@click.option("--verbose/--no-verbose", default=False, show_default=True,
               help="Optuna's and MLflow's INFO lines, and a traceback for every failed trial (default: one "
                    "line per trial; a traceback only for an unexpected exception)")
+@click.option("--system-metrics/--no-system-metrics", default=False, show_default=True,
+              help="every trial's run records CPU, memory and GPU use over time too, each with its own sampler "
+                   "thread (the study's parent run always does)")
 @click.option("--grace-period", type=int, default=None, hidden=True, help="seconds without heartbeat before a trial counts as dead")
 def tune(**opts):
     """Search any training option with Optuna (by default learning rate, batch size, weight decay and
@@ -121,7 +124,8 @@ def tune(**opts):
     searched = {n: opts.pop(n) or None for n in SEARCHABLE}
     controls = {k: opts.pop(k) or None for k in ("timeout", "study_name", "storage", "tracking_uri",
                                                  "register_name", "grace_period", "pruner")}
-    controls.update({k: opts.pop(k) for k in ("trials", "sampler", "workers", "max_failures", "verbose")})
+    controls.update({k: opts.pop(k) for k in ("trials", "sampler", "workers", "max_failures", "verbose",
+                                              "system_metrics")})
     controls.update({k: tuple(opts.pop(k)) for k in ("objectives", "constraints")})
     handle_signals()  # SIGTERM (Slurm, Kubernetes, docker stop) takes Ctrl-C's path: runs KILLED, exit 143
     try:
@@ -141,11 +145,14 @@ def tune(**opts):
 
 def tune_args(args: list[str]) -> list[str]:
     """MLproject's '--nesterov=false' stays text for a searchable boolean (where 'true,false' is a
-    choice), and '--no-nesterov' becomes '--nesterov=false'; other booleans become click's flags,
-    and '--no-augment' becomes '--augment=none' (bool_flags_from_values)."""
+    choice), and '--no-nesterov' becomes '--nesterov=false'; '--no-augment' becomes '--augment=none'
+    (bool_flags_from_values); other booleans (training options and StudyOptions' own,
+    '--system-metrics=false', '--verbose=true') become click's flags."""
+    from tuning.runner import StudyOptions
+
     searchable = {flag(n) for n in BOOL_SEARCHABLE}
     args = [f"--{a[5:]}=false" if a.startswith("--no-") and f"--{a[5:]}" in searchable else a for a in args]
-    return bool_flags_from_values(args, skip=BOOL_SEARCHABLE)
+    return bool_flags_from_values(bool_flags_from_values(args, skip=BOOL_SEARCHABLE), cls=StudyOptions)
 
 
 def main(args: list[str] | None = None) -> None:
