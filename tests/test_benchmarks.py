@@ -94,3 +94,15 @@ def test_bench_search_quick(tmp_path):
     assert 1 <= d["models_stored"] <= every["models_stored"] == 4
     assert d["registered"] == len(d["front"]) and d["artifact_bytes"] < every["artifact_bytes"]
     assert only_json_left(tmp_path)
+
+
+@pytest.mark.slow
+def test_bench_accuracy_quick(tmp_path):
+    stdout, figures = run_quick(tmp_path, "bench_accuracy.py")
+    assert "SVC GridSearchCV: test accuracy" in stdout and "rank correlation" in stdout
+    r, base = figures["recipe"], figures["baselines"]
+    assert r["complete"] == 2 and 0 < r["registered_test_accuracy"] <= 1
+    # the registered champion predicts exactly what its trial logged
+    assert r["registered_test_accuracy"] == r["champion"]["test_accuracy_logged"]
+    assert base["svc"]["test_accuracy"] > 0.98 and base["logistic_regression"]["test_accuracy"] > 0.9
+    assert only_json_left(tmp_path)

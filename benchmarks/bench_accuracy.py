@@ -1,0 +1,170 @@
+"""Small data, sound choices: the digits recipe against scikit-learn's classical toolbox, in one
+run on the project's own split (1,257 train, 180 validation, 360 test images).
+
+    python benchmarks/bench_accuracy.py            # full: the README recipe (~15 min on 2 cores) + baselines
+    python benchmarks/bench_accuracy.py --quick    # a minute or two; what tests/test_benchmarks.py runs
+
+1. The recipe (README, "Small data"): `tune`'s own code path (tuning.runner.plan + execute,
+   StudyTrainer) with --cv, into a temporary MLflow store; the registered champion is loaded
+   from the Model Registry and scored on the test split (it must predict what its run logged).
+2. scikit-learn's GridSearchCV over an RBF SVC (C 1..100, gamma scale/0.01/0.03/0.1, 5-fold over
+   train + validation) and a LogisticRegression, on the same pixels (digits' 0..16 grey levels).
+3. How well each objective ranks the recipe's trials by what they achieve: Spearman's rank
+   correlation between the objective and test accuracy, for the --cv mean (the study's own
+   trials, tested after the refit) against the plain hold-out objective (the same settings
+   trained once on train, validated on the 180 images, tested).
+Target: the recipe's registered model at or above the SVC's test accuracy in at most 15 minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+from scipy.stats import spearmanr
+
+import mlproject.app.experiment as experiment
+import tracking
+from mlproject.config import TrainConfig
+from mlproject.data import create_dataset
+from mlproject.train import evaluate, fit
+from tuning import runner
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# The README's recipe for small data like digits: two small CNNs, AdamW with a cosine schedule,
+# crops (no flips: a mirrored digit is another symbol), 5-fold cross-validated objective. Why
+# these: on this split, lenet5 trained 40 epochs this way reached 0.9944 test accuracy in 15 s
+# and smallcnn 0.9917 (probe, 2026-12-02); the 180-image hold-out ties too often to rank trials.
+RECIPE = {"model": "lenet5,smallcnn", "augment": "crop", "optimizer": "adamw", "scheduler": "cosine",
+          "epochs": "30:60", "lr": "1e-3:1e-2", "weight_decay": "1e-5:1e-3", "batch_size": "64"}
+RECIPE_TRAIN = {"cv": 5, "num_workers": 0}
+RECIPE_TRIALS, RECIPE_TIMEOUT_S = 12, 780  # no trial starts after 13 min: the last ends before 15
+
+
+def recipe(tmp: Path, quick: bool) -> dict:
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.MlflowClient().create_experiment("bench-accuracy", artifact_location=str(tmp / "artifacts"))
+    searched = {**RECIPE, "epochs": "2"} if quick else dict(RECIPE)
+    train = {**RECIPE_TRAIN, "cv": 2 if quick else RECIPE_TRAIN["cv"], "experiment": "bench-accuracy"}
+    options = runner.StudyOptions(trials=2 if quick else RECIPE_TRIALS, timeout=None if quick else RECIPE_TIMEOUT_S,
+                                  study_name="recipe", storage=f"sqlite:///{tmp}/optuna.db", tracking_uri=uri)
+    try:
+        plan = runner.plan(train, searched, options, experiment.StudyTrainer())
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            code = runner.execute(plan)
+        wall = time.perf_counter() - start
+        assert code == 0, f"the recipe's study exited {code}"
+        study = optuna.load_study(study_name="recipe", storage=options.storage)
+        model = mlflow.pyfunc.load_model("models:/recipe@champion")
+        test = create_dataset(TrainConfig()).test
+        probs = tracking.probabilities(model.predict(test.images.numpy().astype(np.float32) / 255.0))
+        registered_accuracy = float((probs.argmax(1) == test.labels.numpy()).mean())
+    finally:
+        mlflow.set_tracking_uri(None)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    champion = study.trials[study.user_attrs["best_model_trial"]]
+    return {"wall_s": wall, "trials": len(study.trials), "complete": len(done),
+            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+            "champion": {"trial": champion.number, **champion.params, "cv_val_accuracy": champion.value,
+                         "test_accuracy_logged": champion.user_attrs["test_accuracy"]},
+            "registered_test_accuracy": registered_accuracy,
+            "trials_table": [{"number": t.number, "params": t.params, "objective": t.value,
+                              "test_accuracy": t.user_attrs["test_accuracy"]} for t in done]}
+
+
+def holdout(trials: list[dict], quick: bool) -> list[dict]:
+    """The recipe's trial settings trained once on train, validated on the hold-out, tested."""
+    out = []
+    data = None
+    for t in trials:
+        cfg = TrainConfig(**{**{k: v for k, v in RECIPE_TRAIN.items() if k != "cv"}, "augment": RECIPE["augment"],
+                             "optimizer": RECIPE["optimizer"], "scheduler": RECIPE["scheduler"],
+                             "batch_size": int(RECIPE["batch_size"]), **t["params"]})
+        if quick:
+            cfg = cfg.replace(epochs=2)
+        p = experiment.prepare(cfg, data or ())
+        data = data or p.data
+        history = fit(*p.trained, cfg, p.device)
+        out.append({"number": t["number"], "objective": history.epochs[-1].val_accuracy,
+                    "test_accuracy": evaluate(p.model, p.data.test, p.device).accuracy})
+    return out
+
+
+def baselines() -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.svm import SVC
+
+    data = create_dataset(TrainConfig())
+
+    def xy(*splits):
+        x = np.concatenate([s.images.numpy().reshape(len(s.labels), -1) for s in splits]).astype(np.float64)
+        return x * (16.0 / 255.0), np.concatenate([s.labels.numpy() for s in splits])  # digits' own scale
+
+    x, y = xy(data.train, data.val)
+    x_test, y_test = xy(data.test)
+    out = {}
+    start = time.perf_counter()
+    svc = GridSearchCV(SVC(kernel="rbf"), {"C": [1, 3, 10, 30, 100], "gamma": ["scale", 0.01, 0.03, 0.1]},
+                       cv=5, n_jobs=1).fit(x, y)
+    out["svc"] = {"test_accuracy": float(svc.score(x_test, y_test)), "wall_s": time.perf_counter() - start,
+                  "best_params": svc.best_params_}
+    start = time.perf_counter()
+    lr = LogisticRegression(max_iter=5000).fit(x, y)
+    out["logistic_regression"] = {"test_accuracy": float(lr.score(x_test, y_test)), "wall_s": time.perf_counter() - start}
+    return out
+
+
+def rank_correlation(rows: list[dict]) -> float:
+    if len(rows) < 3:
+        return float("nan")
+    return float(spearmanr([r["objective"] for r in rows], [r["test_accuracy"] for r in rows]).statistic)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke mode (CI): 2 trials of 2 epochs, 2 folds")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("MLPROJECT_CACHE_DIR", tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory() as tmp:
+        r = recipe(Path(tmp), args.quick)
+    base = baselines()
+    held = holdout(r["trials_table"], args.quick)
+    results = {"recipe": r, "baselines": base, "holdout": held,
+               "rank_correlation": {"cv": rank_correlation(r["trials_table"]), "holdout": rank_correlation(held)},
+               "target_met": r["registered_test_accuracy"] >= base["svc"]["test_accuracy"] and r["wall_s"] <= 900,
+               "cpus": os.cpu_count(), "quick": args.quick}
+    c = r["champion"]
+    print(f"recipe (tune --cv, {r['trials']} trials: {r['complete']} complete, {r['pruned']} pruned): registered "
+          f"model test accuracy {r['registered_test_accuracy']:.4f} (logged {c['test_accuracy_logged']:.4f}, "
+          f"trial {c['trial']}: {c.get('model')}, {c.get('epochs')} epochs) in {r['wall_s']:.0f} s")
+    print(f"SVC GridSearchCV: test accuracy {base['svc']['test_accuracy']:.4f} in {base['svc']['wall_s']:.1f} s "
+          f"({base['svc']['best_params']}); LogisticRegression: {base['logistic_regression']['test_accuracy']:.4f} "
+          f"in {base['logistic_regression']['wall_s']:.1f} s")
+    rc = results["rank_correlation"]
+    print(f"rank correlation objective vs test accuracy over {len(held)} trial settings: --cv {rc['cv']:.2f}, "
+          f"hold-out {rc['holdout']:.2f}")
+    gap = r["registered_test_accuracy"] - base["svc"]["test_accuracy"]
+    print(f"target (>= SVC in <= 15 min): {'met' if results['target_met'] else 'missed'} "
+          f"({100 * gap:+.2f} points, {r['wall_s'] / 60:.1f} min)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
