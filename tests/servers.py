@@ -5,6 +5,8 @@
     with mlflow_server(tmp_dir) as uri:
         uri     # http://127.0.0.1:PORT
     server = MlflowServer(tmp_dir); ...; server.wait_ready(); ...; server.stop()   # start overlapped
+    server.start_again(); server.wait_ready()     # after stop(): an outage ends (same port and store)
+    pg.stop_server(); pg.start_server(); pg.restart()   # a PostgreSQL outage (same port and data)
 
 Both raise Unavailable (the caller skips) when the software cannot be found or installed.
 Readiness is polled in bounded loops; teardown stops what was started, by its own process.
@@ -164,6 +166,31 @@ class Postgres:
     def redacted(self, port: int | None = None) -> str:
         return f"{self.scheme}://{self.user}:***@{self.host}:{self.port if port is None else port}/{self.database}"
 
+    # ---- outages: the server stopped, started, restarted (same data directory, port and options)
+
+    def pg_ctl(self, *args: str, timeout: float = 120) -> None:
+        """`pg_ctl -D DATA -l LOG -w ARGS...` as the cluster's owner (`postgres` when running as
+        root), with the options postgres_cluster started it with."""
+        owner = "postgres" if os.geteuid() == 0 else None
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=100"
+        cmd = [str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "server.log"),
+               "-w", "-t", str(int(timeout)), "-o", opts, *args]
+        proc = subprocess.run(_as_db_owner(cmd, owner), capture_output=True, text=True, timeout=timeout + 30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"pg_ctl {' '.join(args)} failed ({proc.returncode}): "
+                               f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+
+    def stop_server(self) -> None:
+        """`pg_ctl stop -m fast`: open sessions are ended (their clients see the connection drop)."""
+        self.pg_ctl("-m", "fast", "stop")
+
+    def start_server(self) -> None:
+        self.pg_ctl("start")
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`: every session ended, the server back within about a second."""
+        self.pg_ctl("-m", "fast", "restart")
+
 
 def _as_db_owner(cmd: list[str], owner: str | None) -> list[str]:
     """PostgreSQL refuses to run as root: run its tools as the `postgres` user then."""
@@ -257,6 +284,18 @@ class MlflowServer:
             self.proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL,
                                          start_new_session=True)  # own group: its workers stop with it
+        self.ready = False
+        self._cmd, self._cwd, self._env = cmd, tmp, env  # for start_again
+
+    def start_again(self) -> None:
+        """Start the stopped server again: the same command, port and backend store (an outage
+        that ends); its log is appended to. `wait_ready()` polls it up again."""
+        if self.proc.poll() is None:
+            raise RuntimeError(f"mlflow server on port {self.port} is still running")
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self._cmd, cwd=self._cwd, env=self._env, stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
         self.ready = False
 
     def wait_ready(self, timeout: float = 120) -> str:

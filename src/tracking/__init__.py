@@ -6,17 +6,18 @@ from .logged_models import (FoundModel, ModelNotFound, find_model, load_model, l
                             register_model, set_model_alias, set_model_version_tags, warm_model_logging)
 from .query import RunsNotFound, Selection, confusion_matrices, experiment_name, select_runs
 from .record import log_dataset, log_evaluation, log_figures, metric_key
-from .runs import (FAILURE_TAG, MetricBuffer, detach_env_run, end_run, experiment_of, fail_env_run, log_files_run,
+from .runs import (FAILURE_TAG, MetricBuffer, child_runs, detach_env_run, end_run, experiment_of, fail_env_run,
+                   give_up_on_server, log_files_run,
                    log_metrics, log_params, log_run_figure, log_run_metrics, log_run_text, reopened_run, resume_run,
                    run_exists, run_id_from_env, save_runs_view, set_run_tags, set_tags, set_verbosity, start_run,
                    start_system_metrics, stop_system_metrics, system_metrics, system_metrics_recorded_elsewhere,
-                   tracking_uri, training_run, unique_run_name, use_tracking_uri)
+                   tracking_uri, training_run, unique_run_name, unreachable, use_tracking_uri)
 
 __all__ = ["FAILURE_TAG", "FoundModel", "MetricBuffer", "ModelNotFound", "RunsNotFound", "Selection",
-           "confusion_matrices", "detach_env_run", "end_run", "experiment_name", "experiment_of", "fail_env_run",
-           "find_model", "load_model", "log_dataset", "log_evaluation", "log_figures", "log_files_run",
+           "child_runs", "confusion_matrices", "detach_env_run", "end_run", "experiment_name", "experiment_of", "fail_env_run",
+           "find_model", "give_up_on_server", "load_model", "log_dataset", "log_evaluation", "log_figures", "log_files_run",
            "log_metrics", "log_model", "log_params", "log_run_figure", "log_run_metrics", "log_run_text",
            "metric_key", "probabilities", "register_model", "reopened_run", "resume_run", "run_exists", "run_id_from_env",
            "save_runs_view", "select_runs", "set_model_alias", "set_model_version_tags", "set_run_tags", "set_tags", "set_verbosity", "start_run",
            "start_system_metrics", "stop_system_metrics", "system_metrics", "system_metrics_recorded_elsewhere", "tracking_uri",
-           "training_run", "unique_run_name", "use_tracking_uri", "warm_model_logging"]
+           "training_run", "unique_run_name", "unreachable", "use_tracking_uri", "warm_model_logging"]

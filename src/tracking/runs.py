@@ -81,15 +81,74 @@ def training_run(experiment: str, run_name: str = "", tags: dict | None = None, 
 @contextlib.contextmanager
 def ended_on_exception(run_id: str):
     """End `run_id` KILLED on Ctrl-C or SIGTERM, else FAILED (or the exception's `mlflow_status`: tuning's
-    pruned trials end KILLED) with the reason in tag mlproject.failure, and re-raise."""
+    pruned trials end KILLED) with the reason in tag mlproject.failure, and re-raise. When the
+    exception is the tracking server being unreachable, the run is ended only if one quick try
+    reaches it (`give_up_on_server`); else it stays RUNNING until a later process ends it."""
     try:
         yield
     except KeyboardInterrupt as e:  # Ctrl-C, or mlproject.signals.Interrupted (SIGTERM too)
         end_run(run_id, "KILLED", f"interrupted by {e}" if str(e) else "interrupted (Ctrl-C)")
         raise
     except BaseException as e:
+        if unreachable(e) is not None:
+            give_up_on_server()
+            with contextlib.suppress(MlflowException):
+                end_run(run_id, "KILLED", f"{type(e).__name__}: {e}")
+            raise
         end_run(run_id, getattr(e, "mlflow_status", "FAILED"), f"{type(e).__name__}: {e}")
         raise
+
+
+def unreachable(exc: BaseException | None) -> str | None:
+    """Why the tracking server could not be reached, if `exc`, or an exception it was raised
+    from or while handling, is MLflow's HTTP client giving up on it after its retries
+    (MLFLOW_HTTP_REQUEST_MAX_RETRIES ...; README 'Scaling out'): 'Connection refused', a timeout,
+    'too many 503 error responses'. None for any other error (the server's own answers
+    included: RESOURCE_DOES_NOT_EXIST, a bad parameter)."""
+    import requests
+
+    stack, seen = [exc], set()
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, MlflowException):
+            # mlflow.utils.rest_utils.http_request raises MlflowException('API request to URL
+            # failed with exception ...') while handling the requests error (its __context__)
+            cause = e.__cause__ or e.__context__
+            if isinstance(cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                                  requests.exceptions.RetryError)):
+                return _why_unreachable(cause)
+        stack += [e.__context__, e.__cause__]
+    return None
+
+
+def _why_unreachable(error: BaseException) -> str:
+    """The innermost reason of a requests error: an OSError's text ('Connection refused'), else
+    urllib3's (MaxRetryError.reason: 'Read timed out', 'too many 503 error responses')."""
+    reason = error.args[0] if error.args and isinstance(error.args[0], BaseException) else error
+    reason = getattr(reason, "reason", None) or reason  # urllib3's MaxRetryError
+    inner = reason
+    while inner is not None:
+        if isinstance(inner, OSError) and inner.strerror:
+            return inner.strerror
+        inner = inner.__cause__ or inner.__context__
+    text = str(reason).strip()
+    return (text.splitlines()[0] if text else type(reason).__name__)[:300]
+
+
+# what give_up_on_server sets: one attempt, refused at once or answered within 10 s
+_GIVEN_UP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def give_up_on_server() -> None:
+    """After one MLflow call has spent its retries on an unreachable server (about 4 minutes by
+    default), this process's later calls try once (a 10 s timeout) instead of 4 minutes each:
+    ending the run that was open, and the one MLflow ends itself at exit (its atexit end_run),
+    would otherwise each wait as long before the process can exit. MLflow reads these settings
+    at every request."""
+    os.environ.update(_GIVEN_UP)
 
 
 @contextlib.contextmanager
@@ -239,6 +298,10 @@ def system_metrics(run_id: str, resume: bool = False):
     start_system_metrics(run_id, resume)
     try:
         yield
+    except BaseException as e:
+        if unreachable(e) is not None:  # the sampler's last step would wait out MLflow's retries again
+            give_up_on_server()
+        raise
     finally:
         stop_system_metrics(run_id)
 
@@ -275,6 +338,15 @@ def run_exists(run_id: str) -> bool:
         if e.error_code == "RESOURCE_DOES_NOT_EXIST":
             return False
         raise
+
+
+def child_runs(parent_run_id: str, tags: dict) -> dict[str, str]:
+    """{run id: status} of the parent's child runs with these tag values (a few: the query is
+    meant for runs left open, such as tag optuna.state=RUNNING)."""
+    conditions = [f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                  *(f"tags.`{k}` = '{v}'" for k, v in tags.items())]
+    runs = MlflowClient().search_runs([_experiment_of(parent_run_id)], " and ".join(conditions), max_results=1000)
+    return {r.info.run_id: r.info.status for r in runs}
 
 
 def experiment_of(run_id: str) -> str:
@@ -351,8 +423,14 @@ class MetricBuffer:
 
     def flush(self) -> None:
         client = MlflowClient()
-        for i in range(0, len(self.pending), 1000):  # MLflow takes at most 1,000 metrics a batch
-            client.log_batch(self.run_id, metrics=self.pending[i:i + 1000])
+        try:
+            for i in range(0, len(self.pending), 1000):  # MLflow takes at most 1,000 metrics a batch
+                client.log_batch(self.run_id, metrics=self.pending[i:i + 1000])
+        except MlflowException as e:
+            if unreachable(e) is not None:  # the flush its caller makes in `finally` would wait as long again
+                give_up_on_server()
+                self.pending = []
+            raise
         self.pending = []
         self.sent_at = time.monotonic()
 

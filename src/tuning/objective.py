@@ -79,6 +79,8 @@ class Worker:
     verbose: bool = False  # a traceback for every failed trial, not only for unexpected exceptions
     _tracebacks: dict = dataclasses.field(default_factory=dict, repr=False)  # trial number -> text (bugs)
     system_metrics: bool = False  # each trial's run samples CPU/memory/GPU (tune --system-metrics)
+    # (trial number, exception) of the trial that found the tracking server unreachable: run() stops
+    _lost: tuple[int, BaseException] | None = dataclasses.field(default=None, repr=False)
 
     def remaining(self, study) -> int:
         """--trials minus the trials finished, running or waiting (failed ones are re-run)."""
@@ -97,6 +99,18 @@ class Worker:
         return self.remaining(study) > 0 or bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     def objective(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        """One trial (`_objective`). If the tracking server is unreachable once MLflow's retries
+        are spent, the trial FAILs (Optuna re-runs it later), its run is left open (a later
+        invocation ends it: runner.close_orphaned_runs) and `run` stops this worker."""
+        try:
+            return self._objective(trial)
+        except Exception as e:
+            if tracking.unreachable(e) is not None:
+                tracking.give_up_on_server()  # the runs still open here: one quick try each
+                self._lost = (trial.number, e)
+            raise
+
+    def _objective(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         earlier = [t for t in trial.study.get_trials(deepcopy=False)
                    if t.number < trial.number and t.state != TrialState.FAIL]
         if len(earlier) >= self.total_trials:
@@ -144,6 +158,8 @@ class Worker:
         except (Exception, KeyboardInterrupt) as e:
             # diverged, out of memory, a bug (the study goes on), or Ctrl-C: Optuna fails the trial
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:1000])
+            if tracking.unreachable(e) is not None:
+                raise  # no tag then: the server is gone (objective, above)
             if self.verbose or not isinstance(e, EXPECTED_FAILURES):
                 self._tracebacks[trial.number] = traceback.format_exc()
             tracking.set_run_tags(trial.user_attrs.get("mlflow_run_id"), {"optuna.state": "FAIL"})
@@ -184,6 +200,8 @@ class Worker:
 
         while self.pending(study):
             study.optimize(self.objective, n_trials=1, catch=(Exception,), callbacks=[count, *self.callbacks])
+            if self._lost is not None:  # the tracking server: this worker stops (runner.execute says why)
+                raise self._lost[1]
             if failures >= self.max_failures_in_a_row:
                 last = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[-1]
                 raise StudyFailing(f"{failures} trials failed in a row; last: "
@@ -192,8 +210,8 @@ class Worker:
     def tell(self, trial) -> None:
         """One line for a finished trial: its outcome, its values or reason, its sampled params; a
         traceback after it only for an unexpected exception (a bug), or with --verbose."""
-        if trial.user_attrs.get("surplus"):
-            return
+        if trial.user_attrs.get("surplus") or (self._lost and self._lost[0] == trial.number):
+            return  # a lost tracking server has its own line (runner.execute)
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
         if trial.state == TrialState.COMPLETE:
             values = ", ".join(f"{o.metric}={v:.4g}" for o, v in zip(self.objectives, trial.values))

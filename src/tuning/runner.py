@@ -37,6 +37,9 @@ PARENT_ATTR = "mlflow_parent_run_id"
 # seconds the workers get, once signalled, to end their trials' runs (a few MLflow and Optuna
 # writes: well under a second on a local store, a few seconds against a busy server)
 WORKER_STOP_S = 30
+# exit status when the Optuna storage or the tracking server stays unreachable past its retries:
+# sysexits' EX_TEMPFAIL (a temporary failure: run the same command again once the server is back)
+EXIT_UNREACHABLE = 75
 # columns of that view: the parent's best, each trial's own results (README, 'The MLflow UI')
 STUDY_VIEW_METRICS = ["best_value", "val_accuracy", "cv_val_accuracy_std", "test_accuracy", "final_train_accuracy",
                       "train_time_s", "test_time_s", "model_size_mb"]
@@ -196,6 +199,44 @@ def close_stale_run(study, trial) -> None:
         tracking.end_run(run_id, "KILLED", "worker stopped sending heartbeats (killed?); trial re-run")
 
 
+def close_orphaned_runs(study, parent: str) -> None:
+    """Runs of FAIL trials that were left open, because the tracking server was unreachable when
+    the trial failed (objective.Worker.objective), end KILLED with the reason; the trials are
+    re-run as any failed trial is. Each invocation does it once the server answers again."""
+    from optuna.trial import TrialState
+
+    open_runs = tracking.child_runs(parent, {"optuna.state": "RUNNING"})
+    if not open_runs:
+        return
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id in open_runs:
+            tracking.set_run_tags(run_id, {"optuna.state": "FAIL"})
+            if open_runs[run_id] == "RUNNING":
+                tracking.end_run(run_id, "KILLED", "the tracking server was unreachable; trial re-run ("
+                                 + t.user_attrs.get("fail_reason", "") + ")")
+
+
+def lost_server(e: BaseException, storage) -> str | None:
+    """The line saying which server stayed unreachable past its retries, if that is what `e`
+    is (the Optuna storage's database, its URL without the password, or the tracking server);
+    None for any other error."""
+    # a ReconnectingRDBStorage raises a lost database only once its retries are spent
+    why = isinstance(storage, studies.ReconnectingRDBStorage) and studies.lost_database(e)
+    if why:
+        return (f"Optuna storage {studies.redact(storage.url)!r} unreachable ({why}) after retrying for "
+                f"{studies.STORAGE_RETRY_S:g} s; rerun the same command to resume once it is back")
+    why = tracking.unreachable(e)
+    if why:
+        return (f"MLflow tracking server {studies.redact(tracking.tracking_uri())} unreachable ({why}) after "
+                "MLflow's HTTP retries; rerun the same command to resume once it is back")
+    return None
+
+
+class ServerLost(RuntimeError):
+    """Worker processes stopped because a server stayed unreachable; each said which."""
+
+
 def _open(p: Plan, worker_index: int = 0):
     o = p.options
     storage = studies.create_storage(o.storage, on_stale=close_stale_run,
@@ -223,11 +264,18 @@ def _worker_main(p: Plan, index: int, threads: int) -> None:
     handle_signals()
     _quiet(p.options.verbose)
     torch.set_num_threads(threads)
+    storage = None
     try:
         study, storage = _open(p, index)
         _worker(p, study.user_attrs[PARENT_ATTR], storage).run(study)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (from the sender, or forwarded by the
         sys.exit(exit_code(e))      # parent): its trial ended KILLED and FAIL; the parent reports
+    except Exception as e:
+        line = lost_server(e, storage)
+        if line is None:
+            raise
+        print(f"Error: {line}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_UNREACHABLE)
 
 
 def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float = 120.0) -> tuple[str, bool]:
@@ -306,29 +354,51 @@ def execute(p: Plan) -> int:
     if p.options.tracking_uri:
         tracking.use_tracking_uri(p.options.tracking_uri)  # worker processes inherit it
     study, storage = _open(p)  # may still refuse (storage unreachable, other search space): exit 2
-    parent, samples = _parent_run(study, storage, p, tracking.detach_env_run())
-    tracking.set_run_tags(parent, {"optuna.trials": p.options.trials})  # a tag: --trials may grow on resume
-    start = time.perf_counter()
-    status, code, reason = "FINISHED", 0, None
-    # the machine's CPU, memory and GPU use while the trials run, into the parent (resumed: after
-    # its last step); end_run stops the sampler before it ends the run, the `with` on any other way out
-    with tracking.system_metrics(parent, resume=True) if samples else contextlib.nullcontext():
-        try:
-            _run_workers(study, storage, p, parent)
-        except StudyFailing as e:
-            print(f"Error: {e}", file=sys.stderr)
-            status, code, reason = "FAILED", 1, str(e)
-        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (mlproject.signals): one path
-            why = f"interrupted by {e or 'SIGINT (Ctrl-C)'}"
-            print(f"{why}: the current trials ended KILLED; rerun the same command to resume", file=sys.stderr)
-            tracking.end_run(parent, "KILLED", why)
-            return exit_code(e)
-        try:
-            summary.record(study, storage, p, parent, wall_time_s=time.perf_counter() - start)
-        finally:
+    parent = None
+    try:
+        parent, samples = _parent_run(study, storage, p, tracking.detach_env_run())
+        close_orphaned_runs(study, parent)
+        tracking.set_run_tags(parent, {"optuna.trials": p.options.trials})  # a tag: --trials may grow on resume
+        start = time.perf_counter()
+        status, code, reason = "FINISHED", 0, None
+        # the machine's CPU, memory and GPU use while the trials run, into the parent (resumed: after
+        # its last step); end_run stops the sampler before it ends the run, the `with` on any other way out
+        with tracking.system_metrics(parent, resume=True) if samples else contextlib.nullcontext():
+            try:
+                _run_workers(study, storage, p, parent)
+            except StudyFailing as e:
+                print(f"Error: {e}", file=sys.stderr)
+                status, code, reason = "FAILED", 1, str(e)
+            except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (mlproject.signals): one path
+                why = f"interrupted by {e or 'SIGINT (Ctrl-C)'}"
+                print(f"{why}: the current trials ended KILLED; rerun the same command to resume", file=sys.stderr)
+                tracking.end_run(parent, "KILLED", why)
+                return exit_code(e)
+            try:
+                summary.record(study, storage, p, parent, wall_time_s=time.perf_counter() - start)
+            except Exception as e:
+                if tracking.unreachable(e) is None:  # else the parent cannot be ended either (below)
+                    tracking.end_run(parent, status, reason)
+                raise
             tracking.end_run(parent, status, reason)
-    print(summary.table(study, p, parent, time.perf_counter() - start))
-    return code
+        print(summary.table(study, p, parent, time.perf_counter() - start))
+        return code
+    except ServerLost:  # worker processes (--workers N) said which server, a line each
+        return EXIT_UNREACHABLE
+    except Exception as e:
+        # a server unreachable past its retries (README 'Scaling out'): one line, no traceback;
+        # the trial in progress is failed (or, with the storage gone, failed once its heartbeat
+        # is stale) and re-run by the next invocation, which resumes the study and its parent run
+        line = lost_server(e, storage)
+        if line is None:
+            raise
+        print(f"Error: {line}", file=sys.stderr)
+        if tracking.unreachable(e) is not None:
+            tracking.give_up_on_server()  # what MLflow ends at exit: one quick try
+        elif parent is not None:  # the database is gone, the tracking server is up: the parent says why
+            with contextlib.suppress(Exception):
+                tracking.end_run(parent, "KILLED", line)
+        return EXIT_UNREACHABLE
 
 
 def _run_workers(study, storage, p: Plan, parent: str) -> None:
@@ -379,5 +449,7 @@ def _run_processes(p: Plan, bar) -> None:
         _stop_workers(procs, getattr(e, "signum", signal.SIGINT))
         raise
     bad = [proc.exitcode for proc in procs if proc.exitcode]
+    if bad and set(bad) == {EXIT_UNREACHABLE}:
+        raise ServerLost(f"{len(bad)} of {workers} workers lost a server")
     if bad:
         raise StudyFailing(f"{len(bad)} of {workers} workers exited with codes {bad}")

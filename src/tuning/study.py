@@ -9,8 +9,10 @@ claims that let one worker alone do a study's one-off work.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import threading
 import time
 import warnings
 
@@ -86,11 +88,13 @@ def create_storage(url: str, on_stale=None, grace_period_s: int = GRACE_PERIOD_S
 
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+    # a database server may restart under a running study: its storage calls wait for it
+    storage_class = RDBStorage if url.startswith("sqlite") else ReconnectingRDBStorage
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(_with_installed_driver(url), grace_period=grace_period_s,
+                return storage_class(_with_installed_driver(url), grace_period=grace_period_s,
                                   heartbeat_interval=max(1, min(HEARTBEAT_INTERVAL_S, grace_period_s // 3)),
                                   heartbeat_stale_trial_callback=stale, **kwargs)
         except (IntegrityError, ProgrammingError):
@@ -106,6 +110,108 @@ def create_storage(url: str, on_stale=None, grace_period_s: int = GRACE_PERIOD_S
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(f"cannot open Optuna storage {redact(url)!r}: {type(e).__name__}: "
                               f"{first.replace(url, redact(url))[:300]}") from None
+
+
+# Seconds a storage call keeps retrying while its database server is unreachable (README
+# 'Scaling out'; MLPROJECT_STORAGE_RETRY_S): a PostgreSQL restart takes a few seconds. Past it the
+# worker exits with one line (exit 75) and the next invocation resumes. 45 s: with a beat every
+# 10 s and a retry at least every 5 s, a worker whose database is back within it beats again before
+# its trial's 60 s grace period ends, so no other worker fails that trial as stale.
+STORAGE_RETRY_S = float(os.environ.get("MLPROJECT_STORAGE_RETRY_S", "45"))
+STORAGE_RETRY_MAX_SLEEP_S = 5.0
+
+
+def lost_database(exc: BaseException | None) -> str | None:
+    """Why the database could not be reached, if `exc` or an exception it was raised from or
+    while handling is SQLAlchemy's OperationalError (connection refused, the server shutting
+    down or starting, a connection it ended: psycopg2 classes them all so) or an error that
+    invalidated the connection: the DBAPI's first line ('connection to server at "127.0.0.1",
+    port 5432 failed: Connection refused'). None for any other error."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    # Optuna wraps it in StorageInternalError (raise ... from), and a failure while handling it
+    # (Optuna's tell after a failed objective) keeps it as __context__
+    stack, seen = [exc], set()
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OperationalError) or (isinstance(e, DBAPIError) and e.connection_invalidated):
+            text = str(getattr(e, "orig", None) or e).strip()
+            return text.splitlines()[0] if text else type(e).__name__
+        stack += [e.__context__, e.__cause__]
+    return None
+
+
+_retrying = threading.local()  # per thread: the heartbeat thread retries on its own
+
+
+def _retried(method, give_up_quietly: bool = False):
+    """`method` of ReconnectingRDBStorage, retried while the database is unreachable.
+
+    Observed without it (tests/test_tune_outage.py, PostgreSQL stopped and started under a
+    worker): a storage call in the restart's window raised sqlalchemy OperationalError
+    'connection to server at "127.0.0.1", port ... failed: Connection refused' (pool_pre_ping
+    found the pooled connection dead, and reconnecting was refused), which Optuna wraps in
+    StorageInternalError; in Optuna's tell it crashed the worker with a traceback
+    (UnboundLocalError inside Optuna's _run_trial), leaving the trial RUNNING. pool_pre_ping
+    replaces connections the restart ended but does not wait for the server, and Optuna retries
+    only create_new_trial (5 times within about 5 s). Here a call is retried every 0.5, 1, 2, 4,
+    then 5 s for STORAGE_RETRY_S (a restart's few seconds pass unnoticed); then it raises, and
+    later calls of this storage try once only until one succeeds (the worker is on its way out).
+    Only the outermost call retries (Optuna's calls nest). A write whose commit went through
+    while its reply was lost would be sent twice: Optuna's writes are upserts except creating
+    a study or trial, and the window is a commit's last instant. `give_up_quietly`: the heartbeat
+    thread's beat is skipped instead (an exception there would end the thread with a traceback,
+    and no beat for the grace period fails the trial, as it should when the database is gone)."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if getattr(_retrying, "active", False):
+            return method(self, *args, **kwargs)
+        _retrying.active = True
+        try:
+            deadline, pause = time.monotonic() + STORAGE_RETRY_S, 0.5
+            while True:
+                try:
+                    result = method(self, *args, **kwargs)
+                    self.lost = None
+                    return result
+                except Exception as e:
+                    why = lost_database(e)
+                    if why is None:
+                        raise
+                    if self.lost is not None or time.monotonic() + pause > deadline:
+                        self.lost = why
+                        if give_up_quietly:
+                            return None
+                        raise
+                    time.sleep(pause)
+                    pause = min(2 * pause, STORAGE_RETRY_MAX_SLEEP_S)
+        finally:
+            _retrying.active = False
+
+    return call
+
+
+class ReconnectingRDBStorage(RDBStorage):
+    """Optuna's RDBStorage whose calls wait for a restarting database server (see _retried)."""
+
+    lost: str | None = None  # why the database was unreachable when the last call ended, if it was
+
+
+# every method that reaches the database, the private ones Optuna's _CachedStorage calls included
+for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+              "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+              "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs",
+              "get_all_studies", "create_new_trial", "_create_new_trial", "set_trial_param", "_set_trial_param",
+              "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
+              "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
+              "_get_trials", "get_best_trial", "_get_best_trial_id", "_get_stale_trial_ids"):
+    setattr(ReconnectingRDBStorage, _name, _retried(getattr(RDBStorage, _name)))
+ReconnectingRDBStorage.record_heartbeat = _retried(RDBStorage.record_heartbeat, give_up_quietly=True)
+del _name
 
 
 def _with_installed_driver(url: str) -> str:
