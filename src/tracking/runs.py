@@ -34,6 +34,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mlproject.errors import chained
+
 _logger = logging.getLogger(__name__)
 FAILURE_TAG = "mlproject.failure"
 # MLflow rejects param values over 6,000 characters (MAX_PARAM_VAL_LENGTH in mlflow 3.x)
@@ -107,12 +109,7 @@ def unreachable(exc: BaseException | None) -> str | None:
     included: RESOURCE_DOES_NOT_EXIST, a bad parameter)."""
     import requests
 
-    stack, seen = [exc], set()
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in chained(exc):
         if isinstance(e, MlflowException):
             # mlflow.utils.rest_utils.http_request raises MlflowException('API request to URL
             # failed with exception ...') while handling the requests error (its __context__)
@@ -120,7 +117,6 @@ def unreachable(exc: BaseException | None) -> str | None:
             if isinstance(cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                                   requests.exceptions.RetryError)):
                 return _why_unreachable(cause)
-        stack += [e.__context__, e.__cause__]
     return None
 
 

@@ -21,6 +21,7 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 
 from mlproject.config import ConfigError, unknown
+from mlproject.errors import chained
 
 from .space import SearchSpace
 
@@ -131,16 +132,10 @@ def lost_database(exc: BaseException | None) -> str | None:
 
     # Optuna wraps it in StorageInternalError (raise ... from), and a failure while handling it
     # (Optuna's tell after a failed objective) keeps it as __context__
-    stack, seen = [exc], set()
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in chained(exc):
         if isinstance(e, OperationalError) or (isinstance(e, DBAPIError) and e.connection_invalidated):
             text = str(getattr(e, "orig", None) or e).strip()
             return text.splitlines()[0] if text else type(e).__name__
-        stack += [e.__context__, e.__cause__]
     return None
 
 
