@@ -107,15 +107,18 @@ def epochs_for(seconds: float, model: str) -> int:
     return max(1, round(seconds / ((time.perf_counter() - start) / 5)))
 
 
-def sampler_thread_cpu_s() -> float:
-    """CPU seconds (user + system) the live system-metrics sampler thread has used so far; 0.0
-    where none runs or the platform's thread ids do not match psutil's (Linux: they do)."""
+def sampler_thread_cpu_s() -> float | None:
+    """CPU seconds (user + system) the live system-metrics sampler thread has used so far; None
+    where none runs or the platform's thread ids do not match psutil's (Linux: they do). 0.0 is a
+    real reading: the kernel counts thread CPU in 10 ms ticks and a quick trial's sampler, asleep
+    between samples, may not reach one (CI, stop 15: every trial read 0.0)."""
     import threading
 
     import psutil
 
     ids = {t.native_id for t in threading.enumerate() if t.name == "SystemMetricsMonitor" and t.is_alive()}
-    return sum(t.user_time + t.system_time for t in psutil.Process().threads() if t.id in ids)
+    found = [t.user_time + t.system_time for t in psutil.Process().threads() if t.id in ids]
+    return sum(found) if found else None
 
 
 def bench_tracking(trials: int, seconds: float, model: str, log) -> dict:
@@ -160,7 +163,7 @@ def bench_tracking(trials: int, seconds: float, model: str, log) -> dict:
         try:
             return stop_original(*args, **kwargs)
         finally:
-            if cpu:
+            if cpu is not None:
                 sampler["thread_cpu_s"].append(cpu)
             on_path[0] += time.perf_counter() - t0
 

@@ -58,7 +58,7 @@ def folder(tmp_path, kind):
     (["--dataset", "BAD_IMAGE"], "cannot decode image"),
     (["--dataset", "EMPTY_CLASS"], "1 class folder(s) in EMPTY_CLASS hold no images: bird; add images, remove "
                                    "the folders, or pass --allow-empty-classes to train without them"),
-    (["--augment", "crops"], "unknown augment 'crops' (did you mean: crop?); valid: none, crop, flip, crop+flip, true"),
+    (["--augment", "crops"], "unknown augment 'crops' (did you mean: crop?); valid: none, crop, flip, crop+flip, affine, affine+flip, true"),
     (["--model", "lenet5", "--pretrained"], "built-in model 'lenet5' has no pretrained weights"),
     (["--model", "tv:resnet18", "--pretrained"], "pretrained weights for 'resnet18' could not be loaded"),
 ])

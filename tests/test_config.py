@@ -59,8 +59,9 @@ def test_defaults_are_valid():
     ({"scheduler": "cosin"}, "unknown scheduler 'cosin' (did you mean: cosine?)"),
     ({"freeze": "all"}, "unknown freeze 'all'"),
     ({"head": "mlp2"}, "unknown head 'mlp2' (did you mean: mlp?)"),
-    ({"augment": "crops"}, "unknown augment 'crops' (did you mean: crop?); valid: none, crop, flip, crop+flip, true "
-                           "(the dataset's default: crop); + combines, as in crop+flip"),
+    ({"augment": "crops"}, "unknown augment 'crops' (did you mean: crop?); valid: none, crop, flip, crop+flip, "
+                           "affine, affine+flip, true (the dataset's default: crop); + combines, as in crop+flip"),
+    ({"augment": "crop+affine"}, "--augment crop+affine: crop and affine both translate the image; use one of them"),
     ({"augment": "crop+rotate"}, "unknown augment 'crop+rotate'"),
     ({"augment": "flip+flip"}, "unknown augment 'flip+flip'"),
 ])
@@ -81,6 +82,7 @@ def test_bool_values_from_mlproject_become_click_flags():
 @pytest.mark.parametrize("value, dataset, applied", [
     ("none", "digits", "none"), ("crop", "cifar10", "crop"), ("flip", "mnist", "flip"),
     ("crop+flip", "digits", "crop+flip"), ("crop,flip", "digits", "crop+flip"), ("Flip+Crop", "digits", "crop+flip"),
+    ("affine", "digits", "affine"), ("flip+affine", "cifar10", "affine+flip"),
     # true (--augment alone, yes, 1, and a bool True): the dataset's default
     ("true", "digits", "crop"), ("true", "mnist", "crop"), ("yes", "fashion_mnist", "crop+flip"),
     ("1", "cifar10", "crop+flip"), ("TRUE", "cifar100", "crop+flip"), (True, "path/to/images", "crop+flip"),

@@ -15,6 +15,7 @@ from mlproject.app.tune import tune, tune_args
 from mlproject.config import ConfigError, TrainConfig
 from mlproject.data import Split, Splits, create_dataset, cv_folds, cv_pool, fold_splits, refit_splits
 from mlproject.train import cross_validate, evaluate
+from tuning.study import SAMPLERS
 
 K = 3
 CHEAP = ["--model", "softmax", "--epochs", "1", "--num-workers", "0", "--batch-size", "128"]
@@ -158,6 +159,28 @@ def test_tune_cv_study_values_are_the_fold_means_and_keeps_the_refit_model(store
     logged = store.get_run(best.user_attrs["mlflow_run_id"]).data.metrics["test_accuracy"]
     assert best.user_attrs["test_accuracy"] == logged
     assert predicted_accuracy(best.user_attrs["model_uri"], data.test) == pytest.approx(logged, abs=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler, workers", [(s, 1) for s in SAMPLERS] + [("tpe", 2)])
+def test_every_sampler_and_two_workers_run_a_cv_study(store, sampler, workers):
+    """--cv 2 with each sampler (grid: explicit values), and two worker processes on one study: each
+    trial's value is its fold mean, reported fold by fold, and its run keeps both folds."""
+    sep = "," if sampler == "grid" else ":"
+    result = run_tune("--cv", "2", "--trials", "2", "--sampler", sampler, "--pruner", "none", "--workers",
+                      str(workers), "--lr", f"0.05{sep}0.2", "--momentum", f"0.5{sep}0.9", "--weight-decay", "0",
+                      "--study-name", f"cv-{sampler}-{workers}")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    study = optuna.load_study(study_name=f"cv-{sampler}-{workers}", storage="sqlite:///optuna.db")
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and done[0].params != done[1].params
+    for t in done:
+        m = store.get_run(t.user_attrs["mlflow_run_id"]).data.metrics
+        assert sorted(t.intermediate_values) == [1, 2]
+        assert t.value == pytest.approx(m["cv_val_accuracy_mean"]) == pytest.approx(
+            (m["fold_1/val_accuracy"] + m["fold_2/val_accuracy"]) / 2)
+    # none failed (two workers asking at once may make a surplus trial, failed untrained by design)
+    assert not [t.number for t in study.trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
 
 
 def test_a_bad_trial_is_pruned_after_its_first_fold_and_a_diverging_one_fails_in_it(store):

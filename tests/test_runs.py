@@ -194,7 +194,10 @@ def test_a_run_that_is_not_active_is_sampled_until_end_run_and_resumes_its_steps
     assert first.info.status == "KILLED" and steps == [0]
     assert all(m.timestamp <= first.info.end_time for m in system_history(client, parent, SAMPLED[1]))
 
+    client.set_tag(parent, tracking.FAILURE_TAG, "interrupted by SIGTERM")
     tracking.resume_run(parent)
+    resumed = client.get_run(parent)
+    assert resumed.info.status == "RUNNING" and tracking.FAILURE_TAG not in resumed.data.tags  # failed no more
     with tracking.system_metrics(parent, resume=True):
         pass  # left without end_run (an unexpected exception): the `with` stops it
     assert samplers_alive() == []

@@ -112,6 +112,28 @@ def test_augment_crops_and_flips_per_sample_deterministically():
     assert set(a.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
 
 
+def test_affine_moves_each_image_its_own_way_within_its_bounds():
+    from mlproject.train import AFFINE_DEGREES, AFFINE_SCALE, AFFINE_SHIFT
+
+    # a bright square at the centre of a 32 px image, 64 times: where it lands and how big it is
+    x = torch.zeros(64, 1, 32, 32)
+    x[:, :, 12:20, 12:20] = 1.0
+    a = augment(x, torch.Generator().manual_seed(0), crop=False, flip=False, affine=True)
+    b = augment(x, torch.Generator().manual_seed(0), crop=False, flip=False, affine=True)
+    assert a.shape == x.shape and torch.equal(a, b)  # deterministic for one seed
+    assert len({tuple(img.flatten().round(decimals=3).tolist()) for img in a}) == 64  # per image, not per batch
+    mass = a.sum((1, 2, 3))
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    cy, cx = (a[:, 0] * ys).sum((1, 2)) / mass, (a[:, 0] * xs).sum((1, 2)) / mass
+    # translation: up to AFFINE_SHIFT of the half-size (2.4 px at 32 px), rotation and scale about the centre
+    shift = AFFINE_SHIFT * 16 + 0.6  # + the bilinear resampling's own offset
+    assert (cy - 15.5).abs().max() <= shift and (cx - 15.5).abs().max() <= shift
+    assert (cy - 15.5).abs().max() > 1.0  # it did move some images by more than a pixel
+    # area scales by scale^2 (rotation keeps it): 64 px at scale 1
+    assert mass.min() >= 64 * (1 - AFFINE_SCALE) ** 2 - 4 and mass.max() <= 64 * (1 + AFFINE_SCALE) ** 2 + 4
+    assert 0 < AFFINE_DEGREES <= 30
+
+
 def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """x (C, H, W) moved by (dy, dx) pixels, zeros where it moved from outside."""
     c, h, w = x.shape
@@ -162,19 +184,21 @@ def test_crop_and_flip_does_both():
 
 
 @pytest.mark.parametrize("value, dataset, applied", [
-    ("true", "digits", (True, False)),  # the digits default: crops, no flips
+    ("true", "digits", (True, False, False)),  # the digits default: crops, no flips
     ("none", "digits", None),
-    ("flip", "digits", (False, True)),
-    ("crop,flip", "digits", (True, True)),
+    ("flip", "digits", (False, True, False)),
+    ("crop,flip", "digits", (True, True, False)),
+    ("affine", "digits", (False, False, True)),
+    ("flip+affine", "digits", (False, True, True)),
 ])
 def test_fit_applies_what_augment_resolves_to(monkeypatch, value, dataset, applied):
     from mlproject import train as train_mod
 
     calls = []
 
-    def spy(x, generator=None, crop=True, flip=True):
-        calls.append((crop, flip))
-        return augment(x, generator, crop=crop, flip=flip)
+    def spy(x, generator=None, crop=True, flip=True, affine=False):
+        calls.append((crop, flip, affine))
+        return augment(x, generator, crop=crop, flip=flip, affine=affine)
 
     monkeypatch.setattr(train_mod, "augment", spy)
     cfg, model, data = build(augment=value, dataset=dataset, epochs=1)

@@ -288,6 +288,7 @@ def test_an_interruption_ends_trials_and_parent_killed_and_the_rerun_resumes(int
     assert_consistent(tune, study, parent, n_finished=2)
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
     assert tune.client.get_run(parent).info.status == "FINISHED"
+    assert "mlproject.failure" not in tune.client.get_run(parent).data.tags  # the interruption's, gone
     assert tune.client.get_run(child_id).info.status == "KILLED"  # history stays as it was
 
 

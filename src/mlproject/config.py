@@ -23,9 +23,12 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # how booleans are written where they are text (MLproject parameters, `tune --pretrained true,false`)
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # what --augment can apply to training batches: random crop (zero padding of 1/8 of the input
-# size), random horizontal flip, or both. `+` combines (`crop+flip`); `mlproject train` also takes
-# `crop,flip`, but in `tune` a comma separates choices (`--augment none,crop,crop+flip`).
-AUGMENTS = ("none", "crop", "flip", "crop+flip")
+# size), random affine (rotation, scale and translation: AFFINE below), random horizontal flip.
+# `+` combines (`crop+flip`, `affine+flip`; crop and affine both translate, so not both);
+# `mlproject train` also takes `crop,flip`, but in `tune` a comma separates choices
+# (`--augment none,crop,affine`).
+AUGMENTS = ("none", "crop", "flip", "crop+flip", "affine", "affine+flip")
+AUGMENT_PARTS = ("crop", "affine", "flip")  # the order a combination is written in
 # `--augment true` (also `--augment` alone, yes, 1): the dataset's default. Flips are left out where
 # they change what an image shows: a mirrored 2, 3, 4, 5, 7 or 9 (and most letters) is another
 # symbol or none, so digits and MNIST get crops only. A mirrored shirt, bag or shoe is still a
@@ -78,8 +81,11 @@ def resolve_augment(value, dataset: str) -> str:
     if text in AUGMENTS:
         return text
     parts = [p.strip() for p in text.replace(",", "+").split("+")]
-    if len(parts) == len(set(parts)) and set(parts) <= {"crop", "flip"}:
-        return "+".join(p for p in ("crop", "flip") if p in parts)
+    if len(parts) == len(set(parts)) and set(parts) <= set(AUGMENT_PARTS):
+        if {"crop", "affine"} <= set(parts):
+            raise ConfigError(f"--augment {value}: crop and affine both translate the image; use one of them "
+                              "(affine+flip, crop+flip)")
+        return "+".join(p for p in AUGMENT_PARTS if p in parts)
     error = unknown("augment", str(value), AUGMENTS + ("true",))
     raise ConfigError(f"{error} (the dataset's default: {default}); + combines, as in crop+flip")
 
@@ -107,7 +113,8 @@ class TrainConfig:
     image_size: int = _opt(0, "input size in pixels; 0 = the model's (pretrained: its native size, "
                            "built-in: its design size, else the data's, at least 32)")
     augment: str = _opt("none", "training batches only: none, crop (random crop, zero padding 1/8 of the "
-                        "input size: 4 px at 32 px), flip (random horizontal flip), crop+flip (+ combines), "
+                        "input size: 4 px at 32 px), affine (random rotation up to 15 degrees, scale 0.85-1.15, shift up to "
+                        "7.5% of the size), flip (random horizontal flip), crop+flip or affine+flip (+ combines), "
                         "or true (also --augment alone): the dataset's default, crop for digits and mnist (a "
                         "mirrored digit is another symbol), crop+flip for the others and ImageFolders; "
                         "--no-augment, false: none", flag_value="true", off_value="none")
@@ -156,7 +163,7 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def augmentation(self) -> str:
-        """What --augment applies on this dataset: none, crop, flip or crop+flip (ConfigError if unknown)."""
+        """What --augment applies on this dataset: one of AUGMENTS (ConfigError if unknown)."""
         return resolve_augment(self.augment, self.dataset)
 
     def validate(self) -> "TrainConfig":

@@ -181,8 +181,12 @@ def start_run(experiment: str, run_name: str, tags: dict | None = None) -> str:
 
 
 def resume_run(run_id: str) -> None:
-    """Mark an ended run RUNNING again (a resumed study's parent)."""
-    MlflowClient().update_run(run_id, status="RUNNING")
+    """Mark an ended run RUNNING again (a resumed study's parent), without the failure tag of the
+    invocation that ended it: a run that is RUNNING, then FINISHED, has failed no more."""
+    client = MlflowClient()
+    client.update_run(run_id, status="RUNNING")
+    if FAILURE_TAG in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, FAILURE_TAG)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def _with_search_options(fn):
         if name == "momentum":
             help_ += "; searched only in SGD trials unless given"
         if name == "augment":
-            help_ += "; here a comma separates choices and + combines: none,crop,crop+flip"
+            help_ += "; here a comma separates choices and + combines: none,crop,affine,crop+flip"
         flag_value = "true" if typ is bool else field_metadata(name).get("flag_value")  # `--augment` alone: true
         kwargs = {"is_flag": False, "flag_value": flag_value} if flag_value else {}
         fn = click.option(flag(name), name, default=None, show_default=shown, help=help_, **kwargs)(fn)
