@@ -2,6 +2,8 @@
 after a fold, and bad input. Digits, softmax/mlp, one epoch: the whole file is CPU-cheap."""
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import optuna
 import pytest
@@ -167,10 +169,18 @@ def test_every_sampler_and_two_workers_run_a_cv_study(store, sampler, workers):
     """--cv 2 with each sampler (grid: explicit values), and two worker processes on one study: each
     trial's value is its fold mean, reported fold by fold, and its run keeps both folds."""
     sep = "," if sampler == "grid" else ":"
-    result = run_tune("--cv", "2", "--trials", "2", "--sampler", sampler, "--pruner", "none", "--workers",
-                      str(workers), "--lr", f"0.05{sep}0.2", "--momentum", f"0.5{sep}0.9", "--weight-decay", "0",
-                      "--study-name", f"cv-{sampler}-{workers}")
-    assert result.exit_code == 0, result.output + str(result.exception)
+    args = ["--cv", "2", "--trials", "2", "--sampler", sampler, "--pruner", "none", "--workers", str(workers),
+            "--lr", f"0.05{sep}0.2", "--momentum", f"0.5{sep}0.9", "--weight-decay", "0",
+            "--study-name", f"cv-{sampler}-{workers}"]
+    if workers == 1:
+        result = run_tune(*args)
+        assert result.exit_code == 0, result.output + str(result.exception)
+    else:
+        # a real `tune` process: worker processes start from their parent's sys.path, and in this
+        # one an earlier test's mlflow.pyfunc.load_model put a logged model's code/ first (MLflow
+        # prepends it for good), whose mlproject has no app/
+        proc = subprocess.run(["tune", *CHEAP, *args], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     study = optuna.load_study(study_name=f"cv-{sampler}-{workers}", storage="sqlite:///optuna.db")
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(done) == 2 and done[0].params != done[1].params
