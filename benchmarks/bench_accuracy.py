@@ -46,8 +46,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # cross-validated objective. Why these (probe, 2026-12-02, refit on train + validation, 360 test
 # images): lenet5 40 epochs lr 3e-3 made 9, 7, 10 errors without augmentation over 3 seeds, 2, 3, 2
 # with crops and 2, 1, 1 with affine maps; with affine maps at 30 epochs lr 1e-2 made 0 and 1, lr
-# 1e-3 made 3, and at 20 epochs lr 2e-2 made 10 (so the range ends below it); smallcnn made 2, as many as the SVC. The 180-image hold-out ties
-# too often to rank trials.
+# 1e-3 made 3, and at 20 epochs lr 2e-2 made 10 (so the range ends below it); smallcnn made 2, as
+# many as the SVC. The 180-image hold-out ties too often to rank trials.
 RECIPE = {"model": "lenet5", "augment": "affine", "optimizer": "adamw", "scheduler": "cosine",
           "epochs": "20:40", "lr": "2e-3:1e-2", "weight_decay": "1e-5:1e-3", "batch_size": "64"}
 RECIPE_TRAIN = {"cv": 5, "num_workers": 0}
@@ -80,7 +80,8 @@ def recipe(tmp: Path, quick: bool) -> dict:
     champion = study.trials[study.user_attrs["best_model_trial"]]
     return {"wall_s": wall, "trials": len(study.trials), "complete": len(done),
             "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
-            "champion": {"trial": champion.number, "model": plan.base.model, "epochs": plan.base.epochs, **champion.params, "cv_val_accuracy": champion.value,
+            "champion": {"trial": champion.number, "model": plan.base.model, "epochs": plan.base.epochs,
+                         **champion.params, "cv_val_accuracy": champion.value,
                          "test_accuracy_logged": champion.user_attrs["test_accuracy"]},
             "registered_test_accuracy": registered_accuracy, "base": plan.base,
             "trials_table": [{"number": t.number, "params": t.params, "objective": t.value,

@@ -113,8 +113,8 @@ class TrainConfig:
     image_size: int = _opt(0, "input size in pixels; 0 = the model's (pretrained: its native size, "
                            "built-in: its design size, else the data's, at least 32)")
     augment: str = _opt("none", "training batches only: none, crop (random crop, zero padding 1/8 of the "
-                        "input size: 4 px at 32 px), affine (random rotation up to 15 degrees, scale 0.85-1.15, shift up to "
-                        "7.5% of the size), flip (random horizontal flip), crop+flip or affine+flip (+ combines), "
+                        "input size: 4 px at 32 px), affine (random rotation up to 15 degrees, scale 0.85-1.15, "
+                        "shift up to 7.5% of the size), flip (random horizontal flip), crop+flip or affine+flip (+ combines), "
                         "or true (also --augment alone): the dataset's default, crop for digits and mnist (a "
                         "mirrored digit is another symbol), crop+flip for the others and ImageFolders; "
                         "--no-augment, false: none", flag_value="true", off_value="none")
