@@ -2,7 +2,7 @@
 """Study speed benchmarks, measured side by side in one run (absolute times here are noise).
 
     python benchmarks/bench_speed.py            # full: ~15 min on 2 CPU cores
-    python benchmarks/bench_speed.py --quick    # about a minute; what tests/test_benchmarks.py runs
+    python benchmarks/bench_speed.py --quick    # under a minute (below); what tests/test_benchmarks.py runs
     python benchmarks/bench_speed.py --only cache,tracking,workers --json out.json
 
 1. cache: a frozen-backbone study (--freeze backbone, resnet18 from scratch, digits; TPE seed 0,
@@ -19,10 +19,17 @@
 3. workers: the real `tune` command (a subprocess, sqlite stores in a temp dir) with --workers
    1, 2 and 4 on this machine, the same 16 trials of ~4 s each: trials per hour, and the torch
    threads each worker gets (cores // workers).
+
+--quick is a smoke check of every part on the smallest inputs that exercise it: 2 cached and 2
+uncached lenet5 trials of 1 epoch (the first computes the features, the second reads them), one
+softmax trial of ~0.3 s of training in each tracking arm, and `tune --workers 2` with a one-epoch
+softmax trial per worker. Most of its time is fixed costs (imports, runs, figures; a `tune`
+process's own start and summary, and its workers' imports). Its figures are rough.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -38,7 +45,7 @@ import torch
 from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import CallTimer, temp_store  # noqa: E402  (the same timers and temp store)
+from bench_train import CallTimer, new_store, temp_store  # noqa: E402  (the same timers and temp stores)
 
 import mlproject.app.experiment as experiment  # noqa: E402
 import mlproject.features as features  # noqa: E402
@@ -212,19 +219,22 @@ def bench_tracking(trials: int, seconds: float, model: str, log) -> dict:
     log(f"  the same trials with --system-metrics: wall {system['trial_wall_s']:.1f} s, sampler thread "
         f"{system['thread_cpu_s']:.3f} s CPU, its start + stop {system['start_stop_s']:.3f} s, "
         f"{system['steps_per_trial']:g} step(s) logged")
-    return {"epochs": epochs, "trial_wall_s": med(walls["off"]), "tracking_s": med(per_trial["off"]),
+    return {"trials": trials, "epochs": epochs, "model": model, "trial_wall_s": med(walls["off"]),
+            "tracking_s": med(per_trial["off"]),
             "tracking_share_pct": med(shares), "by_call_s": dict(sorted(timer.by_name.items(), key=lambda kv: -kv[1])),
             "calls": timer.calls, "system_metrics": system}
 
 
-def bench_workers(counts: list[int], trials: int, epochs: int, model: str, log) -> dict:
-    """Trials per hour of the real `tune` command with --workers N (fresh stores each)."""
+def bench_workers(counts: list[int], trials: int, epochs: int, model: str, log, made_store: bool = False) -> dict:
+    """Trials per hour of the real `tune` command with --workers N (fresh stores each). `made_store`:
+    each `tune` gets an MLflow store whose tables exist (quick: their migrations take seconds, a
+    tenth of a 2-trial study; the full mode leaves them to `tune`, as a first study meets them)."""
     out = {}
     cores = os.cpu_count() or 1
     for n in counts:
         with tempfile.TemporaryDirectory(prefix="bench_workers_") as tmp:
             env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-            env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+            env["MLFLOW_TRACKING_URI"] = new_store(tmp) if made_store else f"sqlite:///{tmp}/mlflow.db"
             cmd = [sys.executable, "-m", "mlproject.app.tune", "--model", model, "--epochs", str(epochs),
                    "--num-workers", "0", "--trials", str(trials), "--workers", str(n), "--pruner", "none",
                    "--storage", f"sqlite:///{tmp}/optuna.db", "--study-name", f"w{n}", "--no-log-model"]
@@ -256,15 +266,21 @@ def main(argv=None) -> int:
     if "cache" in parts:
         log("1. frozen-backbone study, cached vs uncached features")
         # 10 epochs: as seed 000's pretrained backbones for its outlier test (its own CNNs ran 30)
-        res["cache"] = bench_cache(*((3, 1, "lenet5") if args.quick else (20, 10, "resnet18")), log)
+        # trials, epochs, model; quick: 2 trials, the fewest where one reads what another cached
+        res["cache"] = bench_cache(*((2, 1, "lenet5") if args.quick else (20, 10, "resnet18")), log)
     if "tracking" in parts:
         log("2. tracking share of a tracked trial")
-        res["tracking"] = bench_tracking(*((2, 1.0) if args.quick else (3, 10.0)), "smallcnn", log)
+        # trials per arm, seconds of training each, model
+        res["tracking"] = bench_tracking(*((1, 0.3, "softmax") if args.quick else (3, 10.0, "smallcnn")), log)
     if "workers" in parts:
         log("3. trials per hour by --workers")
-        # full: 16 trials of ~4 s, so each worker's start (spawn, imports, data: ~6 s) is a small part
-        res["workers"] = bench_workers([1, 2] if args.quick else [1, 2, 4], 2 if args.quick else 16,
-                                       1 if args.quick else 20, "smallcnn", log)
+        # full: 16 trials of ~4 s, so each worker's start (spawn, imports, data: ~6 s) is a small part.
+        # quick: --workers 2 alone (the worker processes, their threads; 1 worker runs in `tune`'s own
+        # process: nothing else), a one-epoch softmax trial each; a `tune` costs ~16 s on 2 cores
+        # whatever its trials (imports, store, parent run, summary), and each worker process ~7 s more
+        res["workers"] = bench_workers([2] if args.quick else [1, 2, 4], 2 if args.quick else 16,
+                                       1 if args.quick else 20, "softmax" if args.quick else "smallcnn", log,
+                                       made_store=args.quick)
     log("\nsummary")
     if "cache" in res:
         c = res["cache"]
@@ -291,4 +307,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # the figures are out. Exiting, Python would sweep the heap (~0.4 s a sweep, with torch, MLflow
+    # and matplotlib loaded) several times: ~3 s on 2 cores. Frozen, it is left to the OS.
+    gc.freeze()
+    sys.exit(code)

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # Several test processes share the cores: one torch thread each (and in the processes they
+    # start), set before torch is imported. Two threads per process on 2 busy cores make the small
+    # models' epochs 10-30x slower (thread hand-offs; tests/test_models.py, test_tune_resume.py).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (a stable sort: each keeps its place among its kind): the test
+    processes start the longest work first and end together, instead of one of them running the
+    last long scenario alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 # distinct class colours (RGB); grey images use a distinct grey level per class instead
 PALETTE = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40), (200, 60, 210), (40, 210, 220)]
@@ -79,13 +94,35 @@ def no_network(monkeypatch):
     return looked_up
 
 
+_TEMPLATE: list[Path] = []  # this test process's MLflow store with its tables made (one entry)
+
+
+def new_mlflow_store(directory: Path) -> str:
+    """The sqlite URI of a new, empty MLflow store in `directory` (directory/mlflow.db): a copy of
+    one whose tables this test process created once. MLflow creates a new store's tables through
+    its migrations: 2-5 s per store on 2 cores, against 0.1 s for a copy; 130 tests use a store."""
+    import shutil
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    if not _TEMPLATE:
+        template = Path(tempfile.mkdtemp(prefix="mlflow-template-")) / "mlflow.db"
+        MlflowClient(f"sqlite:///{template}").search_experiments()  # runs the migrations
+        _TEMPLATE.append(template)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(_TEMPLATE[0], directory / "mlflow.db")
+    return f"sqlite:///{directory}/mlflow.db"
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     """A real MLflow store (sqlite) in a tmp dir, which is also the working directory; a client on it."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_mlflow_store(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -101,7 +138,7 @@ def module_store(tmp_path_factory, name: str):
     import mlflow
 
     tmp = tmp_path_factory.mktemp(name)
-    uri = f"sqlite:///{tmp}/mlflow.db"
+    uri = new_mlflow_store(tmp)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.delenv("MLFLOW_RUN_ID", raising=False)
@@ -125,3 +162,13 @@ def feature_cache_dir(tmp_path_factory):
         os.environ.pop("MLPROJECT_CACHE_DIR", None)
     else:
         os.environ["MLPROJECT_CACHE_DIR"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
+def drop_mlflow_store_template():
+    """new_mlflow_store's template goes with the test process."""
+    yield
+    import shutil
+
+    for template in _TEMPLATE:
+        shutil.rmtree(template.parent, ignore_errors=True)

@@ -71,13 +71,19 @@ def apt_install(package: str, timeout: float = 900) -> None:
         raise Unavailable(f"{package} is not installed and apt-get is not available")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     cmd = [apt, "install", "-y", "--no-install-recommends", package]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:  # stale package lists: update once and retry
-            subprocess.run([apt, "update"], env=env, capture_output=True, text=True, timeout=300)
+    import fcntl
+
+    # test processes side by side (pytest-xdist) may both find the package missing: one apt-get at
+    # a time (dpkg's own lock would fail the second at once); the second then finds it installed
+    with open(os.path.join(tempfile.gettempdir(), "mlproject-tests-apt.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise Unavailable(f"apt-get install {package} failed: {e}") from None
+            if proc.returncode != 0:  # stale package lists: update once and retry
+                subprocess.run([apt, "update"], env=env, capture_output=True, text=True, timeout=300)
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise Unavailable(f"apt-get install {package} failed: {e}") from None
     if proc.returncode != 0:
         raise Unavailable(f"apt-get install {package} failed ({proc.returncode}): {proc.stderr[-500:]}")
 
@@ -277,8 +283,10 @@ class MlflowServer:
         # no job runner + 7 huey consumer processes (GenAI jobs, unused here): a faster start and
         # stop on 2 cores
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        from conftest import new_mlflow_store  # its tables made: the server starts without MLflow's migrations
+
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--workers", str(workers), "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
+               "--workers", str(workers), "--backend-store-uri", new_mlflow_store(tmp),
                "--artifacts-destination", str(tmp / "artifacts")]
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT,

@@ -4,6 +4,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from mlproject.app.cli import bool_flags_from_values, cli
+from conftest import new_mlflow_store
 
 
 def invoke(*args):
@@ -180,7 +181,7 @@ def test_a_signal_mid_training_ends_the_run_killed_with_its_exit_status(tmp_path
 
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_mlflow_store(tmp_path)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, "MLFLOW_TRACKING_URI": uri,
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", "from mlproject.app.cli import main; main()", "train",
@@ -221,3 +222,60 @@ def test_train_records_system_metrics_and_leaves_no_sampler(store):
         history = store.get_metric_history(run.info.run_id, key)
         assert history and all(m.timestamp <= run.info.end_time for m in history), key
     assert not [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor"]
+
+
+# what `--help` and bad input answer without: each takes seconds to import, on 2 cores
+HEAVY = ("torch", "mlflow", "optuna", "sklearn")
+
+
+def fresh(tmp_path, command, *args):
+    """`command ARGS` (`mlproject` or `tune`) through its console-script entry point in a new
+    interpreter, outside any `mlflow run`; (the finished process, the HEAVY modules it had
+    imported by its exit)."""
+    import os
+    import subprocess
+    import sys
+
+    module = "tune" if command == "tune" else "cli"
+    code = ("import atexit, sys\n"
+            f"atexit.register(lambda: print('loaded:', *[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr))\n"
+            f"sys.argv = [{command!r}, *{list(args)!r}]\n"
+            f"from mlproject.app.{module} import main\n"
+            "main()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=300)
+    *err, last = proc.stderr.strip().splitlines()
+    assert last.startswith("loaded:"), proc.stderr[-3000:]
+    proc.stderr = "\n".join(err)
+    return proc, last.split()[1:]
+
+
+@pytest.mark.parametrize("command, args, shown", [
+    ("mlproject", ["--help"], "Usage: mlproject [OPTIONS] COMMAND [ARGS]..."),
+    ("mlproject", ["train", "--help"], "Usage: mlproject train [OPTIONS]"),
+    ("tune", ["--help"], "Usage: tune [OPTIONS]"),
+], ids=["mlproject", "train", "tune"])
+def test_help_imports_no_torch_mlflow_optuna_or_sklearn(tmp_path, command, args, shown):
+    proc, loaded = fresh(tmp_path, command, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(shown) and "--model" in proc.stdout and proc.stderr == ""
+    assert loaded == []
+
+
+@pytest.mark.parametrize("command, args, message, loaded", [
+    ("mlproject", ["train", "--bogus"], "Error: No such option '--bogus'", []),
+    ("tune", ["--bogus"], "Error: No such option '--bogus'", []),
+    ("mlproject", ["train", "--lr", "0"], "Error: lr must be > 0 and a finite float32", []),
+    ("tune", ["--lr", "5:1"], "Error: --lr '5:1': empty or inverted range (low 5 must be < high 1)", ["optuna"]),
+    # timm (with torch) names the close matches; MLflow and scikit-learn still wait
+    ("mlproject", ["train", "--model", "lenet6"], "Error: unknown model 'lenet6' (did you mean: lenet5", ["torch"]),
+], ids=["train-unknown-option", "tune-unknown-option", "train-bad-lr", "tune-inverted-lr-range", "train-unknown-model"])
+def test_bad_input_is_answered_before_the_heavy_imports_it_does_not_need(tmp_path, command, args, message, loaded):
+    proc, imported = fresh(tmp_path, command, *args)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[-1].startswith(message), proc.stderr
+    if "No such option" not in message:  # click's own errors come after its usage lines
+        assert len(lines) == 1, proc.stderr
+    assert imported == loaded

@@ -38,8 +38,13 @@ def test_conda_env_installs_python_pip_dependencies_and_project():
         assert any(p.startswith(dist) for p in pip), dist
 
 
-def test_defaults_are_valid():
-    assert TrainConfig().validate() == TrainConfig()
+def test_defaults_are_valid_and_every_listed_choice_is_accepted():
+    cfg = TrainConfig()
+    assert cfg.validate() is cfg  # no ConfigError, and the config itself back: TrainConfig(...).validate() chains
+    assert cfg.to_params() == TrainConfig().to_params()  # validating changes no value
+    for f in dataclasses.fields(TrainConfig):
+        for choice in f.metadata.get("choices") or ():
+            assert getattr(TrainConfig(**{f.name: choice}).validate(), f.name) == choice, (f.name, choice)
 
 
 @pytest.mark.parametrize("changes, words", [
@@ -59,6 +64,7 @@ def test_defaults_are_valid():
     ({"scheduler": "cosin"}, "unknown scheduler 'cosin' (did you mean: cosine?)"),
     ({"freeze": "all"}, "unknown freeze 'all'"),
     ({"head": "mlp2"}, "unknown head 'mlp2' (did you mean: mlp?)"),
+    ({"device": "gpu"}, "unknown device 'gpu' (did you mean: cpu?); valid: auto, cpu, cuda, mps"),
     ({"augment": "crops"}, "unknown augment 'crops' (did you mean: crop?); valid: none, crop, flip, crop+flip, "
                            "affine, affine+flip, true (the dataset's default: crop); + combines, as in crop+flip"),
     ({"augment": "crop+affine"}, "--augment crop+affine: crop and affine both translate the image; use one of them"),

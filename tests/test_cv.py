@@ -141,6 +141,7 @@ def test_train_cv_records_folds_mean_std_and_the_refit_model(store):
 # ---------------------------------------------------------------------------------------------
 # tune --cv
 
+@pytest.mark.slow
 def test_tune_cv_study_values_are_the_fold_means_and_keeps_the_refit_model(store):
     result = run_tune("--cv", str(K), "--trials", "2", "--sampler", "random", "--lr", "0.05:0.5",
                       "--weight-decay", "0", "--momentum", "0.9", "--study-name", "cv")
@@ -193,6 +194,7 @@ def test_every_sampler_and_two_workers_run_a_cv_study(store, sampler, workers):
     assert not [t.number for t in study.trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
 
 
+@pytest.mark.slow
 def test_a_bad_trial_is_pruned_after_its_first_fold_and_a_diverging_one_fails_in_it(store):
     """Median pruner on folds: 5 good trials (its warm-up), then lr 1e-7 (barely learns) is pruned
     after fold 1; lr 1e30 diverges in fold 1's first epoch and fails at once (no fold 2)."""
@@ -256,6 +258,7 @@ def test_cv_config_validation():
         TrainConfig(cv=1).validate()
 
 
+@pytest.mark.slow
 def test_wilcoxon_pruner_stops_a_bad_trial_after_four_of_five_folds(store):
     """--cv 5 --pruner wilcoxon: a trial worse than the best on each of its first 4 folds
     (one-sided signed-rank p = 1/16 < 0.1) is pruned there, before its last fold and refit."""

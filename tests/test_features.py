@@ -29,6 +29,7 @@ def cache(tmp_path, monkeypatch):
     return computed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["smallcnn", "resnet18", "tv:mobilenet_v3_small"])
 def test_cached_and_uncached_give_the_same_run(store, cache, model):
     """Same seed: the same per-epoch losses and accuracies, the same test accuracy (within float

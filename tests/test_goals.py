@@ -20,8 +20,20 @@ def test_objectives_default_inferred_and_overridden():
     # MLproject passes one string: comma-separated items
     assert parse_objectives(["val_accuracy,model_size_mb:min"]) == [Objective("val_accuracy", "max"),
                                                                     Objective("model_size_mb", "min")]
-    # every recorded metric has a direction
-    assert set(TRIAL_METRICS.values()) == {"min", "max"}
+
+
+def test_every_recorded_metric_is_an_objective_the_right_way_round_and_a_constraint():
+    names = list(TRIAL_METRICS)
+    objectives = parse_objectives([",".join(names)])  # each with its inferred direction
+    assert [o.metric for o in objectives] == names
+    for o in objectives:
+        # higher is better for accuracies and throughputs; lower for losses, times, sizes, parameter counts
+        higher = any(word in o.metric for word in ("accuracy", "throughput"))
+        assert higher or any(word in o.metric for word in ("loss", "time_s", "size_mb", "params")), \
+            f"{o.metric}: say here which way it is better"
+        assert (o.direction, o.optuna_direction) == (("max", "maximize") if higher else ("min", "minimize")), o
+    assert [(c.metric, c.op, c.bound) for c in parse_constraints([f"{n}>=0.5" for n in names])] == \
+        [(n, ">=", 0.5) for n in names]
 
 
 @pytest.mark.parametrize("texts, message", [

@@ -3,6 +3,7 @@ preprocessing, name resolution, pretrained weights offline, and sizes."""
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -30,8 +31,6 @@ from mlproject.models import (
 DIGITS = DatasetShape(1, 8, 8, 10)
 RGB32 = DatasetShape(3, 32, 32, 5)
 SHAPES = pytest.mark.parametrize("shape", [DIGITS, RGB32], ids=["digits-1x8x8", "rgb-3x32x32"])
-# design input size of every built-in; 0: the data's own size
-DESIGN_SIZE = {"basecnn": 28, "lenet5": 32, "smallcnn": 32, "softmax": 0, "mlp": 0}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -60,17 +59,14 @@ def build(model: str, shape: DatasetShape = DIGITS, **kw):
 # ---------------------------------------------------------------------------------------------
 # built-in models
 
-def test_design_sizes_cover_every_builtin():
-    assert {name: size for name, (_, size) in BUILTINS.items()} == DESIGN_SIZE
-
-
 @pytest.mark.parametrize("name", list(BUILTINS))
 @SHAPES
 def test_builtin_builds_for_the_data_and_gives_logits(name, shape):
     model, info = build(name, shape)
     assert isinstance(model, Classifier)
     assert (info.name, info.source) == (name, "builtin")
-    assert info.input_size == (DESIGN_SIZE[name] or max(shape.height, shape.width))
+    # without --image-size: the built-in's declared design size, or (0) the data's own size
+    assert info.input_size == (BUILTINS[name][1] or max(shape.height, shape.width))
     assert info.in_channels == shape.channels and model.preprocess.size == info.input_size
     assert info.head == "classifier" and isinstance(model.net.classifier, nn.Linear)
     assert info.mean is None and info.std is None  # trained from scratch: data statistics later
@@ -104,9 +100,12 @@ def test_pixel_builtins_take_image_size(name):
 
 
 @pytest.mark.parametrize("name", ["lenet5", "smallcnn"])
-def test_conv_builtin_too_small_image_size_is_a_config_error(name):
-    with pytest.raises(ConfigError, match=rf"{name} cannot read 8x8 images; use --image-size {DESIGN_SIZE[name]}"):
+def test_conv_builtin_too_small_image_size_is_a_config_error_naming_a_size_that_works(name):
+    with pytest.raises(ConfigError, match=rf"^{name} cannot read 8x8 images; use --image-size \d+ or larger$") as e:
         build(name, DIGITS, image_size=8)
+    size = int(re.search(r"--image-size (\d+)", str(e.value)).group(1))
+    model, info = build(name, DIGITS, image_size=size)  # the advice works
+    assert info.input_size == size and model(uint8_batch(DIGITS)).shape == (4, 10)
 
 
 # ---------------------------------------------------------------------------------------------

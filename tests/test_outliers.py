@@ -21,6 +21,10 @@ from mlproject.app.outliers import adapt, check, scores
 REGISTERED = "digits-lenet"
 
 
+# one test process: its tests share two trained models (module-scoped)
+pytestmark = pytest.mark.xdist_group("outliers")
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """(store client, softmax run id, lenet5 run id registered as REGISTERED, run without a model),
@@ -66,6 +70,7 @@ def all_runs(client):
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
+@pytest.mark.slow
 def test_two_models_probabilities_tables_scores_grid_and_run(models, images, tmp_path):
     client, softmax_id, lenet_id, _ = models
     out = tmp_path / "out"
@@ -148,6 +153,7 @@ def test_scores_extremes():
     np.testing.assert_allclose(s["entropy_norm"], [0.0, 1.0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_no_log_writes_files_only(models, images, tmp_path):
     client, softmax_id, *_ = models
     before = len(all_runs(client))
@@ -165,6 +171,7 @@ def test_no_log_writes_files_only(models, images, tmp_path):
     ("missing_folder", "images folder not found"),
     ("not_images", "2 of 8 files in"),
 ])
+@pytest.mark.slow
 def test_bad_input_exits_2_with_one_line_and_no_run(models, images, tmp_path, case, message):
     client, softmax_id, _, bare = models
     model, folder = softmax_id, images
@@ -200,6 +207,7 @@ def test_bad_input_exits_2_with_one_line_and_no_run(models, images, tmp_path, ca
     assert len(all_runs(client)) == before and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_check_resolves_every_reference_form(models, images):
     _, softmax_id, lenet_id, _ = models
     checked = check([softmax_id, f"runs:/{lenet_id}/model", REGISTERED, f"{REGISTERED}/1",

@@ -19,7 +19,7 @@ from PIL import Image
 
 import tracking
 from mlproject.app import report as rep
-from conftest import module_store
+from conftest import module_store, new_mlflow_store
 from mlproject.app.cli import bool_flags_from_values, cli
 from mlproject.config import TrainConfig
 
@@ -33,6 +33,10 @@ class Stop(Exception):
     """Ends a run after its first epoch, KILLED like a pruned trial."""
 
     mlflow_status = "KILLED"
+
+
+# one test process: its tests read two module-scoped stores (one holds a real study)
+pytestmark = pytest.mark.xdist_group("report")
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +102,7 @@ def assert_image(path, min_bytes=5000):
     return pixels
 
 
+@pytest.mark.slow
 def test_report_on_a_study_and_a_run(runs, tmp_path):
     client = runs["client"]
     out = tmp_path / "out"
@@ -162,6 +167,7 @@ def test_report_on_a_study_and_a_run(runs, tmp_path):
     assert f"logged as run {new}" in result.output and re.search(r"^\| run +\| run_id +\|", result.output, re.MULTILINE)
 
 
+@pytest.mark.slow
 def test_selection_by_experiment_parent_run_and_all(runs, tmp_path):
     client = runs["client"]
     before = len(all_runs(client))
@@ -195,6 +201,7 @@ def test_selection_by_experiment_parent_run_and_all(runs, tmp_path):
     assert len(all_runs(client)) == before  # --no-log: no run
 
 
+@pytest.mark.slow
 def test_confusion_matrices_are_the_logged_ones(runs):
     checked = rep.check([runs["default"]], studies=[STUDY])
     table = checked.table()
@@ -215,6 +222,7 @@ def test_confusion_matrices_are_the_logged_ones(runs):
     assert buf.tell() > 50_000
 
 
+@pytest.mark.slow
 def test_log_scale_for_batch_sizes_spanning_8x(runs):
     # seed 000's batch sizes 16..512: a log2 axis with a tick at every value ("16" and "32" apart)
     checked = rep.check(studies=[STUDY], x="batch_size", ys=["test_acc"], by="lr")
@@ -243,6 +251,7 @@ def test_log_scale_for_batch_sizes_spanning_8x(runs):
     (["--study", STUDY, "--x", "batch_size", "--y", "model"], "--y 'model' is not numeric"),
     ([], "say which runs to report on"),
 ])
+@pytest.mark.slow
 def test_bad_input_one_line_exit_2_no_run(runs, tmp_path, args, message):
     client = runs["client"]
     before = len(all_runs(client))
@@ -263,6 +272,7 @@ def test_bad_input_one_line_exit_2_no_run(runs, tmp_path, args, message):
     assert not [r for r in all_runs(client) if r.info.status == "RUNNING"]
 
 
+@pytest.mark.slow
 def test_a_selector_with_unfinished_runs_only_is_refused_without_all(runs, tmp_path):
     result = invoke("--experiment", "side", "--out", tmp_path / "out")
     assert result.exit_code == 2, result.output + str(result.exception)
@@ -277,6 +287,7 @@ def test_a_selector_with_unfinished_runs_only_is_refused_without_all(runs, tmp_p
     assert "no logged confusion matrix in 1 runs" in result.output
 
 
+@pytest.mark.slow
 def test_no_store_is_not_created(runs, tmp_path):
     # MLflow would create an empty mlflow.db for the query; the report says there is none instead
     missing = tmp_path / "mlflow.db"
@@ -327,7 +338,7 @@ def front_store(tmp_path_factory):
     FRONT_TRIALS, COMPLETE, plus a pruned one, KILLED and without outcome tags), study 'single'
     (one objective, no constraints: no outcome tags) and study 'constrained' (one objective, a
     constraint every trial meets), logged by an explicit client: no global MLflow state is set."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('front-store')}/mlflow.db"
+    uri = new_mlflow_store(tmp_path_factory.mktemp("front-store"))
     client = MlflowClient(uri)
     eid = client.create_experiment("comparison")
     t0 = 1_700_000_000_000

@@ -75,6 +75,7 @@ def test_rest_handler_answers_labels_and_probabilities(registered):
     assert np.asarray(body["inputs"]).shape == (1, 1, 8, 8)
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_on_loopback(registered, tmp_path):
     port = servers.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlproject.app.tune import tune, tune_args
+from conftest import new_mlflow_store
 
 COLUMNS, ROWS = 140, 60
 
@@ -22,7 +23,7 @@ COLUMNS, ROWS = 140, 60
 def run_in_pty(args: list[str], cwd, timeout_s: float = 300) -> tuple[int, str]:
     """`tune ARGS` with a pty as its terminal (stdin, stdout, stderr); (exit status, raw output)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{cwd}/mlflow.db", TERM="xterm", COLUMNS=str(COLUMNS),
+    env.update(MLFLOW_TRACKING_URI=new_mlflow_store(cwd), TERM="xterm", COLUMNS=str(COLUMNS),
                LINES=str(ROWS), OMP_NUM_THREADS="1")
     pid, fd = pty.fork()
     if pid == 0:  # the child: tune, in its terminal
@@ -84,6 +85,7 @@ def test_tune_in_a_terminal_shows_one_line_per_trial_and_an_unbroken_bar(tmp_pat
     assert "study term: 3 complete, 0 pruned, 1 failed" in text
 
 
+@pytest.mark.slow
 def test_an_unexpected_exception_shows_its_traceback_and_verbose_shows_every_one(store, monkeypatch):
     """A bug (here: an exception injected into training) is shown with its traceback; an expected
     failure (a diverged trial) is one line unless --verbose."""

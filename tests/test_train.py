@@ -131,7 +131,21 @@ def test_affine_moves_each_image_its_own_way_within_its_bounds():
     assert (cy - 15.5).abs().max() > 1.0  # it did move some images by more than a pixel
     # area scales by scale^2 (rotation keeps it): 64 px at scale 1
     assert mass.min() >= 64 * (1 - AFFINE_SCALE) ** 2 - 4 and mass.max() <= 64 * (1 + AFFINE_SCALE) ** 2 + 4
-    assert 0 < AFFINE_DEGREES <= 30
+
+    # rotation: a thin horizontal bar through the centre of a 64 px image, 64 times; each output bar's
+    # orientation is its pixel mass's principal axis (second central moments), 0 for the input
+    bar = torch.zeros(64, 1, 64, 64)
+    bar[:, :, 31:33, 8:56] = 1.0
+    out = augment(bar, torch.Generator().manual_seed(1), crop=False, flip=False, affine=True)[:, 0]
+    ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    mass = out.sum((1, 2))
+    dy = ys - ((out * ys).sum((1, 2)) / mass)[:, None, None]
+    dx = xs - ((out * xs).sum((1, 2)) / mass)[:, None, None]
+    mu20, mu02, mu11 = (out * dx * dx).sum((1, 2)), (out * dy * dy).sum((1, 2)), (out * dx * dy).sum((1, 2))
+    degrees = torch.rad2deg(0.5 * torch.atan2(2 * mu11, mu20 - mu02))
+    assert degrees.abs().max() <= AFFINE_DEGREES + 1.0, degrees  # within its bound (+ resampling's error)
+    assert degrees.abs().max() >= 0.8 * AFFINE_DEGREES, degrees  # and up to it: 64 uniform draws
+    assert (degrees > 3).sum() >= 10 and (degrees < -3).sum() >= 10, degrees  # both ways, per image
 
 
 def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -208,12 +222,24 @@ def test_fit_applies_what_augment_resolves_to(monkeypatch, value, dataset, appli
         assert len(calls) == math.ceil(len(data.train) / cfg.batch_size)  # every training batch
 
 
-def test_select_device():
-    assert select_device("cpu") == CPU
-    assert select_device("auto").type in ("cpu", "cuda", "mps")
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA device"):
-            select_device("cuda")
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (True, False, "cuda"),
+                                                 (False, True, "mps"), (False, False, "cpu")])
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert select_device("auto") == torch.device(expected)
+    assert select_device() == torch.device(expected)  # auto is the default
+
+
+def test_named_device_is_that_device_or_refused(monkeypatch):
+    assert torch.zeros(2, device=select_device("cpu")).device == CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match=r"^--device cuda: no CUDA device is available$"):
+        select_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select_device("cuda") == torch.device("cuda")  # named: taken as it is, no fallback to the CPU
+    with pytest.raises(RuntimeError, match="tpu"):  # not a device type: torch's own error names it
+        select_device("tpu")
 
 
 # ------------------------------------------------------------------ device-resident data, compile

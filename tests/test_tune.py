@@ -20,6 +20,7 @@ from mlproject.app.tune import tune, tune_args
 from tuning.goals import Objective
 from tuning.study import PRUNERS, SAMPLERS, create_storage, redact
 
+from conftest import new_mlflow_store
 # the slow suite's PostgreSQL cluster (a module-scoped fixture, started only for the postgresql case)
 from test_tune_distributed import postgres  # noqa: F401
 
@@ -130,6 +131,7 @@ def test_small_study_parent_children_summary_and_registered_model(store):
             "&workflowType=machine_learning") in result.output
 
 
+@pytest.mark.slow
 def test_grid_runs_exactly_its_combinations(store):
     # seed 000's study, shrunk: 3 batch sizes x 2 learning rates; --trials above the grid is capped
     result = run_tune("--sampler", "grid", "--batch-size", "16,32,128", "--lr", "0.0002,0.00005",
@@ -155,6 +157,7 @@ def test_grid_with_a_failing_point_does_not_repeat_points(store):
     assert states == [(0.05, "COMPLETE"), (1e30, "FAIL")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", [p for p in PRUNERS if p != "wilcoxon"])  # wilcoxon: --cv only (test_cv.py)
 def test_every_pruner_stops_the_trials_it_should(store, pruner):
     """7 trials over lr 1e-5:0.5 (seed 0): some learn little in their first epoch. 'median' stops
@@ -194,6 +197,7 @@ def test_every_pruner_stops_the_trials_it_should(store, pruner):
             assert run.data.tags["optuna.state"] == "COMPLETE" and "test_accuracy" in run.data.metrics
 
 
+@pytest.mark.slow
 def test_failing_trials_are_recorded_and_the_study_goes_on(store, monkeypatch):
     """A grid of 5 learning rates: 1e30 diverges for real (nan loss in epoch 1), 0.1 raises (a
     bug, injected); both trials fail with their reason, the other 3 complete."""
@@ -305,7 +309,7 @@ def test_resuming_with_another_search_space_is_refused(store):
 @pytest.mark.slow
 def test_mlflow_run_tune_entry_point(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
+    env["MLFLOW_TRACKING_URI"] = new_mlflow_store(tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "tune", "--env-manager", "local",
          "--experiment-name", "tuned", "-P", "trials=2", "-P", "model=softmax", "-P", "epochs=2",
@@ -320,6 +324,7 @@ def test_mlflow_run_tune_entry_point(tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_every_sampler_runs_a_study(store, sampler):
     """lr and momentum searched (explicit values for grid, ranges otherwise: two continuous
@@ -367,6 +372,7 @@ def storage_url(request, tmp_path):
     return request.getfixturevalue("postgres").create_database("storage_kinds")
 
 
+@pytest.mark.slow
 def test_a_study_on_every_storage_kind_runs_and_resumes(store, storage_url):
     args = ["--pruner", "none", "--sampler", "random", "--lr", "0.02:0.5", "--storage", storage_url,
             "--study-name", "kinds"]
@@ -403,6 +409,7 @@ def test_a_study_on_every_storage_kind_runs_and_resumes(store, storage_url):
     assert optuna.get_all_study_names(storage) == ["kinds"]
 
 
+@pytest.mark.slow
 def test_frozen_backbone_study_computes_features_once(store, monkeypatch, tmp_path):
     """Every trial of a --freeze backbone study trains its head on one set of cached features,
     and the registered best model is the trial's own (backbone and trained head)."""
@@ -438,6 +445,7 @@ def _accuracy_of(model_uri, model_name="softmax"):
     return float((probs.argmax(1) == test.labels.numpy()).mean())
 
 
+@pytest.mark.slow
 def test_grid_over_models_and_freezing_runs_each_combination_once(store, monkeypatch, tmp_path):
     """Seed 004's table (backbones x frozen/fine-tuned) as one command, on three built-in models;
     the frozen-feature cache holds one entry per backbone."""
@@ -468,6 +476,7 @@ def test_grid_over_models_and_freezing_runs_each_combination_once(store, monkeyp
     assert _accuracy_of("models:/archs@champion", best.data.params["model"]) == best.data.metrics["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_two_objectives_tag_the_pareto_front_and_register_its_models(store):
     result = run_tune("--model", "softmax,mlp,lenet5", "--objective", "val_accuracy", "--objective", "model_size_mb",
                       "--sampler", "random", "--trials", "6", "--lr", "0.02:0.5", "--batch-size", "64",
@@ -583,6 +592,7 @@ def test_searchable_booleans_take_lists_and_still_work_as_flags():
         assert tune.make_context("tune", tune_args(args)).params["system_metrics"] is on, args
 
 
+@pytest.mark.slow
 def test_the_parent_records_system_metrics_and_trials_only_with_the_flag(store):
     """The study's parent run is sampled while its trials run (and goes on after its last step when
     the study resumes); trials start no sampler of their own unless --system-metrics (given here in

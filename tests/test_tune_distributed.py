@@ -50,6 +50,8 @@ STUDY, TRIALS, WORKERS, EXPERIMENT = "dist", 7, 3, "distributed"
 RACERS = 2  # workers in the race tests: 2 suffice to race
 CHEAP = ["--model", "softmax", "--dataset", "digits", "--epochs", "2", "--num-workers", "0", "--pruner", "none"]
 WORKER_TIMEOUT_S = 180
+# one test process: its tests share the PostgreSQL cluster, the tracking server and a study
+pytestmark = pytest.mark.xdist_group("distributed")
 PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attribute naming its parent run
 
 

@@ -2,7 +2,7 @@
 and share a real PostgreSQL Optuna storage, as in README 'Scaling out' (tests/test_tune_distributed.py),
 and the servers go away mid-study.
 
-- The tracking server stopped for 30 s and started again (same port, same backend store), then
+- The tracking server stopped for 12 s and started again (same port, same backend store), then
   PostgreSQL stopped and started again: MLflow's HTTP retries and the storage's own
   (tuning.study.ReconnectingRDBStorage) carry the workers through; the study ends with exactly
   --trials finished trials, one child run per finished trial under one parent, no run RUNNING.
@@ -27,10 +27,13 @@ import servers
 from test_tune_distributed import (CHEAP, PARENT_ATTR, PASSWORD, Worker, describe, parent_run_stored,  # noqa: F401
                                    postgres, runs_in, stop, tune_command, wait_all, worker_env)
 
-pytestmark = pytest.mark.slow
+# one test process: the module's servers are stopped and started by its tests
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("outage")]
 
-MLFLOW_OUTAGE_S = 30  # the tracking server is down this long (plus its own start)
-POSTGRES_OUTAGE_S = 10  # PostgreSQL is down this long: well within the storage's 45 s of retries
+# MLflow's default retries (after 0, 4, 8, 16, ... s: about 4 min) carry a worker through this: the
+# 3rd retry lands after the server is back, so the test proves retries, not one lucky attempt
+MLFLOW_OUTAGE_S = 12  # the tracking server is down this long (plus its own start)
+POSTGRES_OUTAGE_S = 5  # PostgreSQL is down this long: within the storage's default 45 s of retries
 WORKER_TIMEOUT_S = 600  # a whole study with its outages on 2 busy cores; never reached when green
 EXIT_UNREACHABLE = 75  # tuning.runner.EXIT_UNREACHABLE (sysexits' EX_TEMPFAIL)
 # a trial long enough to be caught mid-training (0.01-0.1 s an epoch, idle to busy)
@@ -149,9 +152,10 @@ def assert_study_complete(postgres, uri: str, study_name: str, experiment: str, 
 
 # ------------------------------------------------- outages the retries carry the study through
 
-def test_study_goes_on_through_a_30s_tracking_outage_and_a_postgres_restart(postgres, tracking_up, tmp_path):
-    """2 workers, 10 trials: once 2 are finished the tracking server stops for 30 s and starts
-    again on the same port; once 2 more are finished PostgreSQL stops for 10 s and starts again.
+def test_study_goes_on_through_a_tracking_outage_and_a_postgres_restart(postgres, tracking_up, tmp_path):
+    """2 workers, 10 trials, the default retry settings: once 2 are finished the tracking server
+    stops for 12 s and starts again on the same port; once 2 more are finished PostgreSQL stops for
+    5 s and starts again.
     Both outages come mid-study (workers alive, trials left) and no worker notices beyond waiting."""
     trials, name = 10, "through"
     uri = tracking_up.uri
@@ -165,7 +169,7 @@ def test_study_goes_on_through_a_30s_tracking_outage_and_a_postgres_restart(post
         workers.append(start_tune(args, tmp_path / "machine1"))
         procs = [w.proc for w in workers]
 
-        # (a) the tracking server: down for 30 s, then started again (same port, same store)
+        # (a) the tracking server: down for MLFLOW_OUTAGE_S, then started again (same port, same store)
         servers.wait_for(lambda: finished(postgres, name) >= 2, 300, "2 finished trials", proc=procs,
                          log=workers[0].err)
         at_stop = finished(postgres, name)
@@ -181,7 +185,7 @@ def test_study_goes_on_through_a_30s_tracking_outage_and_a_postgres_restart(post
         mlflow_down = time.monotonic() - t
         assert at_stop < trials, "the study ended before the tracking outage"
 
-        # (b) PostgreSQL: stopped (-m fast: every session ended), down 10 s, started again
+        # (b) PostgreSQL: stopped (-m fast: every session ended), down POSTGRES_OUTAGE_S, started again
         servers.wait_for(lambda: finished(postgres, name) >= at_stop + 2, 400, "2 more finished trials",
                          proc=procs, log=workers[0].err)
         at_pg = finished(postgres, name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+
+from conftest import new_mlflow_store
 
 pytestmark = pytest.mark.slow
 
@@ -57,22 +58,12 @@ def no_tune_left_behind():
             proc.wait()
 
 
-@pytest.fixture(scope="module")
-def empty_mlflow_db(tmp_path_factory) -> Path:
-    """An MLflow SQLite store with its tables created once (MLflow's migrations take seconds);
-    every test starts from a copy of it."""
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 class Tune:
     """`tune` in one directory: run it, start it in the background, read its study and runs."""
 
-    def __init__(self, cwd: Path, template: Path):
+    def __init__(self, cwd: Path):
         self.cwd = cwd
-        shutil.copy(template, cwd / "mlflow.db")
-        self.uri = f"sqlite:///{cwd}/mlflow.db"
+        self.uri = new_mlflow_store(cwd)
         self.storage = f"sqlite:///{cwd}/optuna.db"
         self.client = MlflowClient(self.uri)
         env = {k: v for k, v in os.environ.items()
@@ -194,8 +185,8 @@ def assert_consistent(tune: Tune, study: optuna.Study, parent_id: str, n_finishe
         assert run.info.status == want, (t.number, t.state.name, run.info.status)
 
 
-def test_sigkill_mid_trial_then_rerun_resumes_the_same_study_and_parent(tmp_path, empty_mlflow_db):
-    tune = Tune(tmp_path, empty_mlflow_db)
+def test_sigkill_mid_trial_then_rerun_resumes_the_same_study_and_parent(tmp_path):
+    tune = Tune(tmp_path)
     args = [*LONG, "--trials", "4", "--grace-period", "6", "--study-name", "k"]
     proc = tune.start(*args)
     child_id = tune.wait_mid_training(proc, "k")
@@ -244,11 +235,13 @@ INTERRUPTIONS = {
 }
 
 
-@pytest.fixture(scope="module", params=list(INTERRUPTIONS))
-def interrupted(request, tmp_path_factory, empty_mlflow_db):
+# each interrupted study in one test process, where both tests that read it run (module-scoped)
+@pytest.fixture(scope="module", params=[pytest.param(name, marks=pytest.mark.xdist_group(f"interrupted-{name}"))
+                                        for name in INTERRUPTIONS])
+def interrupted(request, tmp_path_factory):
     """A study interrupted mid-trial (shared by the tests of what an interruption leaves behind)."""
     signum, target, workers, expected = INTERRUPTIONS[request.param]
-    tune = Tune(tmp_path_factory.mktemp(request.param), empty_mlflow_db)
+    tune = Tune(tmp_path_factory.mktemp(request.param))
     args = [*LONG, "--trials", "2", "--study-name", "c", "--workers", str(workers)]
     proc = tune.start(*args)
     child_id = tune.wait_mid_training(proc, "c")
@@ -299,10 +292,10 @@ def test_an_interrupted_trial_run_is_tagged_failed_not_running(interrupted):
 
 
 @pytest.mark.parametrize("storage", [None, "journal:optuna.log"], ids=["default-sqlite", "journal"])
-def test_two_workers_on_one_local_storage(tmp_path, empty_mlflow_db, storage):
+def test_two_workers_on_one_local_storage(tmp_path, storage):
     """--workers 2 on the default storage (sqlite:///optuna.db) and on a journal file, each named
     relative to the working directory that the worker processes share."""
-    tune = Tune(tmp_path, empty_mlflow_db)
+    tune = Tune(tmp_path)
     extra = []
     if storage:
         tune.storage, extra = storage, ["--storage", storage]
@@ -334,8 +327,8 @@ def test_two_workers_on_one_local_storage(tmp_path, empty_mlflow_db, storage):
     assert not failed, reasons  # e.g. "UNIQUE constraint failed: datasets": log_dataset retries that race
 
 
-def test_trials_is_the_total_over_invocations(tmp_path, empty_mlflow_db):
-    tune = Tune(tmp_path, empty_mlflow_db)
+def test_trials_is_the_total_over_invocations(tmp_path):
+    tune = Tune(tmp_path)
     args = [*SHORT, "--study-name", "t"]
     code, _, err = tune.run(*args, "--trials", "3")
     assert code == 0, err[-3000:]

@@ -22,7 +22,6 @@ from typing import Iterator
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from .config import DATASETS, ConfigError, TrainConfig, unknown
 
@@ -447,6 +446,10 @@ def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     held_n = int(np.ceil(fraction * len(split)))
     # stratify where every class can give one image to each side; tiny sets split at random
     stratify = labels if counts[counts > 0].min() >= 2 and present <= held_n <= len(split) - present else None
+    # scikit-learn is imported where it splits: it takes seconds, which `mlproject models` and bad input
+    # (this module checks datasets) need not wait for
+    from sklearn.model_selection import train_test_split
+
     try:
         rest, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
     except ValueError as e:  # too few images for the requested shares
@@ -517,6 +520,8 @@ def cv_folds(labels, k: int, seed: int) -> list[np.ndarray]:
     """The validation rows of each of `k` stratified folds of `labels` (train + validation, as
     `cv_pool` orders them), sorted: disjoint, together every row once; shuffled with `seed`, so a
     study's trials (one seed) see the same folds."""
+    from sklearn.model_selection import StratifiedKFold
+
     labels = np.asarray(labels)
     kfold = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     return [np.sort(val) for _, val in kfold.split(np.zeros(len(labels)), labels)]

@@ -115,8 +115,6 @@ def _tv_names() -> list[str]:
 
 def resolve_model(name: str) -> tuple[str, str]:
     """(source, name) for a --model value; ConfigError with close matches if it is unknown."""
-    import timm
-
     prefix, _, rest = name.partition(":")
     if rest and prefix in ("timm", "tv", "builtin"):
         source, bare = {"timm": "timm", "tv": "torchvision", "builtin": "builtin"}[prefix], rest
@@ -124,6 +122,8 @@ def resolve_model(name: str) -> tuple[str, str]:
         source, bare = None, name
     if source in (None, "builtin") and bare in BUILTINS:
         return "builtin", bare
+    import timm  # only now: importing timm (and torchvision with it) takes seconds, a built-in none
+
     if source in (None, "timm") and timm.is_model(bare.split(".")[0]):
         return "timm", bare
     if source in (None, "torchvision") and bare in _tv_names():

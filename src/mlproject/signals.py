@@ -64,3 +64,13 @@ def handle_signals() -> None:
         if s == signal.SIGINT and signal.getsignal(s) is signal.SIG_IGN:
             continue
         signal.signal(s, _first)
+
+
+def leave_heap_to_the_os() -> None:
+    """Call when a process's work is done and it is about to exit: Python's finalisation then
+    skips sweeping the objects alive now. With torch, MLflow, Optuna and matplotlib loaded those
+    sweeps take 2.5-3.5 s of every command's and worker's exit on 2 cores (0.4-0.7 s frozen);
+    the OS frees the memory either way."""
+    import gc
+
+    gc.freeze()

@@ -36,15 +36,12 @@ from mlflow.tracking import MlflowClient
 
 from mlproject.errors import chained
 
+from .env import run_id_from_env
+
 _logger = logging.getLogger(__name__)
 FAILURE_TAG = "mlproject.failure"
 # MLflow rejects param values over 6,000 characters (MAX_PARAM_VAL_LENGTH in mlflow 3.x)
 MAX_PARAM_LENGTH = 6000
-
-
-def run_id_from_env() -> str | None:
-    """The run `mlflow run` created for this process (it exports MLFLOW_RUN_ID), if any."""
-    return os.environ.get("MLFLOW_RUN_ID") or None
 
 
 def set_verbosity(verbose: bool) -> None:
@@ -366,12 +363,6 @@ def fail_env_run(message: str) -> None:
     run_id = run_id_from_env()
     if run_id:
         end_run(run_id, "FAILED", message)
-
-
-def detach_env_run() -> str | None:
-    """Take MLFLOW_RUN_ID out of the environment and return it: the runs this process starts
-    (a study's trials, in worker processes too) must not join the run `mlflow run` created."""
-    return os.environ.pop("MLFLOW_RUN_ID", None) or None
 
 
 def use_tracking_uri(uri: str) -> None:

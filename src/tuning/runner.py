@@ -3,9 +3,11 @@
     p = plan(train_options, {"lr": "1e-4:1e-1", ...}, StudyOptions(trials=40), trainer)
     exit_code = execute(p)
 
-`trainer` is what the application gives a study (mlproject.app.experiment.StudyTrainer): it
-prepares and trains a trial as a tracked child run and stores a model. MLflow is reached only
-through `tracking`; every Optuna call is here, in `tuning`.
+`plan` is `check` (every check that needs no data: bad input is answered before torch loads),
+then `prepare` (the trainer loads the model and data). `trainer` is what the application gives a
+study (mlproject.app.experiment.StudyTrainer): it prepares and trains a trial as a tracked child
+run and stores a model. MLflow is reached only through `tracking`; every Optuna call is here, in
+`tuning`.
 """
 from __future__ import annotations
 
@@ -18,17 +20,24 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import tracking
 from mlproject.config import ConfigError, TrainConfig
-from mlproject.data import Splits
-from mlproject.signals import exit_code, handle_signals
+from mlproject.signals import exit_code, handle_signals, leave_heap_to_the_os
 
 from . import study as studies
 from . import goals
 from .goals import Constraint, Objective
-from .objective import StudyFailing, Trainer, Worker
+from .options import StudyOptions
 from .space import SearchSpace
+
+# .objective (torch: seconds to import) is imported where trials run, so that `check` answers bad
+# input without it; these are for annotations
+if TYPE_CHECKING:
+    from mlproject.data import Splits
+
+    from .objective import Trainer, Worker
 
 # options that may change between invocations of one study without changing what it searches
 NOT_IN_SIGNATURE = ("experiment", "run_name", "log_model", "num_workers", "device", "data_dir", "seed",
@@ -46,44 +55,12 @@ STUDY_VIEW_METRICS = ["best_value", "val_accuracy", "cv_val_accuracy_std", "test
 
 
 @dataclass
-class StudyOptions:
-    """`tune`'s options that are not training options (None: the default named in `resolved`)."""
-
-    trials: int = 40
-    timeout: float | None = None  # seconds after which no trial starts
-    sampler: str = "tpe"
-    pruner: str | None = None  # default: median where the study can prune, else none
-    objectives: tuple[str, ...] = ()  # --objective, repeatable ("model_size_mb:min"); default val_accuracy
-    constraints: tuple[str, ...] = ()  # --constraint, repeatable ("model_size_mb<=5")
-    study_name: str | None = None  # default MODEL-DATASET
-    storage: str | None = None  # default studies.DEFAULT_STORAGE
-    tracking_uri: str | None = None  # default MLFLOW_TRACKING_URI or MLflow's
-    workers: int = 1
-    register_name: str | None = None  # default the study name
-    max_failures: int = 5
-    grace_period: int | None = None  # seconds without heartbeat before a trial counts as dead
-    verbose: bool = False  # Optuna's and MLflow's INFO lines, and a traceback for every failed trial
-    system_metrics: bool = False  # every trial's run samples CPU/memory/GPU too (the parent always does)
-
-    def validate(self) -> None:
-        for name in ("trials", "workers", "max_failures"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout}")
-        if self.sampler not in studies.SAMPLERS:
-            raise studies.unknown("sampler", self.sampler, studies.SAMPLERS)
-        if self.pruner is not None and self.pruner not in studies.PRUNERS:
-            raise studies.unknown("pruner", self.pruner, studies.PRUNERS)
-
-
-@dataclass
 class Plan:
     base: TrainConfig
     space: SearchSpace
     options: StudyOptions  # resolved: study_name, storage, pruner and register_name are set
-    trainer: Trainer
-    data: Splits | None = None  # loaded by plan; worker processes load their own
+    trainer: Trainer | None  # None: checked, not yet prepared (`check`)
+    data: Splits | None = None  # loaded by prepare; worker processes load their own
     objectives: list[Objective] = dataclasses.field(default_factory=lambda: goals.parse_objectives(()))
     constraints: list[Constraint] = dataclasses.field(default_factory=list)
     prune_on: str | None = "val_accuracy"  # the epoch metric reported to Optuna (the pruner's); None: none
@@ -102,6 +79,13 @@ class Plan:
 
 def plan(train_options: dict, searched: dict, options: StudyOptions, trainer: Trainer) -> Plan:
     """Check everything a study needs before anything is created; ConfigError on bad input."""
+    return prepare(check(train_options, searched, options), trainer)
+
+
+def check(train_options: dict, searched: dict, options: StudyOptions) -> Plan:
+    """The checks that need no data, model or trainer; a Plan without trainer and data (`prepare`
+    adds them). `tune` runs them before it imports its trainer (torch and MLflow: seconds), so
+    bad input is answered at once."""
     options.validate()
     objectives = goals.parse_objectives(options.objectives)
     constraints = goals.parse_constraints(options.constraints)
@@ -115,14 +99,20 @@ def plan(train_options: dict, searched: dict, options: StudyOptions, trainer: Tr
     trials = options.trials
     if options.sampler == "grid":  # a grid is done once every combination ran: --trials cannot exceed it
         trials = min(trials, math.prod(len(v) for v in space.grid().values()))
-    prepared = trainer.prepare(base)  # model name, dataset, pretrained weights: checked before any study
-    _check_models(base, space)
     name = options.study_name or studies.default_study_name(
         {**dataclasses.asdict(base), "model": "+".join(map(str, space.values("model"))) if "model" in space.dims else base.model})
     resolved = dataclasses.replace(options, trials=trials, study_name=name, pruner=pruner,
                                    storage=options.storage or studies.DEFAULT_STORAGE,
                                    register_name=options.register_name or name)
-    return Plan(base, space, resolved, trainer, prepared.data, objectives, constraints, prune_on)
+    return Plan(base, space, resolved, None, None, objectives, constraints, prune_on)
+
+
+def prepare(p: Plan, trainer: Trainer) -> Plan:
+    """`p` (checked) with its trainer and the data it loaded: model names, the dataset and
+    pretrained weights checked before any study is created; ConfigError on bad input."""
+    prepared = trainer.prepare(p.base)
+    _check_models(p.base, p.space)
+    return dataclasses.replace(p, trainer=trainer, data=prepared.data)
 
 
 def _pruning(pruner: str | None, objectives: list[Objective], cv: int = 0) -> tuple[str, str | None]:
@@ -251,6 +241,8 @@ def _open(p: Plan, worker_index: int = 0):
 
 
 def _worker(p: Plan, parent: str, storage, **kwargs) -> Worker:
+    from .objective import Worker
+
     o = p.options
     return Worker(p.base, p.space, p.trainer, parent, o.trials, o.max_failures, [p.data] if p.data else [],
                   heartbeat=studies.has_heartbeat(storage), objectives=p.objectives, constraints=p.constraints,
@@ -276,6 +268,8 @@ def _worker_main(p: Plan, index: int, threads: int) -> None:
             raise
         print(f"Error: {line}", file=sys.stderr, flush=True)
         sys.exit(EXIT_UNREACHABLE)
+    finally:
+        leave_heap_to_the_os()
 
 
 def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float = 120.0) -> tuple[str, bool]:
@@ -349,6 +343,7 @@ def execute(p: Plan) -> int:
     """Run the study to its --trials; returns the exit code (0, 1 when trials keep failing,
     130 on Ctrl-C). Rerunning the same command resumes the same study and parent run."""
     from . import summary
+    from .objective import StudyFailing
 
     _quiet(p.options.verbose)
     if p.options.tracking_uri:
@@ -452,4 +447,6 @@ def _run_processes(p: Plan, bar) -> None:
     if bad and set(bad) == {EXIT_UNREACHABLE}:
         raise ServerLost(f"{len(bad)} of {workers} workers lost a server")
     if bad:
+        from .objective import StudyFailing
+
         raise StudyFailing(f"{len(bad)} of {workers} workers exited with codes {bad}")

@@ -5,6 +5,9 @@
 
 The `train` options are generated from TrainConfig's fields, so the CLI, the MLproject
 parameters and the logged params cannot drift apart.
+
+torch, MLflow, timm and scikit-learn are imported in the commands that use them, once click has
+parsed: each takes seconds to import, which `--help` and bad input need not wait for.
 """
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ import sys
 
 import click
 
+import tracking
 from mlproject.config import BOOL_WORDS, ConfigError, TrainConfig
-from mlproject.signals import exit_code, handle_signals
-from mlproject.train import TrainingDiverged
+from mlproject.signals import exit_code, handle_signals, leave_heap_to_the_os
 
 
 def config_options(cls=TrainConfig, skip: tuple[str, ...] = ()):
@@ -63,10 +66,9 @@ def bool_flags_from_values(args: list[str], cls=TrainConfig, skip: tuple[str, ..
 
 def fail(message: str) -> None:
     """Bad input: one line on stderr, the `mlflow run` run (if any) marked FAILED, exit 2."""
-    import tracking  # here, not at the top: `--help` and `models` need no MLflow
-
     click.echo(f"Error: {message}", err=True)
-    tracking.fail_env_run(message)
+    if tracking.run_id_from_env():  # MLflow is imported only to mark a run that exists
+        tracking.fail_env_run(message)
     sys.exit(2)
 
 
@@ -79,10 +81,16 @@ def cli():
 @config_options()
 def train(**options):
     """Train one model and record it in MLflow."""
+    cfg = TrainConfig(**options)
+    try:
+        cfg.validate()  # what needs no data or model answers before torch loads (prepare checks it again)
+    except ConfigError as e:
+        fail(str(e))
+    from mlproject.train import TrainingDiverged
+
     from . import experiment
 
     handle_signals()  # SIGTERM (Slurm, docker stop) ends the run as Ctrl-C does: KILLED, with the reason
-    cfg = TrainConfig(**options)
     try:
         try:
             prepared = experiment.prepare(cfg)
@@ -99,8 +107,6 @@ def train(**options):
 
 
 def summary(cfg: TrainConfig, result) -> str:
-    import tracking
-
     m = result.metrics
     uri = tracking.tracking_uri()
     here = uri in ("sqlite:///mlflow.db", "sqlite:///" + os.path.abspath("mlflow.db"))  # MLflow's default
@@ -195,7 +201,10 @@ def report(run_ids, studies, experiments, include_all, sort, ascending, x, ys, b
 
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point."""
-    cli.main(args=bool_flags_from_values(sys.argv[1:] if args is None else list(args)), prog_name="mlproject")
+    try:
+        cli.main(args=bool_flags_from_values(sys.argv[1:] if args is None else list(args)), prog_name="mlproject")
+    finally:  # click exits through SystemExit
+        leave_heap_to_the_os()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import classification_report, confusion_matrix, recall_score
 
 import tracking
 
@@ -255,6 +254,9 @@ def _results(cfg: TrainConfig, p: Prepared, history: History,
 
 def _log_evaluation(test: Evaluation, class_names: list[str], table: bool) -> None:
     """Confusion matrix, per-class accuracy (each class's recall) and the classification report."""
+    # here, not at the top: scikit-learn takes seconds to import, which bad input (`prepare`) need not wait for
+    from sklearn.metrics import classification_report, confusion_matrix, recall_score
+
     labels = list(range(len(class_names)))
     cm = confusion_matrix(test.y_true, test.y_pred, labels=labels)
     per_class = recall_score(test.y_true, test.y_pred, labels=labels, average=None, zero_division=0)

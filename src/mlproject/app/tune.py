@@ -4,9 +4,11 @@
     tune --sampler grid --batch-size 16,32,128,256,512 --lr 0.0002,0.00005    # seed 000's grid
     tune --model resnet18 --freeze backbone --lr 1e-3:1e-1 --batch-size 64 --workers 2
 
-Thin: parse -> TrainConfig options, search texts and tuning.StudyOptions -> tuning.runner.plan
-(every check) -> tuning.runner.execute (parent run, workers, summary), with the application's
-StudyTrainer training each trial.
+Thin: parse -> TrainConfig options, search texts and tuning.StudyOptions -> tuning.runner.check
+(every check that needs no data) -> tuning.runner.prepare (model and data, by the application's
+StudyTrainer) -> tuning.runner.execute (parent run, workers, summary), with StudyTrainer training
+each trial. Optuna is imported once the command runs, torch and MLflow once those checks passed:
+each takes seconds to import, which `--help` and bad input need not wait for.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import click
 
 from mlproject.app.cli import bool_flags_from_values, config_options, fail
 from mlproject.config import ConfigError, TrainConfig
-from mlproject.signals import exit_code, handle_signals
+from mlproject.signals import exit_code, handle_signals, leave_heap_to_the_os
+from tuning.options import StudyOptions
 from tuning.space import DEFAULTS, NOT_SEARCHABLE, OPTION_TYPES, SEARCHABLE, flag
 
 # non-boolean options a study cannot vary: text here, so that a list gets the reason, not a type error
@@ -118,8 +121,6 @@ def tune(**opts):
     of the study's parent run, and the best set's own models are registered."""
     from tuning import runner
 
-    from .experiment import StudyTrainer
-
     # MLproject passes every parameter, so "" (strings) and 0 (--timeout) mean "not given"
     searched = {n: opts.pop(n) or None for n in SEARCHABLE}
     controls = {k: opts.pop(k) or None for k in ("timeout", "study_name", "storage", "tracking_uri",
@@ -133,8 +134,10 @@ def tune(**opts):
             text = opts.pop(name)
             if text:  # else TrainConfig's default
                 opts[name] = _fixed_value(name, text)
-        plan = runner.plan(opts, searched, runner.StudyOptions(**controls), StudyTrainer())
-        code = runner.execute(plan)
+        checked = runner.check(opts, searched, runner.StudyOptions(**controls))
+        from .experiment import StudyTrainer
+
+        code = runner.execute(runner.prepare(checked, StudyTrainer()))
     except ConfigError as e:
         fail(str(e))
     except KeyboardInterrupt as e:  # before the study started: nothing to end
@@ -148,8 +151,6 @@ def tune_args(args: list[str]) -> list[str]:
     choice), and '--no-nesterov' becomes '--nesterov=false'; '--no-augment' becomes '--augment=none'
     (bool_flags_from_values); other booleans (training options and StudyOptions' own,
     '--system-metrics=false', '--verbose=true') become click's flags."""
-    from tuning.runner import StudyOptions
-
     searchable = {flag(n) for n in BOOL_SEARCHABLE}
     args = [f"--{a[5:]}=false" if a.startswith("--no-") and f"--{a[5:]}" in searchable else a for a in args]
     return bool_flags_from_values(bool_flags_from_values(args, skip=BOOL_SEARCHABLE), cls=StudyOptions)
@@ -158,7 +159,10 @@ def tune_args(args: list[str]) -> list[str]:
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point."""
     multiprocessing.set_start_method("spawn", force=True)  # CUDA and threads are not fork-safe
-    tune.main(args=tune_args(sys.argv[1:] if args is None else list(args)), prog_name="tune")
+    try:
+        tune.main(args=tune_args(sys.argv[1:] if args is None else list(args)), prog_name="tune")
+    finally:  # click exits through SystemExit
+        leave_heap_to_the_os()
 
 
 if __name__ == "__main__":
