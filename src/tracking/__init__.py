@@ -5,9 +5,9 @@ nothing of `tuning` or the application.
 
 The names below are imported from their modules on first use (PEP 562): importing MLflow takes
 seconds, which bad input (`tracking.run_id_from_env`: no run to mark FAILED) need not wait for."""
-import importlib
+from mlproject.lazy import lazy_exports
 
-_MODULES = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "env": ("detach_env_run", "run_id_from_env"),
     "logged_models": ("FoundModel", "ModelNotFound", "find_model", "load_model", "log_model", "probabilities",
                       "register_model", "set_model_alias", "set_model_version_tags", "warm_model_logging"),
@@ -19,18 +19,4 @@ _MODULES = {
              "set_verbosity", "start_run", "start_system_metrics", "stop_system_metrics", "system_metrics",
              "system_metrics_recorded_elsewhere", "tracking_uri", "training_run", "unique_run_name", "unreachable",
              "use_tracking_uri"),
-}
-_FROM = {name: module for module, names in _MODULES.items() for name in names}
-__all__ = sorted(_FROM)
-
-
-def __getattr__(name: str):
-    if name not in _FROM:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_FROM[name]}"), name)
-    globals()[name] = value  # once: later lookups find it without calling __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+})

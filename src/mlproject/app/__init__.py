@@ -9,19 +9,6 @@ it, and a logged model does not ship it.
 `prepare` and `run_training` are imported on first use (PEP 562): `mlproject.app.experiment`
 imports torch and MLflow (seconds), which `mlproject --help` and `tune --help` do not need.
 """
-import importlib
+from mlproject.lazy import lazy_exports
 
-_FROM = {"prepare": "experiment", "run_training": "experiment"}
-__all__ = sorted(_FROM)
-
-
-def __getattr__(name: str):
-    if name not in _FROM:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_FROM[name]}"), name)
-    globals()[name] = value  # once: later lookups find it without calling __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {"experiment": ("prepare", "run_training")})
