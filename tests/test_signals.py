@@ -66,3 +66,45 @@ def test_the_same_request_delivered_twice_does_not_cut_the_clean_up():
 def test_exit_codes():
     assert exit_code(Interrupted(signal.SIGTERM)) == 143 and exit_code(KeyboardInterrupt()) == 130
     assert isinstance(Interrupted(signal.SIGTERM), KeyboardInterrupt)
+
+
+# fit with a callback that signals its own process (as if the signal came while the callback wrote to
+# Optuna's storage or MLflow), then prints where Interrupted was raised and how many batches ran after
+FIT = textwrap.dedent("""
+    import os, signal, sys, traceback
+    import torch
+    from mlproject.config import TrainConfig
+    from mlproject.data import create_dataset, peek_dataset
+    from mlproject.models import create_model
+    from mlproject.signals import exit_code, handle_signals
+    from mlproject.train import fit
+
+    cfg = TrainConfig(model="softmax", epochs=3, batch_size=64, num_workers=0).validate()
+    data = create_dataset(cfg)
+    model, _ = create_model(cfg, peek_dataset(cfg))
+    batches = []
+    model.net.register_forward_hook(lambda *a: batches.append(1))
+    handle_signals()
+
+    def on_epoch(stats):
+        os.kill(os.getpid(), signal.SIG{name})  # the handler runs now; the callback must go on
+        batches.clear()
+        print("callback finished", flush=True)
+
+    try:
+        fit(model, data, cfg, torch.device("cpu"), on_epoch=on_epoch)
+    except KeyboardInterrupt as e:
+        where = traceback.extract_tb(e.__traceback__)[-1].name
+        print(f"{{e}} in {{where}} after {{len(batches)}} batches", flush=True)
+        sys.exit(exit_code(e))
+""")
+
+
+@pytest.mark.parametrize("name, code", [("TERM", 143), ("INT", 130)])
+def test_a_signal_inside_fit_is_raised_at_the_next_stop_point_not_inside_the_callback(name, code):
+    proc = subprocess.run([sys.executable, "-c", FIT.format(name=name)], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.returncode == code, proc.stderr[-3000:]
+    shown = "SIGTERM" if name == "TERM" else "SIGINT (Ctrl-C)"
+    assert proc.stdout.splitlines() == ["callback finished",
+                                        f"{shown} in stop_point after 0 batches"]

@@ -8,6 +8,7 @@ there), and reads the results back with Optuna and MlflowClient.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import subprocess
@@ -69,7 +70,9 @@ class Tune:
         env = {k: v for k, v in os.environ.items()
                if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")}
         # one torch thread: 2 threads on 2 busy cores make epochs 10-30x slower
-        env.update(MLFLOW_TRACKING_URI=self.uri, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        # PYTHONFAULTHANDLER: a tune that hangs shows every thread's stack when wait_exit aborts it
+        env.update(MLFLOW_TRACKING_URI=self.uri, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   PYTHONFAULTHANDLER="1")
         self.env = env
         self.n = 0
 
@@ -151,9 +154,12 @@ def wait_exit(proc: subprocess.Popen, timeout: float = WAIT_TIMEOUT_S) -> int:
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGABRT)  # faulthandler (PYTHONFAULTHANDLER) writes where each thread is
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        pytest.fail(f"tune did not exit within {timeout} s:\n" + proc.err_path.read_text()[-3000:])
+        pytest.fail(f"tune did not exit within {timeout} s; its stacks then:\n" + proc.err_path.read_text()[-6000:])
 
 
 def by_trial_number(children) -> dict[int, list]:

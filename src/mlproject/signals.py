@@ -7,9 +7,18 @@ later, the study's parent run KILLED) runs for the SIGTERM that Slurm, Kubernete
     try: ...
     except KeyboardInterrupt as e:
         sys.exit(exit_code(e))     # 130 (SIGINT) or 143 (SIGTERM), the shells' 128 + signal number
+
+Where the process is at a signal decides how it stops. Outside the training loop `Interrupted` is
+raised at once, wherever the main thread is. Inside it (`stop_points()`: the training loop, its
+validation passes and its per-epoch callbacks, where a process spends nearly all its time) the
+signal is only noted, and `Interrupted` is raised at the next `stop_point()`, after the current
+batch: an exception raised inside SQLAlchemy, MLflow or Optuna (a trial reporting its epoch to the
+storage, a batch of metrics on its way) can leave a lock held or a transaction open, and the
+clean-up that follows then waits on it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -39,6 +48,8 @@ def exit_code(e: BaseException) -> int:
 # its worker processes too, so a worker may get one from each within milliseconds.
 SAME_REQUEST_S = 0.5
 _first_at: float | None = None
+_caught: int | None = None  # the first signal, until it is raised
+_deferring = 0  # depth of stop_points() regions (fit in cross_validate: nested)
 
 
 def _second(signum, frame):
@@ -49,11 +60,34 @@ def _second(signum, frame):
 
 
 def _first(signum, frame):
-    global _first_at
+    global _first_at, _caught
     _first_at = time.monotonic()
     for s in NAMES:
         signal.signal(s, _second)
+    if _deferring:
+        _caught = signum  # raised at the next stop_point()
+        return
     raise Interrupted(signum)
+
+
+def stop_point() -> None:
+    """Raise the Interrupted that a signal asked for inside stop_points(), if any (once)."""
+    global _caught
+    if _caught is not None:
+        signum, _caught = _caught, None
+        raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def stop_points():
+    """Inside, a signal raises Interrupted only at a stop_point() (and, at the latest, on leaving)."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    stop_point()  # after the region's last batch (not in `finally`: an exception on its way out goes on)
 
 
 def handle_signals() -> None:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .data import Split, Splits, fold_splits, refit_splits
 from .models import Classifier
+from .signals import stop_point, stop_points
 
 
 class TrainingDiverged(RuntimeError):
@@ -209,8 +210,15 @@ def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
     """Train `model` on data.train for cfg.epochs, validating on data.val after every epoch.
 
     `on_epoch(stats)` runs after each epoch (logging, Optuna pruning); an exception it raises
-    stops training. Raises TrainingDiverged when an epoch's mean loss is not finite.
+    stops training. Raises TrainingDiverged when an epoch's mean loss is not finite. SIGTERM and
+    SIGINT stop it after the current batch (mlproject.signals.stop_points).
     """
+    with stop_points():
+        return _fit(model, data, cfg, device, on_epoch)
+
+
+def _fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
+         on_epoch: Callable[[EpochStats], None] | None) -> History:
     seed_everything(cfg.seed)
     model.to(device)
     channels_last = device.type == "cuda"
@@ -229,6 +237,7 @@ def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
     history = History()
     epochs = _progress(range(1, cfg.epochs + 1), desc="epochs", unit="epoch")
     for epoch in epochs:
+        stop_point()  # a signal during the previous epoch's on_epoch
         model.train()
         lr = optimizer.param_groups[0]["lr"]
         loss_sum = torch.zeros((), device=device)
@@ -255,6 +264,7 @@ def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
             loss_sum += loss.detach() * len(labels)
             correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
+            stop_point()
         train_loss = loss_sum.item() / seen  # the one host sync of the epoch
         epoch_time = time.perf_counter() - start
         history.train_time_s += epoch_time
@@ -325,6 +335,7 @@ def evaluate(model: Classifier, split: Split, device: torch.device, batch_size: 
         losses.append(F.cross_entropy(logits, labels, reduction="sum"))
         probs.append(torch.softmax(logits, 1))
         labels_all.append(labels)
+        stop_point()  # a signal during a validation pass (inside fit's stop_points)
     p = torch.cat(probs).cpu().numpy()  # one sync, after the last batch
     elapsed = time.perf_counter() - start
     y_true = torch.cat(labels_all).cpu().numpy()
