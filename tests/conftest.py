@@ -172,3 +172,13 @@ def drop_mlflow_store_template():
 
     for template in _TEMPLATE:
         shutil.rmtree(template.parent, ignore_errors=True)
+
+
+def check_declared(recorded: dict, options: tuple[str, ...] = ()) -> None:
+    """A run recorded every metric the catalogue (mlproject.metrics) declares for a run with
+    `options` ("cv", "features", "analysis"), and nothing it does not declare."""
+    from mlproject.metrics import METRICS, PREFIXES
+
+    expected = {n for n, m in METRICS.items() if m.only_with in ("", *options)}
+    assert sorted(expected - set(recorded)) == []
+    assert sorted(k for k in recorded if k not in expected and not k.startswith(tuple(PREFIXES))) == []

@@ -19,6 +19,8 @@ from mlproject.data import Split, Splits, create_dataset, cv_folds, cv_pool, fol
 from mlproject.train import cross_validate, evaluate
 from tuning.study import SAMPLERS
 
+from conftest import check_declared
+
 K = 3
 CHEAP = ["--model", "softmax", "--epochs", "1", "--num-workers", "0", "--batch-size", "128"]
 
@@ -126,6 +128,7 @@ def test_train_cv_records_folds_mean_std_and_the_refit_model(store):
             assert len(history(store, rid, f"fold_{i}/{name}")) == 1, (i, name)
     assert f"fold_{K + 1}/val_accuracy" not in m
     assert m["cv_folds"] == K
+    check_declared(m, ("cv", "analysis"))
     assert m["cv_val_accuracy_mean"] == pytest.approx(np.mean(folds))
     assert m["cv_val_accuracy_std"] == pytest.approx(np.std(folds))
     assert m["cv_val_loss_mean"] == pytest.approx(np.mean([m[f"fold_{i}/val_loss"] for i in range(1, K + 1)]))
@@ -143,8 +146,10 @@ def test_train_cv_records_folds_mean_std_and_the_refit_model(store):
 
 @pytest.mark.slow
 def test_tune_cv_study_values_are_the_fold_means_and_keeps_the_refit_model(store):
+    # a --cv metric as a constraint (a loose bound: both trials feasible)
     result = run_tune("--cv", str(K), "--trials", "2", "--sampler", "random", "--lr", "0.05:0.5",
-                      "--weight-decay", "0", "--momentum", "0.9", "--study-name", "cv")
+                      "--weight-decay", "0", "--momentum", "0.9", "--study-name", "cv",
+                      "--constraint", "cv_val_accuracy_std<=0.5")
     assert result.exit_code == 0, result.output + str(result.exception)
     study = optuna.load_study(study_name="cv", storage="sqlite:///optuna.db")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
@@ -153,6 +158,9 @@ def test_tune_cv_study_values_are_the_fold_means_and_keeps_the_refit_model(store
         run = store.get_run(t.user_attrs["mlflow_run_id"])
         m = run.data.metrics
         assert t.value == pytest.approx(m["cv_val_accuracy_mean"]) == pytest.approx(m["val_accuracy"])
+        assert t.constraints == {"cv_val_accuracy_std<=0.5": pytest.approx(m["cv_val_accuracy_std"] - 0.5)}
+        assert run.data.tags["optuna.feasible"] == "true"
+        check_declared(m, ("cv",))
         # reported after each fold (step = fold): the fold's validation accuracy
         assert sorted(t.intermediate_values) == list(range(1, K + 1))
         for i, v in t.intermediate_values.items():

@@ -27,13 +27,28 @@ def test_every_recorded_metric_is_an_objective_the_right_way_round_and_a_constra
     objectives = parse_objectives([",".join(names)])  # each with its inferred direction
     assert [o.metric for o in objectives] == names
     for o in objectives:
-        # higher is better for accuracies and throughputs; lower for losses, times, sizes, parameter counts
-        higher = any(word in o.metric for word in ("accuracy", "throughput"))
-        assert higher or any(word in o.metric for word in ("loss", "time_s", "size_mb", "params")), \
+        # lower is better for a spread over --cv folds; higher for accuracies and throughputs; lower
+        # for losses, times, sizes, parameter counts
+        spread = o.metric.endswith("_std")
+        higher = not spread and any(word in o.metric for word in ("accuracy", "throughput"))
+        assert higher or spread or any(word in o.metric for word in ("loss", "time_s", "size_mb", "params")), \
             f"{o.metric}: say here which way it is better"
         assert (o.direction, o.optuna_direction) == (("max", "maximize") if higher else ("min", "minimize")), o
     assert [(c.metric, c.op, c.bound) for c in parse_constraints([f"{n}>=0.5" for n in names])] == \
         [(n, ">=", 0.5) for n in names]
+
+
+def test_cv_metrics_are_objectives_and_constraints_only_with_cv():
+    assert parse_objectives(["cv_val_accuracy_std"], cv=5) == [Objective("cv_val_accuracy_std", "min")]
+    assert parse_objectives(["cv_val_accuracy_mean"], cv=5) == [Objective("cv_val_accuracy_mean", "max")]
+    assert [str(c) for c in parse_constraints(["cv_val_accuracy_std<=0.02"], cv=5)] == ["cv_val_accuracy_std<=0.02"]
+    without = r"cv_val_accuracy_std: recorded only with --cv K \(cross-validation\); add --cv 5, or use val_accuracy$"
+    with pytest.raises(ConfigError, match="^--objective " + without):
+        parse_objectives(["cv_val_accuracy_std"], cv=0)
+    with pytest.raises(ConfigError, match="^--constraint " + without):
+        parse_constraints(["cv_val_accuracy_std<=0.02"], cv=0)
+    with pytest.raises(ConfigError, match=r"unknown --objective metric 'lr'"):  # recorded, but no goal
+        parse_objectives(["lr"], cv=5)
 
 
 @pytest.mark.parametrize("texts, message", [

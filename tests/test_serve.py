@@ -1,5 +1,5 @@
 """Serving: a registered model answers REST requests with class probabilities and labels, the
-same labels `mlflow.pyfunc` gives; the README's curl request works as written."""
+same labels `mlflow.pyfunc` gives; the curl request in docs/serving.md works as written."""
 import json
 import os
 import re
@@ -38,11 +38,10 @@ def digits(n: int) -> np.ndarray:
 
 
 def readme_request() -> tuple[str, dict]:
-    """(URL, JSON body) of the curl request in the README's Serving section."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Serving"):]
+    """(URL, JSON body) of the curl request in docs/serving.md (the README's former Serving section)."""
+    section = (ROOT / "docs" / "serving.md").read_text()
     m = re.search(r"curl .*?(http://127\.0\.0\.1:\d+/invocations).*?-d '(\{.*?\})'", section, re.S)
-    assert m, "no curl request in the README's Serving section"
+    assert m, "no curl request in docs/serving.md"
     return m.group(1), json.loads(m.group(2))
 
 
@@ -70,7 +69,7 @@ def test_rest_handler_answers_labels_and_probabilities(registered):
                          model.metadata.get_input_schema())
     assert answer.status == 200, answer.response
     check_response(json.loads(answer.response), x, model)
-    # the README's request body is valid for this model: 1 image, 1 x 8 x 8
+    # the request body in docs/serving.md is valid for this model: 1 image, 1 x 8 x 8
     _, body = readme_request()
     assert np.asarray(body["inputs"]).shape == (1, 1, 8, 8)
 
@@ -105,7 +104,7 @@ def test_mlflow_models_serve_on_loopback(registered, tmp_path):
         model = mlflow.pyfunc.load_model(registered)
         x = digits(16)
         check_response(post({"inputs": x.tolist()}), x, model)
-        # the README's request, as written (its port replaced by this server's)
+        # docs/serving.md's request, as written (its port replaced by this server's)
         readme_url, body = readme_request()
         assert readme_url.endswith("/invocations")
         check_response(post(body), np.asarray(body["inputs"], dtype=np.float32), model)

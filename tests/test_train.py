@@ -309,3 +309,14 @@ def test_compile_trains_to_the_same_accuracy():
         fit(model, data, cfg, CPU)
         results.append(evaluate(model, data.test, CPU).accuracy)
     assert results[0] > 0.85 and abs(results[0] - results[1]) <= 0.02
+
+
+def test_epoch_stats_are_the_catalogues_epoch_metrics():
+    """What fit reports per epoch is what mlproject.metrics declares per epoch, in its order (runs
+    log EpochStats' fields under these names)."""
+    from dataclasses import fields
+
+    from mlproject.metrics import epoch_metrics
+    from mlproject.train import EpochStats
+
+    assert tuple(f.name for f in fields(EpochStats)) == ("epoch", *epoch_metrics())

@@ -541,6 +541,8 @@ def test_a_constraint_keeps_infeasible_trials_from_the_best(store):
     (["--objective", "val_accuracy", "--objective", "val_accuracy"], "--objective 'val_accuracy' given twice"),
     (["--constraint", "model_size_mb<5"], "--constraint 'model_size_mb<5': give METRIC<=VALUE or METRIC>=VALUE"),
     (["--constraint", "size<=5"], "unknown --constraint metric 'size'"),
+    (["--objective", "cv_val_accuracy_std"],
+     "--objective cv_val_accuracy_std: recorded only with --cv K (cross-validation); add --cv 5, or use val_accuracy"),
     (["--dataset", "digits,mnist"], "--dataset 'digits,mnist': cannot vary within one study"),
     (["--val-fraction", "0.1,0.2"], "--val-fraction '0.1,0.2': cannot vary within one study"),
     (["--model", "softmax,lenett5"], "unknown model 'lenett5' (did you mean: lenet5"),

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .data import Split, Splits, fold_splits, refit_splits
+from .metrics import curves
 from .models import Classifier
 from .signals import stop_point, stop_points
 
@@ -80,7 +81,7 @@ class CrossValidation:
         """cv_folds, cv_<metric>_mean and cv_<metric>_std (population std, as numpy's and
         scikit-learn's) of the folds' last-epoch metrics, and refit_time_s."""
         out = {"cv_folds": float(len(self.folds)), "refit_time_s": self.refit.train_time_s}
-        for name in ("val_accuracy", "val_loss", "train_accuracy", "train_loss"):
+        for name in curves():
             values = np.array([getattr(h.epochs[-1], name) for h in self.folds], dtype=np.float64)
             out[f"cv_{name}_mean"] = float(values.mean())
             out[f"cv_{name}_std"] = float(values.std())
@@ -314,7 +315,7 @@ def cross_validate(model: Classifier, data: Splits, cfg: TrainConfig, device: to
     for e in range(cfg.epochs):
         rows = [h.epochs[e] for h in folds]
         avg = {n: float(np.mean([getattr(r, n) for r in rows]))
-               for n in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time_s")}
+               for n in (*curves(), "epoch_time_s")}
         mean.epochs.append(EpochStats(e + 1, lr=rows[0].lr, **avg))
     return CrossValidation(folds, mean, refit)
 

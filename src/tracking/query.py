@@ -29,10 +29,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlproject.config import listed, suggest
+from mlproject.metrics import Tags
 
-ROLE_TAG = "mlproject.role"
+ROLE_TAG = Tags.ROLE
 NOT_TRAINING = ("study", "report", "outliers")  # roles of runs that hold no trained model's numbers
-STUDY_TAG = "optuna.study"
+STUDY_TAG = Tags.STUDY
 PARENT_TAG = "mlflow.parentRunId"
 CONFUSION_MATRIX = "test/confusion_matrix.json"
 META = ["run_id", "run_name", "experiment_id", "experiment", "status", "start_time"]

@@ -90,7 +90,7 @@ def log_dataset(info, sample_images: np.ndarray | None = None, sample_labels: np
     if sample_images is None:
         return
     now = int(time.time() * 1000)
-    data_metrics = {
+    data_metrics = {  # declared in mlproject.metrics
         "data_images": info.num_images, "data_train_images": info.split_sizes["train"],
         "data_val_images": info.split_sizes["val"], "data_test_images": info.split_sizes["test"],
         "data_bytes_per_image": info.bytes_per_image, "data_size_mb": info.total_bytes / 1e6,

@@ -35,11 +35,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlproject.errors import chained
+from mlproject.metrics import Tags
 
 from .env import run_id_from_env
 
 _logger = logging.getLogger(__name__)
-FAILURE_TAG = "mlproject.failure"
+FAILURE_TAG = Tags.FAILURE
 # MLflow rejects param values over 6,000 characters (MAX_PARAM_VAL_LENGTH in mlflow 3.x)
 MAX_PARAM_LENGTH = 6000
 
@@ -479,7 +480,7 @@ def log_files_run(experiment: str, role: str, out_dir: str, files: list[str], pa
     relative to `out_dir`) as artifacts under `ROLE/`, plus `params` and `metrics`: what
     `mlproject report` and `mlproject outliers` leave. Returns its id."""
     name = unique_run_name(experiment, role)
-    with training_run(experiment, run_name=name, tags={"mlproject.role": role}) as run:
+    with training_run(experiment, run_name=name, tags={Tags.ROLE: role}) as run:
         log_params(params)
         if metrics:
             mlflow.log_metrics(metrics)

@@ -15,18 +15,14 @@ import math
 import re
 from dataclasses import dataclass
 
-from mlproject.config import ConfigError, unknown
+from mlproject import metrics
+from mlproject.config import ConfigError
 
-# Every metric a trial records, with the direction that is better. The summary metrics are
-# mlproject.app.experiment._results'; the epoch ones are the last epoch's (their MLflow series'
-# latest value); tests/test_tune.py checks a real trial's run records each of them.
-EPOCH_METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
-TRIAL_METRICS = {
-    "val_accuracy": "max", "val_loss": "min", "train_accuracy": "max", "train_loss": "min",
-    "final_val_accuracy": "max", "final_train_accuracy": "max", "test_accuracy": "max", "test_loss": "min",
-    "train_time_s": "min", "test_time_s": "min", "train_throughput_ips": "max", "test_throughput_ips": "max",
-    "model_size_mb": "min", "params_total": "min", "params_trainable": "min",
-}
+# What a trial records (mlproject.metrics, the catalogue): its run's summary metrics and its last
+# epoch's; the ones with a better direction can be objectives and constraints, the cv_* ones only
+# with --cv. tests/test_tune.py checks a real trial's run records each of them.
+EPOCH_METRICS = metrics.curves()  # prunable: reported after every epoch
+TRIAL_METRICS = metrics.goals()  # {name: "max" | "min"}, the --cv ones included
 DEFAULT_OBJECTIVE = "val_accuracy"
 # Trials tied on the (single) objective are ranked by the lower validation loss (the model more
 # sure of the same right answers; on digits' 180 validation images accuracy moves in steps of
@@ -66,20 +62,14 @@ def _items(texts) -> list[str]:
     return [t.strip() for text in texts or () for t in str(text).split(",") if t.strip()]
 
 
-def _metric(name: str, option: str) -> str:
-    if name not in TRIAL_METRICS:
-        raise unknown(f"{option} metric", name, TRIAL_METRICS, show=len(TRIAL_METRICS))
-    return name
-
-
-def parse_objectives(texts) -> list[Objective]:
+def parse_objectives(texts, cv: int | None = None) -> list[Objective]:
     """`METRIC` or `METRIC:min|max` per item (direction inferred from TRIAL_METRICS when left
-    out); [val_accuracy:max] when none. ConfigError on an unknown metric, a bad direction or a
-    metric given twice."""
+    out); [val_accuracy:max] when none. ConfigError on an unknown metric, a cv_* metric without
+    `cv` (when given), a bad direction or a metric given twice."""
     out = []
     for item in _items(texts) or [DEFAULT_OBJECTIVE]:
         name, _, direction = item.partition(":")
-        name = _metric(name.strip(), "--objective")
+        name = metrics.usable(name.strip(), "--objective", cv)
         direction = direction.strip().lower() or TRIAL_METRICS[name]
         if direction not in ("min", "max"):
             raise ConfigError(f"--objective {item!r}: direction {direction!r} must be min or max")
@@ -92,24 +82,25 @@ def parse_objectives(texts) -> list[Objective]:
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
-def parse_constraints(texts) -> list[Constraint]:
+def parse_constraints(texts, cv: int | None = None) -> list[Constraint]:
     """`METRIC<=VALUE` or `METRIC>=VALUE` per item. ConfigError on a malformed item, an unknown
-    metric or the same bound given twice (one <= and one >= on a metric make a band: allowed)."""
+    metric (or a cv_* one without `cv`, when given) or the same bound given twice (one <= and
+    one >= on a metric make a band: allowed)."""
     out = []
     for item in _items(texts):
         m = _CONSTRAINT.match(item)
         if not m:
             raise ConfigError(f"--constraint {item!r}: give METRIC<=VALUE or METRIC>=VALUE, e.g. model_size_mb<=5")
-        c = Constraint(_metric(m.group(1), "--constraint"), m.group(2), float(m.group(3)))
+        c = Constraint(metrics.usable(m.group(1), "--constraint", cv), m.group(2), float(m.group(3)))
         if any((o.metric, o.op) == (c.metric, c.op) for o in out):
             raise ConfigError(f"--constraint: {c.metric} {c.op} given twice; give each bound once")
         out.append(c)
     return out
 
 
-def recorded(metrics: dict, last_epoch) -> dict[str, float]:
+def recorded(run_metrics: dict, last_epoch) -> dict[str, float]:
     """A trial's TRIAL_METRICS from its run's summary metrics and its last epoch's stats."""
-    out = {**metrics, **{n: getattr(last_epoch, n) for n in EPOCH_METRICS}}
+    out = {**run_metrics, **{n: getattr(last_epoch, n) for n in EPOCH_METRICS}}
     return {n: float(out[n]) for n in TRIAL_METRICS if n in out}
 
 

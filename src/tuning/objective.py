@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 import tracking
 from mlproject.config import TrainConfig
 from mlproject.data import Splits
+from mlproject.metrics import SAMPLED_PREFIX, Tags, trials_table
 from mlproject.train import FoldStats, History, TrainingDiverged
 
 from . import goals
@@ -131,7 +132,7 @@ class Worker:
             trial.report(value, step)
             if trial.should_prune():
                 trial.set_user_attr(f"pruned_{unit}", step)
-                tracking.set_tags({"optuna.state": "PRUNED", f"optuna.pruned_{unit}": str(step)})
+                tracking.set_tags({Tags.STATE: "PRUNED", f"{Tags.PRUNED_AT}{unit}": str(step)})
                 raise Pruned(f"pruned after {unit} {step} ({self.prune_on} {value:.4f})")
 
         def started(run_id):
@@ -149,9 +150,9 @@ class Worker:
         try:
             result = self.trainer.train_trial(
                 cfg, prepared, self.parent_run_id,
-                tags={"optuna.study": trial.study.study_name, "optuna.trial_number": str(trial.number),
-                      "optuna.state": "RUNNING"},
-                params={f"sampled.{k}": v for k, v in overrides.items() if k in trial.params},
+                tags={Tags.STUDY: trial.study.study_name, Tags.TRIAL_NUMBER: str(trial.number),
+                      Tags.STATE: "RUNNING"},
+                params={f"{SAMPLED_PREFIX}{k}": v for k, v in overrides.items() if k in trial.params},
                 on_epoch=report, on_run_start=started, keep_model=keep, system_metrics=self.system_metrics)
         except optuna.TrialPruned:
             raise
@@ -162,25 +163,25 @@ class Worker:
                 raise  # no tag then: the server is gone (objective, above)
             if self.verbose or not isinstance(e, EXPECTED_FAILURES):
                 self._tracebacks[trial.number] = traceback.format_exc()
-            tracking.set_run_tags(trial.user_attrs.get("mlflow_run_id"), {"optuna.state": "FAIL"})
+            tracking.set_run_tags(trial.user_attrs.get("mlflow_run_id"), {Tags.STATE: "FAIL"})
             raise
         values = goals.recorded(result.metrics, result.history.epochs[-1])
         objective_values = [values[o.metric] for o in self.objectives]
         if not all(math.isfinite(v) for v in objective_values):  # before the run is tagged COMPLETE: this trial FAILs
             trial.set_user_attr("fail_reason", "an objective is not finite (empty validation split?): "
                                 + ", ".join(f"{o.metric}={v}" for o, v in zip(self.objectives, objective_values)))
-            tracking.set_run_tags(result.run_id, {"optuna.state": "FAIL"})
+            tracking.set_run_tags(result.run_id, {Tags.STATE: "FAIL"})
             raise TrainingDiverged(trial.user_attrs["fail_reason"])
-        tags = {"optuna.state": "COMPLETE"}
+        tags = {Tags.STATE: "COMPLETE"}
         if self.constraints:
             for c in self.constraints:
                 trial.set_constraint(str(c), c.violation(values[c.metric]))
             broken = goals.violated(self.constraints, values)
-            tags["optuna.feasible"] = "false" if broken else "true"
+            tags[Tags.FEASIBLE] = "false" if broken else "true"
             if broken:
-                tags["optuna.violated"] = "; ".join(broken)
+                tags[Tags.VIOLATED] = "; ".join(broken)
         trial.set_user_attr("metrics", values)
-        for name in ("test_accuracy", "train_time_s", "model_size_mb"):  # the trials table's columns
+        for name in trials_table():  # in Optuna's own trials table (dashboard, trials_dataframe) too
             trial.set_user_attr(name, values[name])
         if result.model_uri:
             trial.set_user_attr("model_uri", result.model_uri)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import tracking
 from mlproject.config import ConfigError, TrainConfig
+from mlproject.metrics import Tags
 from mlproject.signals import exit_code, handle_signals, leave_heap_to_the_os
 
 from . import study as studies
@@ -87,12 +88,13 @@ def check(train_options: dict, searched: dict, options: StudyOptions) -> Plan:
     adds them). `tune` runs them before it imports its trainer (torch and MLflow: seconds), so
     bad input is answered at once."""
     options.validate()
-    objectives = goals.parse_objectives(options.objectives)
-    constraints = goals.parse_constraints(options.constraints)
+    cv = int(train_options.get("cv") or 0)  # never searched: every trial sees the same folds
+    objectives = goals.parse_objectives(options.objectives, cv)
+    constraints = goals.parse_constraints(options.constraints, cv)
     if len(objectives) > 1 and options.sampler not in studies.MULTI_OBJECTIVE_SAMPLERS:
         raise ConfigError(f"--sampler {options.sampler} optimises one objective; with "
                           f"{len(objectives)} use {', '.join(studies.MULTI_OBJECTIVE_SAMPLERS)}")
-    pruner, prune_on = _pruning(options.pruner, objectives, int(train_options.get("cv") or 0))
+    pruner, prune_on = _pruning(options.pruner, objectives, cv)
     space = SearchSpace.parse(searched, train_options)
     base = _checked_base(TrainConfig(**{**train_options, **space.fixed_options}), space)
     studies.create_sampler(options.sampler, space, base.seed)  # grid over a continuous range fails here
@@ -185,7 +187,7 @@ def close_stale_run(study, trial) -> None:
     """A trial whose worker died (no heartbeat): its MLflow run ends KILLED, not RUNNING."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
-        tracking.set_run_tags(run_id, {"optuna.state": "FAIL"})
+        tracking.set_run_tags(run_id, {Tags.STATE: "FAIL"})
         tracking.end_run(run_id, "KILLED", "worker stopped sending heartbeats (killed?); trial re-run")
 
 
@@ -195,13 +197,13 @@ def close_orphaned_runs(study, parent: str) -> None:
     re-run as any failed trial is. Each invocation does it once the server answers again."""
     from optuna.trial import TrialState
 
-    open_runs = tracking.child_runs(parent, {"optuna.state": "RUNNING"})
+    open_runs = tracking.child_runs(parent, {Tags.STATE: "RUNNING"})
     if not open_runs:
         return
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         run_id = t.user_attrs.get("mlflow_run_id")
         if run_id in open_runs:
-            tracking.set_run_tags(run_id, {"optuna.state": "FAIL"})
+            tracking.set_run_tags(run_id, {Tags.STATE: "FAIL"})
             if open_runs[run_id] == "RUNNING":
                 tracking.end_run(run_id, "KILLED", "the tracking server was unreachable; trial re-run ("
                                  + t.user_attrs.get("fail_reason", "") + ")")
@@ -304,7 +306,7 @@ def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float =
 def _resumed_parent(run_id: str, env_run_id: str | None) -> str:
     tracking.resume_run(run_id)
     if env_run_id and env_run_id != run_id:  # a resumed study under `mlflow run`: point there
-        tracking.set_run_tags(env_run_id, {"mlproject.parent_run": run_id})
+        tracking.set_run_tags(env_run_id, {Tags.PARENT_RUN: run_id})
         tracking.end_run(env_run_id, "FINISHED")
     return run_id
 
@@ -313,8 +315,8 @@ def _new_parent(study, p: Plan, env_run_id: str | None) -> str:
     """The parent run (`mlflow run`'s, or a new one) with the study's params, tags, saved view
     and dataset analysis; its id stored in the study."""
     o = p.options
-    tags = {"optuna.study": o.study_name, "optuna.sampler": o.sampler, "optuna.pruner": o.pruner,
-            "optuna.storage": studies.redact(o.storage), "mlproject.role": "study"}
+    tags = {Tags.STUDY: o.study_name, Tags.SAMPLER: o.sampler, Tags.PRUNER: o.pruner,
+            Tags.STORAGE: studies.redact(o.storage), Tags.ROLE: "study"}
     if env_run_id:
         run_id = env_run_id
         tracking.set_run_tags(run_id, tags)
@@ -353,7 +355,7 @@ def execute(p: Plan) -> int:
     try:
         parent, samples = _parent_run(study, storage, p, tracking.detach_env_run())
         close_orphaned_runs(study, parent)
-        tracking.set_run_tags(parent, {"optuna.trials": p.options.trials})  # a tag: --trials may grow on resume
+        tracking.set_run_tags(parent, {Tags.TRIALS: p.options.trials})  # a tag: --trials may grow on resume
         start = time.perf_counter()
         status, code, reason = "FINISHED", 0, None
         # the machine's CPU, memory and GPU use while the trials run, into the parent (resumed: after

@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 import tracking
+from mlproject.metrics import BEST_PREFIX, METRICS, Tags, trials_table
 
 from . import goals
 from . import study as studies
@@ -117,8 +118,8 @@ def record(study, storage, p, parent: str, wall_time_s: float) -> None:
         metrics["pareto_size"] = len(front)
     tracking.log_run_metrics(parent, metrics)
     if best is not None:
-        tracking.set_run_tags(parent, {"best.trial": best.number, "best.value": f"{best.values[0]:.6f}",
-                                       **{f"best.{k}": v for k, v in best.params.items()}})
+        tracking.set_run_tags(parent, {f"{BEST_PREFIX}trial": best.number, f"{BEST_PREFIX}value": f"{best.values[0]:.6f}",
+                                       **{f"{BEST_PREFIX}{k}": v for k, v in best.params.items()}})
     df = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration"),
                                 multi_index=False)
     tracking.log_run_text(parent, df.drop(columns=["user_attrs_metrics"], errors="ignore").to_csv(index=False),
@@ -139,7 +140,7 @@ def _tag_pareto(study, trials, front) -> None:
     for t in trials:
         run_id = t.user_attrs.get("mlflow_run_id")
         if t.state == TrialState.COMPLETE and run_id and tagged.get(str(t.number)) != (t.number in on):
-            tracking.set_run_tags(run_id, {"optuna.pareto": str(t.number in on).lower()})
+            tracking.set_run_tags(run_id, {Tags.PARETO: str(t.number in on).lower()})
             tagged[str(t.number)] = t.number in on
     study.set_user_attr("pareto_tags", tagged)
 
@@ -166,7 +167,7 @@ def _register(study, storage, front, p) -> None:
             uri = t.user_attrs.get("model_uri")
             if str(t.number) in versions or not uri:
                 continue  # registered by an earlier invocation, or no model (--no-log-model)
-            tags = {"optuna.study": p.options.study_name, "optuna.trial_number": t.number,
+            tags = {Tags.STUDY: p.options.study_name, Tags.TRIAL_NUMBER: t.number,
                     "mlflow_run_id": t.user_attrs.get("mlflow_run_id", ""),
                     **{o.metric: f"{v:.6g}" for o, v in zip(p.objectives, t.values)}}
             versions[str(t.number)] = tracking.register_model(uri, p.options.register_name, tags)
@@ -175,7 +176,7 @@ def _register(study, storage, front, p) -> None:
             on = {str(t.number) for t in front}
             for number, version in versions.items():
                 tracking.set_model_version_tags(p.options.register_name, version,
-                                                {"optuna.pareto": str(number in on).lower()})
+                                                {Tags.PARETO: str(number in on).lower()})
         champion = front[0]
         if str(champion.number) in versions:
             tracking.set_model_alias(p.options.register_name, CHAMPION, versions[str(champion.number)])
@@ -185,9 +186,6 @@ def _register(study, storage, front, p) -> None:
 
 
 CHAMPION = "champion"  # the registry alias of the study's best model
-
-
-SHORT = {"val_accuracy": "val_acc", "test_accuracy": "test_acc", "train_time_s": "train_s", "model_size_mb": "size_mb"}
 
 
 def table(study, p, parent: str, wall_time_s: float, top: int = 5) -> str:
@@ -202,13 +200,14 @@ def table(study, p, parent: str, wall_time_s: float, top: int = 5) -> str:
                       key=lambda t: goals.rank_key(p.objectives[0], t.values[0],
                                                    t.user_attrs.get("metrics", {}).get("val_loss"), t.number))[:top]
     names = sorted({k for t in done for k in t.params})
-    shown = [o.metric for o in p.objectives] + [m for m in SHORT if m not in {o.metric for o in p.objectives}]
-    head = ["trial", *names, *[SHORT.get(m, m) for m in shown]]
+    shown = [o.metric for o in p.objectives] + [m for m in trials_table() if m not in {o.metric for o in p.objectives}]
+    label = {m: METRICS[m].short for m in shown}
+    head = ["trial", *names, *label.values()]
     nan = float("nan")  # blank in the table, as a param a trial did not sample
 
     def row(t) -> dict:
         values = {**t.user_attrs.get("metrics", {}), **{o.metric: v for o, v in zip(p.objectives, t.values)}}
-        return {"trial": t.number, **t.params, **{SHORT.get(m, m): values.get(m, nan) for m in shown}}
+        return {"trial": t.number, **t.params, **{label[m]: values.get(m, nan) for m in shown}}
 
     best = pd.DataFrame([row(t) for t in done], columns=head, dtype=object)  # object: an int param stays an int
 
@@ -218,7 +217,7 @@ def table(study, p, parent: str, wall_time_s: float, top: int = 5) -> str:
     def number(value) -> str:
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
 
-    formats = {**{n: param for n in names}, **{SHORT.get(m, m): number for m in shown}}
+    formats = {**{n: param for n in names}, **{label[m]: number for m in shown}}
     c = counts(study)
     lines = [f"study {p.options.study_name}: {c['COMPLETE']} complete"
              + (f" ({c['INFEASIBLE']} infeasible)" if p.constraints else "")

@@ -27,6 +27,7 @@ from mlproject.config import TrainConfig
 from mlproject.data import Splits, check_cv, create_dataset, cv_pool, is_path, peek_dataset
 from mlproject.features import CachedFeatures, cached_features
 from mlproject.features import applies as features_apply
+from mlproject.metrics import epoch_metrics
 from mlproject.models import Classifier, ModelInfo, Probabilities, count_parameters, create_model, model_size_mb, set_normalisation
 from mlproject.train import (CrossValidation, EpochStats, Evaluation, FoldStats, History, cross_validate, evaluate,
                              fit, seed_everything, select_device)
@@ -173,14 +174,17 @@ def _run_tags(cfg: TrainConfig, p: Prepared, child: ChildRun | None) -> dict:
             **_versions(), **(child.tags if child else {})}
 
 
+def _epoch_metrics(stats: EpochStats) -> dict[str, float]:
+    """An epoch's metrics (mlproject.metrics.epoch_metrics: EpochStats' fields) by name."""
+    return {n: getattr(stats, n) for n in epoch_metrics()}
+
+
 def _fit_logged(cfg: TrainConfig, p: Prepared, run_id: str, on_epoch) -> History:
     """fit, with every epoch's metrics sent to the run (batched), then `on_epoch`."""
     epochs_log = tracking.MetricBuffer(run_id)
 
     def log_and_forward(stats: EpochStats) -> None:
-        epochs_log.log({"train_loss": stats.train_loss, "train_accuracy": stats.train_accuracy,
-                        "val_loss": stats.val_loss, "val_accuracy": stats.val_accuracy,
-                        "lr": stats.lr, "epoch_time_s": stats.epoch_time_s}, step=stats.epoch)
+        epochs_log.log(_epoch_metrics(stats), step=stats.epoch)
         if on_epoch is not None:
             on_epoch(stats)
 
@@ -199,23 +203,20 @@ def _cv_logged(cfg: TrainConfig, p: Prepared, run_id: str, on_fold) -> CrossVali
     log = tracking.MetricBuffer(run_id)
 
     def fold_epoch(fold: int, stats: EpochStats) -> None:
-        log.log({f"fold_{fold}/{n}": getattr(stats, n) for n in
-                 ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_time_s")}, step=stats.epoch)
+        log.log({f"fold_{fold}/{n}": v for n, v in _epoch_metrics(stats).items() if n != "lr"}, step=stats.epoch)
 
     def fold_done(stats: FoldStats) -> None:
         if on_fold is not None:
             on_fold(stats)
 
     def refit_epoch(stats: EpochStats) -> None:
-        log.log({f"refit/{n}": getattr(stats, n) for n in ("train_loss", "train_accuracy", "lr", "epoch_time_s")},
-                step=stats.epoch)
+        log.log({f"refit/{n}": v for n, v in _epoch_metrics(stats).items() if not n.startswith("val_")},
+                step=stats.epoch)  # the refit has no validation split
 
     try:
         cv = cross_validate(*p.trained, cfg, p.device, fold_epoch, fold_done, refit_epoch)
         for stats in cv.mean.epochs:
-            log.log({"train_loss": stats.train_loss, "train_accuracy": stats.train_accuracy,
-                     "val_loss": stats.val_loss, "val_accuracy": stats.val_accuracy,
-                     "lr": stats.lr, "epoch_time_s": stats.epoch_time_s}, step=stats.epoch)
+            log.log(_epoch_metrics(stats), step=stats.epoch)
     finally:  # a pruned or failed run keeps the folds it ran
         log.flush()
     return cv

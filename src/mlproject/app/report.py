@@ -73,17 +73,18 @@ import pandas as pd
 import tracking
 
 from mlproject.config import ConfigError, TrainConfig, suggest
+from mlproject.metrics import METRICS as CATALOGUE
+from mlproject.metrics import CLASS_ACCURACY_PREFIX, SAMPLED_PREFIX, Tags
 from tracking.query import study_params
+from tuning import goals
 
 KEY_PARAMS = ("model", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "epochs")
 # params that say where and how a run was recorded, not what was trained: never table columns
 # (class_names: logged with a model, so only the runs that hold one have it)
 BOOKKEEPING = ("experiment", "run_name", "data_dir", "num_workers", "log_model", "cache_features", "class_names")
-# metric -> table column
-METRICS = {"train_time_s": "train_time_s", "test_time_s": "test_time_s", "final_train_accuracy": "train_accuracy",
-           "final_val_accuracy": "val_accuracy", "test_accuracy": "test_accuracy", "model_size_mb": "model_size_mb",
-           "params_total": "params_total"}
-INTEGER_METRICS = ("params_total", "params_trainable")
+# metric -> table column (mlproject.metrics: in_report, column)
+METRICS = {m.name: m.report_column for m in CATALOGUE.values() if m.in_report}
+INTEGER_METRICS = tuple(m.name for m in CATALOGUE.values() if m.integer)
 ALIASES = {"train_time": "train_time_s", "test_time": "test_time_s", "model_size": "model_size_mb",
            "size": "model_size_mb", "params": "params_total", "parameters": "params_total",
            "train_acc": "train_accuracy", "val_acc": "val_accuracy", "test_acc": "test_accuracy",
@@ -91,13 +92,11 @@ ALIASES = {"train_time": "train_time_s", "test_time": "test_time_s", "model_size
            "learning_rate": "lr", "batch": "batch_size", "name": "run", "run_name": "run"}
 # table column -> the tag the tuning code sets on COMPLETE trial runs of multi-objective
 # (pareto) and constrained (feasible, violated) studies; shown where any selected run has it
-OUTCOME_TAGS = {"pareto": "optuna.pareto", "feasible": "optuna.feasible", "violated": "optuna.violated"}
+OUTCOME_TAGS = {"pareto": Tags.PARETO, "feasible": Tags.FEASIBLE, "violated": Tags.VIOLATED}
 # metric -> the better direction, for the grouped table's <column>_best (accuracy up, cost down)
-GROUP_METRICS = {"test_accuracy": "max", "final_val_accuracy": "max", "train_time_s": "min", "test_time_s": "min",
-                 "model_size_mb": "min"}
-CONSTRAINT = re.compile(r"\s*([\w./-]+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*")
+GROUP_METRICS = {m.name: m.better for m in sorted((m for m in CATALOGUE.values() if m.grouped), key=lambda m: m.grouped)}
 SCATTER_LOG_SPAN = 100  # a scatter's metric x spanning this factor or more is drawn on a log axis
-CLASS_PREFIX = "test_class_accuracy/"
+CLASS_PREFIX = CLASS_ACCURACY_PREFIX
 CM_COLUMNS = 4  # confusion matrices per row in confusion_matrices.png
 CM_MAX_PIXELS = 40e6  # the matrices together, at most (drawn at less than 100 dpi if need be)
 
@@ -261,8 +260,8 @@ def _wide(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple[str, str]]]
     put("run", names, "meta", "run_name")
     put("run_id", runs["run_id"], "meta", "run_id")
     put("experiment", runs["experiment"], "meta", "experiment")
-    put("study", tag("optuna.study"), "meta", "tags.optuna.study")
-    put("trial", _typed(tag("optuna.trial_number")), "meta", "tags.optuna.trial_number")
+    put("study", tag(Tags.STUDY), "meta", f"tags.{Tags.STUDY}")
+    put("trial", _typed(tag(Tags.TRIAL_NUMBER)), "meta", f"tags.{Tags.TRIAL_NUMBER}")
     put("status", runs["status"], "meta", "status")
     for column, name in OUTCOME_TAGS.items():
         values = tag(name)
@@ -311,17 +310,17 @@ def _columns(data: pd.DataFrame, source) -> tuple[list[str], dict[str, str]]:
     if (data["status"] != "FINISHED").any():
         cols.append("status")
     params = {c: n for c, (k, n) in source.items() if k == "param"}
-    sampled = {n[len("sampled."):] for n in params.values() if n.startswith("sampled.")}
+    sampled = {n[len(SAMPLED_PREFIX):] for n in params.values() if n.startswith(SAMPLED_PREFIX)}
     logged = set(params.values())
     order = [f.name for f in dataclasses.fields(TrainConfig)]
     rank = {n: i for i, n in enumerate(order)}
     shown, fixed = [], {}
     for c, n in sorted(params.items(), key=lambda kv: (rank.get(kv[1], len(rank)), kv[1])):
         # sampled.<name> repeats the run's own param <name>; shown only where that is missing
-        if (n.startswith("sampled.") and n[len("sampled."):] in logged) or n.startswith("space.") or n in BOOKKEEPING:
+        if (n.startswith(SAMPLED_PREFIX) and n[len(SAMPLED_PREFIX):] in logged) or n.startswith("space.") or n in BOOKKEEPING:
             continue
         varies = data[c].astype(str).nunique(dropna=False) > 1 or data[c].isna().any()
-        if n in KEY_PARAMS or n in sampled or n.startswith("sampled.") or varies:
+        if n in KEY_PARAMS or n in sampled or n.startswith(SAMPLED_PREFIX) or varies:
             shown.append(c)
         else:
             fixed[n] = str(data[c].iloc[0])
@@ -497,13 +496,14 @@ def constraints(checked: Checked) -> list[tuple[str, str, float, str]]:
     found = []
     for params in checked.studies.values():
         for text in re.split(r"[,;]", params.get("constraints") or ""):
-            m = CONSTRAINT.fullmatch(text)
-            if not m:
+            try:  # tune's own grammar: what tune accepted, it logged
+                parsed = goals.parse_constraints([text])
+            except ConfigError:  # a metric this version does not know: not drawn
                 continue
-            name, op, bound = m.groups()
-            column = metric_column(checked, name) or (name if name in checked.data else None)
-            if column is not None and (column, op, float(bound), text.strip()) not in found:
-                found.append((column, op, float(bound), text.strip()))
+            for c in parsed:
+                column = metric_column(checked, c.metric) or (c.metric if c.metric in checked.data else None)
+                if column is not None and (column, c.op, c.bound, str(c)) not in found:
+                    found.append((column, c.op, c.bound, str(c)))
     return found
 
 

@@ -1,7 +1,7 @@
 """`tune`: an Optuna study whose every trial is a tracked MLflow run.
 
     tune --trials 40                                    # TPE over lr, batch size, weight decay, momentum
-    tune --sampler grid --batch-size 16,32,128,256,512 --lr 0.0002,0.00005    # seed 000's grid
+    tune --sampler grid --batch-size 16,32,128,256,512 --lr 0.0002,0.00005 --optimizer adam --weight-decay 0  # seed 000
     tune --model resnet18 --freeze backbone --lr 1e-3:1e-1 --batch-size 64 --workers 2
 
 Thin: parse -> TrainConfig options, search texts and tuning.StudyOptions -> tuning.runner.check
