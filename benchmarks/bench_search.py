@@ -101,7 +101,7 @@ def run_study(tmp: Path, name: str, sampler: str, trials: int, searched: dict, t
     assert code == 0, f"study {name} exited {code}"
     study = optuna.load_study(study_name=name, storage=options.storage)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    front = goals.best_set(study.trials, plan.objectives)
+    front = goals.best_set(study, plan.objectives)
     return {"sampler": sampler, "trials": len(done), "wall_s": wall,
             "points": [tuple(t.values) for t in done], "front": [tuple(t.values) for t in front],
             "models_stored": len(in_log_model), "log_model_s": sum(in_log_model),

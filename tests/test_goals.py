@@ -108,11 +108,11 @@ def test_pareto_front_matches_a_brute_force_computation_and_optuna():
     points = [((a, s), 0.1) for a, s in itertools.product((0.8, 0.9, 0.95), (0.5, 1.0, 4.0))][::2] + \
              [((0.97, 8.0), 0.1), ((0.9, 0.5), 0.1)]
     study = _study(points, ["maximize", "minimize"])
-    front = best_set(study.trials, objs)
+    front = best_set(study, objs)
     brute = [t.number for t in study.trials
              if not any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values
                         for o in study.trials)]
-    assert sorted(t.number for t in front) == sorted(brute) == sorted(t.number for t in study.best_trials)
+    assert sorted(t.number for t in front) == sorted(brute)
     assert front[0].values[0] == max(t.values[0] for t in front)  # sorted by the first objective
 
 
@@ -120,15 +120,15 @@ def test_infeasible_trials_are_never_best_or_on_the_front():
     objs = [Objective("val_accuracy", "max"), Objective("model_size_mb", "min")]
     study = _study([((0.99, 0.1), 0.1), ((0.9, 1.0), 0.1), ((0.8, 2.0), 0.1)], ["maximize", "minimize"],
                    constraints=[1.0, 0.0, -1.0])
-    assert [t.number for t in best_set(study.trials, objs)] == [1]  # trial 0 dominates all, but is infeasible
+    assert [t.number for t in best_set(study, objs)] == [1]  # trial 0 dominates all, but is infeasible
     single = _study([((0.99,), 0.1), ((0.9,), 0.1)], ["maximize"], constraints=[0.5, -0.5])
-    assert [t.number for t in best_set(single.trials, objs[:1])] == [1] and single.best_trial.number == 1
+    assert [t.number for t in best_set(single, objs[:1])] == [1] and single.best_trial.number == 1
 
 
 def test_ties_are_broken_by_val_loss_then_trial_number():
     one = [Objective("val_accuracy", "max")]
     study = _study([((0.9667,), 0.30), ((0.9667,), 0.12), ((0.95,), 0.01), ((0.9667,), 0.12)], ["maximize"])
-    assert best_set(study.trials, one)[0].number == 1  # not trial 0 (first of the ties); 3 ties 1 on loss too
+    assert best_set(study, one)[0].number == 1  # not trial 0 (first of the ties); 3 ties 1 on loss too
     # entering the best set: only a strictly better rank (later trials never return to it)
     assert enters_best_set(study.trials, one, [0.9667], 0.11, 4)
     assert not enters_best_set(study.trials, one, [0.9667], 0.12, 4)

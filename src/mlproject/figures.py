@@ -413,7 +413,8 @@ def misclassified_figure(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndar
 
 def _to_uint8(x):
     """Min-max normalise every tile x[k] (any shape after the first axis) to 0..255, each on its own;
-    a constant tile becomes all zeros."""
+    a constant tile becomes all zeros. (torchvision's make_grid(normalize=True, scale_each=True)
+    does the same but returns one joined image: each tile here gets its own axes and title.)"""
     x = x.astype(np.float64)
     axes = tuple(range(1, x.ndim))
     lo, hi = x.min(axis=axes, keepdims=True), x.max(axis=axes, keepdims=True)

@@ -32,6 +32,8 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
+from .env import no_progress_bars
+
 MODEL_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyfunc_classifier.py")
 PROB_PREFIX = "p_"
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -77,7 +79,7 @@ def log_model(model: torch.nn.Module, example: np.ndarray, class_names: list[str
     if out.ndim != 2 or out.shape[1] != len(class_names):
         raise ValueError(f"the model gives {tuple(out.shape)} outputs for {len(class_names)} class names")
     signature = ModelSignature(inputs=infer_signature(example).inputs, outputs=output_schema(class_names))
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _no_progress_bars():
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), no_progress_bars():
         # no input example on purpose (see above): MLflow's reminder is noise here
         warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
         path = os.path.join(tmp, "module.pt")
@@ -95,7 +97,7 @@ def register_model(model_uri: str, name: str, tags: dict | None = None) -> str:
     the study's summary says it once, in its own words."""
     import io
 
-    with _no_progress_bars(), contextlib.redirect_stderr(io.StringIO()):
+    with no_progress_bars(), contextlib.redirect_stderr(io.StringIO()):
         version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()})
     return str(version.version)
 
@@ -140,23 +142,9 @@ def warm_model_logging() -> None:
         threading.Thread(target=warm, name="mlflow-requirements-scan", daemon=True).start()
 
 
-@contextlib.contextmanager
-def _no_progress_bars():
-    """MLflow draws a progress bar per artifact download (several per model load) on stderr."""
-    key, old = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
-
-
 def load_model(model_uri: str):
     """The pyfunc model at `model_uri` (runs:/ID/model, models:/NAME/VERSION, ...)."""
-    with _no_progress_bars():
+    with no_progress_bars():
         return mlflow.pyfunc.load_model(model_uri)
 
 
@@ -212,7 +200,7 @@ def find_model(ref: str) -> FoundModel:
     else:
         uri, name, run = *_registered_version(client, ref), None
     try:
-        with _no_progress_bars():
+        with no_progress_bars():
             info = mlflow.models.get_model_info(uri)
     except (MlflowException, OSError) as e:
         raise ModelNotFound(f"cannot read the model {ref!r} ({uri}): {str(e).splitlines()[0][:300]}") from None

@@ -18,9 +18,7 @@ experiments are not found.
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import mlflow
@@ -30,6 +28,8 @@ from mlflow.tracking import MlflowClient
 
 from mlproject.config import listed, suggest
 from mlproject.metrics import Tags
+
+from .env import no_progress_bars
 
 ROLE_TAG = Tags.ROLE
 NOT_TRAINING = ("study", "report", "outliers")  # roles of runs that hold no trained model's numbers
@@ -236,20 +236,12 @@ def select_runs(run_ids=(), experiments=(), studies=(), include_all: bool = Fals
 def confusion_matrices(run_ids, path: str = CONFUSION_MATRIX) -> dict[str, dict]:
     """{run_id: {"class_names": [...], "matrix": [[int, ...], ...]}} from each run's logged
     `path` (the format of mlproject.figures.confusion_matrix_data); runs without it are left out."""
-    from .logged_models import _no_progress_bars
-
-    client = MlflowClient()
     out = {}
-    folder = os.path.dirname(path)
-    with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
+    with no_progress_bars():
         for rid in run_ids:
             try:
-                if not any(a.path == path for a in client.list_artifacts(rid, folder)):
-                    continue
-                local = client.download_artifacts(rid, path, os.path.join(tmp, rid))
-                with open(local, encoding="utf-8") as f:
-                    data = json.load(f)
-            except (MlflowException, OSError, ValueError):
+                data = mlflow.artifacts.load_dict(f"runs:/{rid}/{path}")
+            except (MlflowException, OSError, ValueError):  # no such artifact, or not JSON
                 continue
             if isinstance(data, dict) and data.get("class_names") and data.get("matrix"):
                 out[rid] = data

@@ -392,15 +392,13 @@ def log_params(params: dict, run_id: str | None = None) -> None:
         client.log_batch(run_id, params=new, synchronous=True)
 
 
+# Why batches, every 5 s: bench_train measured a synchronous log_metrics at 5-30 ms per call on 2
+# shared cores, 3-6 % of a run of 0.15 s epochs when sent one call per epoch. Every 5 s, a 10 s
+# tuning trial sends two or three batches (bench_speed, sending every 1 s: 0.08 s, 0.8 % of such a
+# trial, a third of its tracking), and the UI still shows a long run's epochs within seconds.
 class MetricBuffer:
     """Per-epoch metrics sent in batches: an epoch that ends `every_s` or more after the last
-    send goes out at once (so long epochs appear live in the UI); shorter ones are gathered.
-
-    bench_train measured a synchronous log_metrics at 5-30 ms per call on 2 shared cores: 3-6 %
-    of a run of 0.15 s epochs when sent one call per epoch. Every 5 s: a 10 s tuning trial sends
-    two or three batches (bench_speed: at 1 s, the sends were 0.08 s = 0.8 % of such a trial,
-    a third of its tracking), and the UI still shows a long run's epochs within seconds.
-    """
+    send goes out at once (so long epochs appear live in the UI); shorter ones are gathered."""
 
     def __init__(self, run_id: str, every_s: float = 5.0):
         self.run_id, self.every_s = run_id, every_s

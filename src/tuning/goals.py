@@ -145,24 +145,26 @@ def best_trial(trials, objectives: list[Objective]):
     return min(done, key=lambda t: rank_key(objectives[0], t.values[0], _val_loss(t), t.number))
 
 
-def best_set(trials, objectives: list[Objective]) -> list:
+def best_set(study, objectives: list[Objective]) -> list:
     """The best trial (one objective) or the Pareto front of the feasible COMPLETE trials
-    (several), sorted by BEST_TIE_RULE on the first objective."""
+    (several), sorted by BEST_TIE_RULE on the first objective. The front is Optuna's
+    (`study.best_trials`, which honours constraints); the single best is ours, because
+    `study.best_trial` breaks ties by trial order alone."""
     from optuna.trial import TrialState
 
-    done = [t for t in trials if t.state == TrialState.COMPLETE and feasible(t)]
     if len(objectives) == 1:
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if feasible(t)]
         best = best_trial(done, objectives)
         return [best] if best else []
-    front = [t for t in done if not any(dominates(objectives, o.values, t.values) for o in done)]
-    return sorted(front, key=lambda t: rank_key(objectives[0], t.values[0], _val_loss(t), t.number))
+    return sorted(study.best_trials, key=lambda t: rank_key(objectives[0], t.values[0], _val_loss(t), t.number))
 
 
 def enters_best_set(trials, objectives: list[Objective], values: list[float], val_loss: float | None,
                     number: int) -> bool:
     """Whether a feasible trial finishing with `values` joins the best set of the COMPLETE
     feasible `trials` so far: a new best (one objective, BEST_TIE_RULE) or not dominated (several).
-    Once out it never comes back (trials are only added), so its weights are needed only now."""
+    Once out it never comes back (trials are only added), so its weights are needed only now.
+    (The trial is still running, so Optuna's front, which holds finished trials only, cannot say.)"""
     from optuna.trial import TrialState
 
     done = [t for t in trials if t.state == TrialState.COMPLETE and feasible(t) and t.number != number]

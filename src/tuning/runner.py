@@ -155,7 +155,8 @@ def _check_models(base: TrainConfig, space: SearchSpace) -> None:
 
 class _Fixed:
     """A stand-in Optuna trial that answers every suggestion with a given value, else the first
-    choice or the low end (to build the configuration a model would be trained with)."""
+    choice or the low end (to build the configuration a model would be trained with).
+    optuna.trial.FixedTrial cannot: it raises for a name it was not given a value for."""
 
     def __init__(self, values: dict):
         self.values = values
@@ -342,8 +343,9 @@ def _quiet(verbose: bool) -> None:
 
 
 def execute(p: Plan) -> int:
-    """Run the study to its --trials; returns the exit code (0, 1 when trials keep failing,
-    130 on Ctrl-C). Rerunning the same command resumes the same study and parent run."""
+    """Run the study to its --trials; returns the exit code: 0, 1 when trials keep failing, 130
+    or 143 on SIGINT or SIGTERM, 75 (EXIT_UNREACHABLE) when the storage or the tracking server is
+    gone past its retries. Rerunning the same command resumes the same study and parent run."""
     from . import summary
     from .objective import StudyFailing
 

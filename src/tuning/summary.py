@@ -48,7 +48,7 @@ def progress(study, p):
         def poll(self):
             trials = study.get_trials(deepcopy=False)
             bar.n = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-            best = goals.best_set(trials, p.objectives)
+            best = goals.best_set(study, p.objectives)
             if len(p.objectives) > 1:
                 bar.set_postfix(pareto=len(best))
             elif best:
@@ -108,7 +108,7 @@ def record(study, storage, p, parent: str, wall_time_s: float) -> None:
     best set's models."""
     c = counts(study)
     trials = study.get_trials(deepcopy=False)
-    front = goals.best_set(trials, p.objectives)
+    front = goals.best_set(study, p.objectives)
     best = front[0] if front else None
     metrics = {"trials_complete": c["COMPLETE"], "trials_pruned": c["PRUNED"], "trials_fail": c["FAIL"],
                "trials_infeasible": c["INFEASIBLE"], "wall_time_s": wall_time_s}
@@ -194,7 +194,7 @@ def table(study, p, parent: str, wall_time_s: float, top: int = 5) -> str:
     registered models, how to open the UI."""
     trials = study.get_trials(deepcopy=False)
     if p.multi_objective:
-        done = goals.best_set(trials, p.objectives)
+        done = goals.best_set(study, p.objectives)
     else:
         done = sorted((t for t in trials if t.state == TrialState.COMPLETE and goals.feasible(t)),
                       key=lambda t: goals.rank_key(p.objectives[0], t.values[0],

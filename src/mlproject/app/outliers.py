@@ -131,8 +131,10 @@ def adapt(files: list[Path], shape: tuple[int, int, int]) -> np.ndarray:
 def scores(probs: np.ndarray) -> dict[str, np.ndarray]:
     """Out-of-domain scores per row of probabilities: max probability (low: unsure), entropy in
     nats and entropy / ln K (1: uniform, nothing recognised)."""
+    from scipy.stats import entropy as shannon  # here: scipy.stats takes a second to import
+
     p = np.clip(probs.astype(np.float64), 0, None)
-    entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(1)
+    entropy = shannon(p, axis=1)  # natural log; each row normalised to sum 1 (softmax rows already do)
     k = probs.shape[1]
     return {"max_prob": p.max(1), "entropy": entropy, "entropy_norm": entropy / math.log(k) if k > 1 else entropy * 0}
 

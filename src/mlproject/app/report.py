@@ -7,8 +7,8 @@ per-class accuracy table, from runs already in MLflow (nothing typed by hand).
     print(summary(result))
 
 MLflow is reached only through `tracking` (tracking/query.py selects the runs, reads their
-confusion matrices and studies' parent params, and logs the report run); this module checks the
-request and renders.
+confusion matrices and studies' parent params; tracking/runs.py's log_files_run logs the report
+run); this module checks the request and renders.
 
 Files written to the output folder (and logged under `report/` of a run named "report"):
     table.md, table.csv          one row per run: run, run_id, [experiment, study, trial, status],
@@ -76,7 +76,7 @@ from mlproject.config import ConfigError, TrainConfig, suggest
 from mlproject.metrics import METRICS as CATALOGUE
 from mlproject.metrics import CLASS_ACCURACY_PREFIX, SAMPLED_PREFIX, Tags
 from tracking.query import study_params
-from tuning import goals
+from tuning import parse_constraints
 
 KEY_PARAMS = ("model", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "epochs")
 # params that say where and how a run was recorded, not what was trained: never table columns
@@ -497,7 +497,7 @@ def constraints(checked: Checked) -> list[tuple[str, str, float, str]]:
     for params in checked.studies.values():
         for text in re.split(r"[,;]", params.get("constraints") or ""):
             try:  # tune's own grammar: what tune accepted, it logged
-                parsed = goals.parse_constraints([text])
+                parsed = parse_constraints([text])
             except ConfigError:  # a metric this version does not know: not drawn
                 continue
             for c in parsed:

@@ -4,9 +4,9 @@
     tune --sampler grid --batch-size 16,32,128,256,512 --lr 0.0002,0.00005 --optimizer adam --weight-decay 0  # seed 000
     tune --model resnet18 --freeze backbone --lr 1e-3:1e-1 --batch-size 64 --workers 2
 
-Thin: parse -> TrainConfig options, search texts and tuning.StudyOptions -> tuning.runner.check
-(every check that needs no data) -> tuning.runner.prepare (model and data, by the application's
-StudyTrainer) -> tuning.runner.execute (parent run, workers, summary), with StudyTrainer training
+Thin: parse -> TrainConfig options, search texts and tuning.StudyOptions -> tuning.check
+(every check that needs no data) -> tuning.prepare (model and data, by the application's
+StudyTrainer) -> tuning.execute (parent run, workers, summary), with StudyTrainer training
 each trial. Optuna is imported once the command runs, torch and MLflow once those checks passed:
 each takes seconds to import, which `--help` and bad input need not wait for.
 """
@@ -20,8 +20,7 @@ import click
 from mlproject.app.cli import bool_flags_from_values, config_options, fail
 from mlproject.config import ConfigError, TrainConfig
 from mlproject.signals import exit_code, handle_signals, leave_heap_to_the_os
-from tuning.options import StudyOptions
-from tuning.space import DEFAULTS, NOT_SEARCHABLE, OPTION_TYPES, SEARCHABLE, flag
+from tuning import DEFAULTS, NOT_SEARCHABLE, OPTION_TYPES, SEARCHABLE, StudyOptions, flag
 
 # non-boolean options a study cannot vary: text here, so that a list gets the reason, not a type error
 FIXED_TEXT = tuple(n for n in NOT_SEARCHABLE if OPTION_TYPES[n] is not bool)
@@ -119,7 +118,7 @@ def tune(**opts):
     """Search any training option with Optuna (by default learning rate, batch size, weight decay and
     momentum), for one objective or several, under constraints; every trial is a child MLflow run
     of the study's parent run, and the best set's own models are registered."""
-    from tuning import runner
+    import tuning
 
     # MLproject passes every parameter, so "" (strings) and 0 (--timeout) mean "not given"
     searched = {n: opts.pop(n) or None for n in SEARCHABLE}
@@ -134,10 +133,10 @@ def tune(**opts):
             text = opts.pop(name)
             if text:  # else TrainConfig's default
                 opts[name] = _fixed_value(name, text)
-        checked = runner.check(opts, searched, runner.StudyOptions(**controls))
+        checked = tuning.check(opts, searched, StudyOptions(**controls))
         from .experiment import StudyTrainer
 
-        code = runner.execute(runner.prepare(checked, StudyTrainer()))
+        code = tuning.execute(tuning.prepare(checked, StudyTrainer()))
     except ConfigError as e:
         fail(str(e))
     except KeyboardInterrupt as e:  # before the study started: nothing to end
