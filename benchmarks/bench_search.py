@@ -77,7 +77,7 @@ def run_study(tmp: Path, name: str, sampler: str, trials: int, searched: dict, t
     mlflow.set_tracking_uri(uri)
     mlflow.MlflowClient().create_experiment(name, artifact_location=str(root / "artifacts"))
     in_log_model = []
-    real = experiment.log_model
+    real = experiment.log_trained_model
 
     def timed(*a, **k):
         start = time.perf_counter()
@@ -86,7 +86,7 @@ def run_study(tmp: Path, name: str, sampler: str, trials: int, searched: dict, t
         finally:
             in_log_model.append(time.perf_counter() - start)
 
-    experiment.log_model = timed
+    experiment.log_trained_model = timed
     options = runner.StudyOptions(trials=trials, sampler=sampler, study_name=name, objectives=OBJECTIVES,
                                   storage=f"sqlite:///{root}/optuna.db", tracking_uri=uri)
     try:
@@ -96,7 +96,7 @@ def run_study(tmp: Path, name: str, sampler: str, trials: int, searched: dict, t
             code = runner.execute(plan)
         wall = time.perf_counter() - start
     finally:
-        experiment.log_model = real
+        experiment.log_trained_model = real
         mlflow.set_tracking_uri(None)
     assert code == 0, f"study {name} exited {code}"
     study = optuna.load_study(study_name=name, storage=options.storage)

@@ -29,6 +29,7 @@ process's own start and summary, and its workers' imports). Its figures are roug
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -109,7 +110,7 @@ def epochs_for(seconds: float, model: str) -> int:
     p = experiment.prepare(cfg)
     fit(p.model, p.data, cfg, p.device)  # warm-up
     start = time.perf_counter()
-    fit(p.model, p.data, cfg.replace(epochs=5), p.device)
+    fit(p.model, p.data, dataclasses.replace(cfg, epochs=5), p.device)
     return max(1, round(seconds / ((time.perf_counter() - start) / 5)))
 
 

@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import copy
 import functools
@@ -109,7 +110,7 @@ def bench_throughput(cfg, repeats: int, log) -> dict:
     def run_fit(epochs: int):
         model = copy.deepcopy(init)
         start = time.perf_counter()
-        h = fit(model, p.data, cfg.replace(epochs=epochs), p.device, on_epoch=None)
+        h = fit(model, p.data, dataclasses.replace(cfg, epochs=epochs), p.device, on_epoch=None)
         return model, h.train_time_s, h.train_images, time.perf_counter() - start
 
     def run_bare(epochs: int):
@@ -362,17 +363,17 @@ def tracked_run(cfg) -> dict:
 
 
 def bench_tracking(cfg, run_epochs: int, log) -> dict:
-    cfg = cfg.replace(epochs=run_epochs, experiment="bench_train", run_name="")
+    cfg = dataclasses.replace(cfg, epochs=run_epochs, experiment="bench_train", run_name="")
     with temp_store(cfg.experiment) as store_create_s:
         log(f"  tracked run, log_model=True, {run_epochs} epochs ...")
-        with_model = tracked_run(cfg.replace(log_model=True))
+        with_model = tracked_run(dataclasses.replace(cfg, log_model=True))
         log(f"    {with_model['wall_s']:.1f} s, {with_model['mlflow_s']:.2f} s in MLflow calls "
             f"({with_model['mlflow_share_pct']:.1f} %)")
         log("  untracked run (prepare + fit + evaluate x2) ...")
         untracked = untracked_run(cfg)
         log(f"    {untracked['wall_s']:.1f} s")
         log("  tracked run, log_model=False ...")
-        without_model = tracked_run(cfg.replace(log_model=False))
+        without_model = tracked_run(dataclasses.replace(cfg, log_model=False))
         log(f"    {without_model['wall_s']:.1f} s, {without_model['mlflow_s']:.2f} s in MLflow calls "
             f"({without_model['mlflow_share_pct']:.1f} %)")
     overhead_s = ((without_model["wall_s"] - without_model["train_time_s"])

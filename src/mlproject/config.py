@@ -25,7 +25,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # how booleans are written where they are text (MLproject parameters, `tune --pretrained true,false`)
 BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 # what --augment can apply to training batches: random crop (zero padding of 1/8 of the input
-# size), random affine (rotation, scale and translation: AFFINE below), random horizontal flip.
+# size), random affine (rotation, scale and translation: train.AFFINE_*), random horizontal flip.
 # `+` combines (`crop+flip`, `affine+flip`; crop and affine both translate, so not both);
 # `mlproject train` also takes `crop,flip`, but in `tune` a comma separates choices
 # (`--augment none,crop,affine`).
@@ -45,7 +45,7 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 
 
-def suggest(value: str, choices, n: int = 3) -> str:
+def did_you_mean(value: str, choices, n: int = 3) -> str:
     """' (did you mean: a, b?)' for close matches of `value` in `choices`, else ''. Case is
     ignored in matching (`SVHN`, `Digits` find svhn, digits), kept in what is suggested."""
     folded: dict[str, str] = {}
@@ -64,7 +64,7 @@ def listed(names, show: int = 12) -> str:
 def unknown(kind: str, value: str, choices, show: int = 12) -> ConfigError:
     """ConfigError for an unknown name: suggests close matches and lists the valid choices."""
     choices = list(choices)
-    return ConfigError(f"unknown {kind} {value!r}{suggest(value, choices)}; valid: {listed(choices, show)}")
+    return ConfigError(f"unknown {kind} {value!r}{did_you_mean(value, choices)}; valid: {listed(choices, show)}")
 
 
 def check_dataset(name: str) -> NamedDataset | None:
@@ -176,16 +176,9 @@ class TrainConfig:
     run_name: str = _opt("", "MLflow run name (default: MODEL-DATASET-N, unique in the experiment)")
     log_model: bool = _opt(True, "log the trained model (an MLflow pyfunc model: labels and class probabilities)")
 
-    @classmethod
-    def option_fields(cls) -> list[dataclasses.Field]:
-        return list(fields(cls))
-
     def to_params(self) -> dict[str, Any]:
         """The whole config, as MLflow params."""
         return dataclasses.asdict(self)
-
-    def replace(self, **changes) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
 
     def augmentation(self) -> str:
         """What --augment applies on this dataset: one of AUGMENTS (ConfigError if unknown)."""

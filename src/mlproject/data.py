@@ -6,7 +6,8 @@ Two steps, so that bad input fails before anything heavy runs:
     shape = peek_dataset(cfg)              # cheap: checks name/path/classes, no download, no decode
     data = create_dataset(cfg, size=32)    # loads: train/val/test Splits + DatasetInfo
 
-Every split holds images as uint8 (N, C, H, W) tensors and int64 labels. Datasets that fit in
+Every split holds images as uint8 (N, C, H, W) tensors and int64 labels (a split of cached
+backbone features, mlproject.features, holds float (N, D) rows instead). Datasets that fit in
 memory (all the named ones, and ImageFolders under MAX_IN_MEMORY_BYTES) are held as tensors and
 batched by indexing, with no per-sample PIL work; larger ImageFolders stream through a DataLoader
 with `num_workers` decoding processes. Validation always comes from the training data.
@@ -64,7 +65,8 @@ class Split:
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
                 num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (uint8 images, labels) batches on the CPU; the trainer moves them to its device."""
+        """Yield (images, labels) batches on the split's device: the CPU, or the GPU for a split
+        made resident there (train.resident); the trainer moves CPU batches to its device."""
         if self.images is not None:
             n = len(self.labels)
             # the permutation comes from the CPU generator (same order on every device for a

@@ -423,7 +423,7 @@ def _to_uint8(x):
     return np.where(flat, 0, out).astype(np.uint8)
 
 
-def _first_layer(weight, in_shape):
+def _weight_tiles(weight, in_shape):
     """(tiles, titles, title) of first-layer weights, or None when they cannot be shown as images."""
     w = np.asarray(weight)
     shape = w.shape
@@ -450,13 +450,13 @@ def plot_first_layer(ax, weight: np.ndarray, in_shape: tuple[int, int, int] | No
     mean in gray. linear weight (out, in_features) with in_shape=(C, H, W), C*H*W == in_features:
     every row reshaped to an image (the templates of a softmax classifier).
     Returns the montage image, or None (nothing drawn) when the weight cannot be shown as images."""
-    grid = _first_layer(weight, in_shape)
+    grid = _weight_tiles(weight, in_shape)
     return None if grid is None else plot_image_grid(ax, *grid[:2], title=grid[2])
 
 
 def first_layer_figure(weight: np.ndarray, in_shape: tuple[int, int, int] | None = None) -> Figure | None:
     """plot_first_layer on a Figure of its own; None when the weight cannot be shown."""
-    grid = _first_layer(weight, in_shape)
+    grid = _weight_tiles(weight, in_shape)
     return None if grid is None else image_grid_figure(*grid[:2], title=grid[2])
 
 

@@ -166,13 +166,13 @@ def create_model(cfg: TrainConfig, shape: DatasetShape) -> tuple[Classifier, Mod
             net = create_builtin(name, in_ch, shape.num_classes, size)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        norm, first = (None, None), _first_layer(net)
+        norm, first = (None, None), _first_layer_name(net)
     elif source == "timm":
         net, size, norm = _timm(name, cfg, native)
         in_ch, first = 3, net.pretrained_cfg.get("first_conv")
     else:
         net, size, norm = _torchvision(name, cfg, native)
-        in_ch, first = 3, _first_layer(net)
+        in_ch, first = 3, _first_layer_name(net)
     head = _replace_head(net, shape.num_classes, cfg, keep=(source == "builtin" and cfg.head == "linear" and not cfg.head_dropout))
     if cfg.freeze == "backbone":
         for p in net.parameters():
@@ -285,7 +285,7 @@ def _torchvision(name: str, cfg: TrainConfig, native: int):
     return net, size, norm
 
 
-def _first_layer(net: nn.Module) -> str | None:
+def _first_layer_name(net: nn.Module) -> str | None:
     for path, m in net.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             return path

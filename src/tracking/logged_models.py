@@ -272,7 +272,7 @@ def _run_model_uri(client, run, path: str) -> str:
 
 
 def _registered(client, name: str):
-    from mlproject.config import listed, suggest
+    from mlproject.config import did_you_mean, listed
 
     try:
         return client.get_registered_model(name)
@@ -280,7 +280,7 @@ def _registered(client, name: str):
         if e.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
     names = sorted(m.name for m in client.search_registered_models())
-    raise ModelNotFound(f"no run or registered model {name!r}{suggest(name, names)}; "
+    raise ModelNotFound(f"no run or registered model {name!r}{did_you_mean(name, names)}; "
                         + (f"registered models: {listed(names)}" if names else "no model is registered")
                         + f" in {mlflow.get_tracking_uri()}")
 

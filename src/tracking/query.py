@@ -26,7 +26,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlproject.config import listed, suggest
+from mlproject.config import did_you_mean, listed
 from mlproject.metrics import Tags
 
 from .env import no_progress_bars
@@ -107,7 +107,7 @@ def _experiment_runs(client: MlflowClient, name: str, uri: str) -> pd.DataFrame:
     exp = client.get_experiment_by_name(name)
     if exp is None or exp.lifecycle_stage != "active":
         names = sorted(e.name for e in client.search_experiments())
-        raise RunsNotFound(f"no experiment {name!r}{suggest(name, names)} in {uri}; "
+        raise RunsNotFound(f"no experiment {name!r}{did_you_mean(name, names)} in {uri}; "
                            + (f"experiments: {listed(names)}" if names else "it has no experiments"))
     runs = _search("", [exp.experiment_id])
     runs = runs[_column(runs, "params.model").notna() & _training_role(runs)]
@@ -129,7 +129,7 @@ def _study_runs(name: str, uri: str) -> pd.DataFrame:
         names = study_names()
         if name in names:
             raise RunsNotFound(f"study {name!r} has a parent run but no trial runs in {uri}")
-        raise RunsNotFound(f"no runs of study {name!r}{suggest(name, names)} in {uri}; "
+        raise RunsNotFound(f"no runs of study {name!r}{did_you_mean(name, names)} in {uri}; "
                            + (f"studies: {listed(names)}" if names else "it holds no study"))
     return runs
 

@@ -219,7 +219,7 @@ class Worker:
             nonlocal failures
             real_failure = trial.state == TrialState.FAIL and not trial.user_attrs.get("surplus")
             failures = failures + 1 if real_failure else 0
-            self.tell(trial)
+            self.announce(trial)
 
         while self.pending(study):
             study.optimize(self.objective, n_trials=1, catch=(Exception,), callbacks=[count, *self.callbacks])
@@ -230,7 +230,7 @@ class Worker:
                 raise StudyFailing(f"{failures} trials failed in a row; last: "
                                    f"{last.user_attrs.get('fail_reason', 'see its MLflow run')}")
 
-    def tell(self, trial) -> None:
+    def announce(self, trial) -> None:
         """One line for a finished trial: its outcome, its values or reason, its sampled params; a
         traceback after it only for an unexpected exception (a bug), or with --verbose."""
         if trial.user_attrs.get("surplus") or (self._lost and self._lost[0] == trial.number):

@@ -241,7 +241,7 @@ def claim(storage, study_name: str, key: str):
 
 def set_verbosity(verbose: bool) -> None:
     """Optuna's own log lines ('Trial 3 finished with value ...', a failed trial's traceback) only
-    with --verbose: the worker prints one line per trial instead (objective.Worker.tell), through
+    with --verbose: the worker prints one line per trial instead (objective.Worker.announce), through
     the progress bar, and a traceback only for a bug."""
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.ERROR)
 

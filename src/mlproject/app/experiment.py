@@ -151,8 +151,8 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
         _log_evaluation(test, info.class_names, table=child is None)
         keep = child is None or (child.keep_model is not None and child.keep_model(metrics, history))
         if keep:
-            log_figures(p, history, test)
-        model_uri = log_model(p) if cfg.log_model and keep else None
+            log_run_figures(p, history, test)
+        model_uri = log_trained_model(p) if cfg.log_model and keep else None
     return TrackedRun(run.info.run_id, run.info.experiment_id, history, test, metrics, model_uri)
 
 
@@ -266,7 +266,7 @@ def _log_evaluation(test: Evaluation, class_names: list[str], table: bool) -> No
     tracking.log_evaluation(cm, per_class, class_names, report, table=table)
 
 
-def log_model(p: Prepared, registered_name: str | None = None) -> str:
+def log_trained_model(p: Prepared, registered_name: str | None = None) -> str:
     """The whole model (backbone and trained head) as the active run's pyfunc model; its URI."""
     example = p.data.test.first_images(2).numpy().astype(np.float32) / 255.0
     uri = tracking.log_model(Probabilities(p.model), example, p.data.info.class_names,
@@ -288,7 +288,7 @@ class StudyTrainer:
                             ChildRun(parent_run_id, tags, params, on_run_start, keep_model, system_metrics))
 
 
-def log_figures(p: Prepared, history: History, test: Evaluation) -> None:
+def log_run_figures(p: Prepared, history: History, test: Evaluation) -> None:
     """Into the active run: loss curves, misclassified test images (up to 64), first-layer weights."""
     info, minfo = p.data.info, p.model_info
     wrong = np.flatnonzero(test.y_true != test.y_pred)[:64]

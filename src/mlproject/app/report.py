@@ -72,7 +72,7 @@ import pandas as pd
 
 import tracking
 
-from mlproject.config import ConfigError, TrainConfig, suggest
+from mlproject.config import ConfigError, TrainConfig, did_you_mean
 from mlproject.metrics import METRICS as CATALOGUE
 from mlproject.metrics import CLASS_ACCURACY_PREFIX, SAMPLED_PREFIX, Tags
 from tracking.query import study_params
@@ -206,7 +206,7 @@ def resolve(checked: Checked, name: str, option: str) -> str:
     for c in candidates:
         if c and c in have:
             return c
-    raise ConfigError(f"{option} {name!r}: no selected run has it{suggest(name, dict.fromkeys([*have, *ALIASES]))}; "
+    raise ConfigError(f"{option} {name!r}: no selected run has it{did_you_mean(name, dict.fromkeys([*have, *ALIASES]))}; "
                       f"they have {names_listed(checked, have)}")
 
 
