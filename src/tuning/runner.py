@@ -345,9 +345,11 @@ def _quiet(verbose: bool) -> None:
 def execute(p: Plan) -> int:
     """Run the study to its --trials; returns the exit code: 0, 1 when trials keep failing, 130
     or 143 on SIGINT or SIGTERM, 75 (EXIT_UNREACHABLE) when the storage or the tracking server is
-    gone past its retries. Rerunning the same command resumes the same study and parent run."""
+    gone past its retries. Rerunning the same command resumes the same study and parent run.
+
+    Steps: open the study, start (or resume) its parent run, run the trials, record the summary
+    and end the parent with the trials' outcome, print the table."""
     from . import summary
-    from .objective import StudyFailing
 
     _quiet(p.options.verbose)
     if p.options.tracking_uri:
@@ -359,45 +361,71 @@ def execute(p: Plan) -> int:
         close_orphaned_runs(study, parent)
         tracking.set_run_tags(parent, {Tags.TRIALS: p.options.trials})  # a tag: --trials may grow on resume
         start = time.perf_counter()
-        status, code, reason = "FINISHED", 0, None
         # the machine's CPU, memory and GPU use while the trials run, into the parent (resumed: after
         # its last step); end_run stops the sampler before it ends the run, the `with` on any other way out
         with tracking.system_metrics(parent, resume=True) if samples else contextlib.nullcontext():
-            try:
-                _run_workers(study, storage, p, parent)
-            except StudyFailing as e:
-                print(f"Error: {e}", file=sys.stderr)
-                status, code, reason = "FAILED", 1, str(e)
-            except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (mlproject.signals): one path
-                why = f"interrupted by {e or 'SIGINT (Ctrl-C)'}"
-                print(f"{why}: the current trials ended KILLED; rerun the same command to resume", file=sys.stderr)
-                tracking.end_run(parent, "KILLED", why)
-                return exit_code(e)
-            try:
-                summary.record(study, storage, p, parent, wall_time_s=time.perf_counter() - start)
-            except Exception as e:
-                if tracking.unreachable(e) is None:  # else the parent cannot be ended either (below)
-                    tracking.end_run(parent, status, reason)
-                raise
-            tracking.end_run(parent, status, reason)
-        print(summary.table(study, p, parent, time.perf_counter() - start))
+            status, code, reason = _run_trials(study, storage, p, parent)
+            if status != "KILLED":
+                _record(study, storage, p, parent, status, reason, time.perf_counter() - start)
+        if status != "KILLED":
+            print(summary.table(study, p, parent, time.perf_counter() - start))
         return code
     except ServerLost:  # worker processes (--workers N) said which server, a line each
         return EXIT_UNREACHABLE
     except Exception as e:
-        # a server unreachable past its retries (README 'Scaling out'): one line, no traceback;
-        # the trial in progress is failed (or, with the storage gone, failed once its heartbeat
-        # is stale) and re-run by the next invocation, which resumes the study and its parent run
-        line = lost_server(e, storage)
-        if line is None:
+        code = _lost_server_exit(e, storage, parent)
+        if code is None:
             raise
-        print(f"Error: {line}", file=sys.stderr)
-        if tracking.unreachable(e) is not None:
-            tracking.give_up_on_server()  # what MLflow ends at exit: one quick try
-        elif parent is not None:  # the database is gone, the tracking server is up: the parent says why
-            with contextlib.suppress(Exception):
-                tracking.end_run(parent, "KILLED", line)
-        return EXIT_UNREACHABLE
+        return code
+
+
+def _run_trials(study, storage, p: Plan, parent: str) -> tuple[str, int, str | None]:
+    """The trials, to --trials; (the parent run's status, the exit code, the reason). An
+    interruption ends the parent KILLED here (the trials in progress already are)."""
+    from .objective import StudyFailing
+
+    try:
+        _run_workers(study, storage, p, parent)
+    except StudyFailing as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return "FAILED", 1, str(e)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (mlproject.signals): one path
+        why = f"interrupted by {e or 'SIGINT (Ctrl-C)'}"
+        print(f"{why}: the current trials ended KILLED; rerun the same command to resume", file=sys.stderr)
+        tracking.end_run(parent, "KILLED", why)
+        return "KILLED", exit_code(e), why
+    return "FINISHED", 0, None
+
+
+def _record(study, storage, p: Plan, parent: str, status: str, reason: str | None, wall_time_s: float) -> None:
+    """The study's summary onto the parent run (summary.record), then the parent ended with
+    `status`; ended so also when the summary fails, unless the tracking server is what failed."""
+    from . import summary
+
+    try:
+        summary.record(study, storage, p, parent, wall_time_s=wall_time_s)
+    except Exception as e:
+        if tracking.unreachable(e) is None:  # else the parent cannot be ended either (execute)
+            tracking.end_run(parent, status, reason)
+        raise
+    tracking.end_run(parent, status, reason)
+
+
+def _lost_server_exit(e: Exception, storage, parent: str | None) -> int | None:
+    """A server unreachable past its retries (docs/scaling-out.md): one line, no traceback, exit
+    75; the trial in progress is failed (or, with the storage gone, failed once its heartbeat is
+    stale) and re-run by the next invocation, which resumes the study and its parent run. None
+    for any other exception (the caller re-raises it)."""
+    line = lost_server(e, storage)
+    if line is None:
+        return None
+    print(f"Error: {line}", file=sys.stderr)
+    if tracking.unreachable(e) is not None:
+        tracking.give_up_on_server()  # what MLflow ends at exit: one quick try
+    elif parent is not None:  # the database is gone, the tracking server is up: the parent says why
+        with contextlib.suppress(Exception):
+            tracking.end_run(parent, "KILLED", line)
+    return EXIT_UNREACHABLE
 
 
 def _run_workers(study, storage, p: Plan, parent: str) -> None:
