@@ -3,6 +3,7 @@ learning rate, plus a standalone "default" run and a stopped one), in a sqlite s
 synthetic runs of a multi-objective, constrained study (logged directly with MLflow, no training)
 for the searched categoricals, the grouped table, the front's scatter and the Pareto/feasible
 columns."""
+import dataclasses
 import csv
 import io
 import os
@@ -56,14 +57,14 @@ def runs(tmp_path_factory):
             "--pruner", "none", "--trials", "4", "--study-name", STUDY]))
         assert result.exit_code == 0, result.output + str(result.exception)
         cfg = TrainConfig(model="softmax", epochs=1, lr=0.01, batch_size=32, num_workers=0, log_model=False)
-        default = run_training(cfg.replace(run_name="default")).run_id
+        default = run_training(dataclasses.replace(cfg, run_name="default")).run_id
 
         def stop(stats):
             raise Stop("stopped after one epoch")
 
         for experiment in ("mlproject", "side"):  # "side" holds only this unfinished run
             with pytest.raises(Stop):
-                run_training(cfg.replace(run_name="stopped", experiment=experiment), on_epoch=stop)
+                run_training(dataclasses.replace(cfg, run_name="stopped", experiment=experiment), on_epoch=stop)
         client = MlflowClient(uri)
         everything = all_runs(client)
         (parent,) = [r for r in everything if r.data.tags.get("mlproject.role") == "study"]

@@ -1,5 +1,6 @@
 """tracking.runs: run status on every way out, params, batched epoch metrics, system metrics (real sqlite
 store)."""
+import dataclasses
 import contextlib
 import os
 import threading
@@ -124,7 +125,7 @@ def test_standalone_runs_get_distinct_readable_names(store):
 
     cfg = TrainConfig(model="softmax", epochs=1, num_workers=0, log_model=False, experiment="names")
     names = [store.get_run(run_training(c).run_id).info.run_name
-             for c in (cfg, cfg, cfg.replace(run_name="mine"), cfg.replace(model="mlp"))]
+             for c in (cfg, cfg, dataclasses.replace(cfg, run_name="mine"), dataclasses.replace(cfg, model="mlp"))]
     assert names == ["softmax-digits-1", "softmax-digits-2", "mine", "mlp-digits-1"]
     assert tracking.unique_run_name("names", "softmax-digits") == "softmax-digits-3"
     assert tracking.unique_run_name("no-such-experiment", "a'b") == "a-b-1"  # no quote reaches the filter

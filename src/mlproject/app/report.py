@@ -533,21 +533,10 @@ def plot_figure(checked: Checked, plot: Plot):
     log axis where x spans SCATTER_LOG_SPAN or more. Either way (_mark_outcomes) Pareto runs are
     ringed, infeasible ones a grey 'x', and the studies' constraints on x or y dashed lines."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    data = checked.data
-    outcomes = [c for c in ("pareto", "feasible") if c in checked.columns]
-    cols = list(dict.fromkeys([plot.x, plot.y, *([plot.by] if plot.by else []), *outcomes]))
-    d = data[cols].dropna(subset=[plot.x, plot.y])
+    d, cats = _plot_points(checked, plot)
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    numeric_x = pd.api.types.is_numeric_dtype(d[plot.x])
-    if numeric_x:
-        xs = d[plot.x].astype(float)
-    else:
-        cats = sorted(d[plot.x].astype(str).unique())
-        xs = d[plot.x].astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
-    d = d.assign(_x=xs, _y=d[plot.y].astype(float))
     # infeasible runs: a grey 'x' in a scatter, not their value's colour (the eye picks the feasible front)
     infeasible = d["feasible"].eq(False).fillna(False).astype(bool) if "feasible" in d else pd.Series(False, d.index)
     groups = [(None, d)] if not plot.by else list(d.groupby(plot.by, dropna=False, sort=True))
@@ -560,21 +549,7 @@ def plot_figure(checked: Checked, plot: Plot):
             g = g.sort_values("_x", kind="stable")
             ax.plot(g["_x"], g["_y"], marker="o", color=f"C{i % 10}", label=label)
     marked = _mark_outcomes(ax, checked, plot, d, infeasible)
-    if plot.scatter:
-        values = d["_x"]
-        if len(values) and values.min() > 0 and values.max() / values.min() >= SCATTER_LOG_SPAN:
-            ax.set_xscale("log")
-    elif numeric_x:
-        values = sorted(set(d["_x"]))
-        if values and values[0] > 0 and values[-1] / values[0] >= 8:
-            ax.set_xscale("log", base=2)
-            ax.xaxis.set_minor_locator(NullLocator())
-        if len(values) <= 16:
-            ax.xaxis.set_major_locator(FixedLocator(values))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.6g}"))
-    else:
-        ax.set_xticks(range(len(cats)), cats, rotation=30 if max(map(len, cats), default=0) > 8 else 0,
-                      ha="right" if max(map(len, cats), default=0) > 8 else "center")
+    _x_axis(ax, plot, d["_x"], cats)
     ax.set_xlabel(plot.x)
     ax.set_ylabel(plot.y)
     ax.set_title(f"{plot.y} vs {plot.x}" + (f" by {plot.by}" if plot.by else ""))
@@ -582,6 +557,40 @@ def plot_figure(checked: Checked, plot: Plot):
     if plot.by or marked:
         ax.legend(title=plot.by, fontsize=8 if len(groups) + marked > 8 else None)
     return fig
+
+
+def _plot_points(checked: Checked, plot: Plot) -> tuple[pd.DataFrame, list[str] | None]:
+    """The runs with both x and y, with the numbers drawn in columns _x and _y (a text x becomes
+    its category's index), and the categories (None for a numeric x)."""
+    outcomes = [c for c in ("pareto", "feasible") if c in checked.columns]
+    cols = list(dict.fromkeys([plot.x, plot.y, *([plot.by] if plot.by else []), *outcomes]))
+    d = checked.data[cols].dropna(subset=[plot.x, plot.y])
+    if pd.api.types.is_numeric_dtype(d[plot.x]):
+        return d.assign(_x=d[plot.x].astype(float), _y=d[plot.y].astype(float)), None
+    cats = sorted(d[plot.x].astype(str).unique())
+    xs = d[plot.x].astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
+    return d.assign(_x=xs, _y=d[plot.y].astype(float)), cats
+
+
+def _x_axis(ax, plot: Plot, xs: pd.Series, cats: list[str] | None) -> None:
+    """The x axis's scale and ticks: log for a scatter spanning SCATTER_LOG_SPAN, log2 with a tick
+    per value for a param spanning 8x (batch sizes), the names for a categorical x."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    if plot.scatter:
+        if len(xs) and xs.min() > 0 and xs.max() / xs.min() >= SCATTER_LOG_SPAN:
+            ax.set_xscale("log")
+    elif cats is None:
+        values = sorted(set(xs))
+        if values and values[0] > 0 and values[-1] / values[0] >= 8:
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_minor_locator(NullLocator())
+        if len(values) <= 16:
+            ax.xaxis.set_major_locator(FixedLocator(values))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.6g}"))
+    else:
+        long = max(map(len, cats), default=0) > 8
+        ax.set_xticks(range(len(cats)), cats, rotation=30 if long else 0, ha="right" if long else "center")
 
 
 def _mark_outcomes(ax, checked: Checked, plot: Plot, d: pd.DataFrame, infeasible: pd.Series) -> int:
