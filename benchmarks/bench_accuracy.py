@@ -1,7 +1,7 @@
 """Small data, sound choices: the digits recipe against scikit-learn's classical toolbox, in one
 run on the project's own split (digits: 1,257 train, 180 validation, 360 test images).
 
-    python benchmarks/bench_accuracy.py            # full: the README recipe (~15 min on 2 cores) + baselines
+    python benchmarks/bench_accuracy.py            # full: the docs/tuning.md recipe (~15 min on 2 cores) + baselines
     python benchmarks/bench_accuracy.py --quick    # seconds; what tests/test_benchmarks.py runs
     python benchmarks/bench_accuracy.py --dataset mnist5k   # the same on another embedded dataset
 
@@ -9,7 +9,7 @@ run on the project's own split (digits: 1,257 train, 180 validation, 360 test im
 MNIST digits, 3,500 train, 500 validation, 1,000 test; pip install "mlproject[mnist5k]") is the
 second embedded one: the recipe was tuned on digits and is run on it unchanged.
 
-1. The recipe (README, "Small data"): `tune`'s own code path (tuning.runner.plan + execute,
+1. The recipe (docs/tuning.md, "Small data"): `tune`'s own code path (tuning.runner.plan + execute,
    StudyTrainer) with --cv, into a temporary MLflow store; the registered champion is loaded
    from the Model Registry and scored on the test split (it must predict what its run logged).
 2. scikit-learn's GridSearchCV over an RBF SVC (C 1..100, gamma scale/0.01/0.03/0.1, 5-fold over
@@ -51,7 +51,7 @@ from tuning import runner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# The README's recipe for small data like digits: LeNet-5, AdamW with a cosine schedule, random
+# The recipe (docs/tuning.md) for small data like digits: LeNet-5, AdamW with a cosine schedule, random
 # affine maps (rotation, scale, shift; no flips: a mirrored digit is another symbol), 5-fold
 # cross-validated objective. Why these (probe, 2026-12-02, refit on train + validation, 360 test
 # images): lenet5 40 epochs lr 3e-3 made 9, 7, 10 errors without augmentation over 3 seeds, 2, 3, 2

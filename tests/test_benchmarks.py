@@ -106,6 +106,22 @@ def test_bench_search_quick(tmp_path):
     assert only_json_left(tmp_path)
 
 
+def test_bench_peer_quick(tmp_path):
+    stdout, figures = run_quick(tmp_path, "bench_peer.py")
+    assert "wall-time ratio tune / peer" in stdout and "per trial outside training" in stdout
+    assert figures["quick"] and len(figures["pairs"]) == len(figures["ratios"]) == 1
+    for value in [figures["ratio_median"], figures["cpu_ratio_median"], *figures["ratios"]]:
+        assert isinstance(value, float) and math.isfinite(value) and value > 0, value
+    for kind in ("tune", "peer"):
+        for key in ("wall_s", "cpu_s", "outside_training_s", "trial_outside_training_s", "train_time_s"):
+            value = figures[kind][key]
+            assert isinstance(value, float) and math.isfinite(value) and value > 0, (kind, key, value)
+        assert figures["pairs"][0][kind]["complete"] == figures["trials"]
+    # the peer script and `tune` ran the same trials (TPE, seed 0, one search space)
+    assert figures["same_params"]
+    assert only_json_left(tmp_path)
+
+
 def test_bench_accuracy_quick(tmp_path):
     stdout, figures = run_quick(tmp_path, "bench_accuracy.py")
     assert "SVC GridSearchCV: test accuracy" in stdout and "rank correlation" in stdout

@@ -1,4 +1,4 @@
-"""The layers go one way (README, 'Layout'), checked on the source's import statements (imports
+"""The layers go one way (docs/layout.md), checked on the source's import statements (imports
 inside functions count: a lazy import is still a dependency) and in a fresh interpreter.
 
     application  mlproject.app: the two commands and what they orchestrate

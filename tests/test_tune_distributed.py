@@ -280,7 +280,7 @@ class StudyRun:
 
 @pytest.fixture(scope="module")
 def scaled_out_study(postgres, tracking_server, tmp_path_factory) -> StudyRun:
-    """The README's 'Scaling out': the first worker creates the study (Optuna's tables, the study,
+    """docs/scaling-out.md: the first worker creates the study (Optuna's tables, the study,
     its parent run); once its parent run is stored, two more workers join, all three concurrently."""
     tmp = tmp_path_factory.mktemp("scaled-out")
     args = [*CHEAP, "--storage", postgres.url, "--tracking-uri", tracking_server, "--study-name", STUDY,

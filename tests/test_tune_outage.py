@@ -1,5 +1,5 @@
 """Outages under a running study (issue 13 item 2): `tune` workers log to a real `mlflow server`
-and share a real PostgreSQL Optuna storage, as in README 'Scaling out' (tests/test_tune_distributed.py),
+and share a real PostgreSQL Optuna storage, as in docs/scaling-out.md (tests/test_tune_distributed.py),
 and the servers go away mid-study.
 
 - The tracking server stopped for 12 s and started again (same port, same backend store), then

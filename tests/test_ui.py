@@ -44,7 +44,7 @@ KEY_METRICS = ("best_value", "val_accuracy", "test_accuracy")  # the parent's be
 
 @contextlib.contextmanager
 def mlflow_ui(tmp: Path, backend_uri: str):
-    """`mlflow ui --backend-store-uri URI --host 127.0.0.1 --port PORT`, as the README starts it,
+    """`mlflow ui --backend-store-uri URI --host 127.0.0.1 --port PORT`, as docs/tracking.md starts it,
     on a free port; yields at once a handle whose `ready()` waits for GET /health and returns the
     URL; stopped (its process group) on exit."""
     port = free_port()

@@ -1,6 +1,6 @@
 """What a training run records in MLflow besides params and per-epoch metrics.
 
-Names are stable (the README lists them); every function logs into the active run (log_dataset
+Names are stable (docs/tracking.md lists them); every function logs into the active run (log_dataset
 into `run_id` where given: a study's parent run, which is not active):
 
     log_dataset(info, sample_images, sample_labels)       # or log_dataset(info): the inputs alone

@@ -102,7 +102,7 @@ def ended_on_exception(run_id: str):
 def unreachable(exc: BaseException | None) -> str | None:
     """Why the tracking server could not be reached, if `exc`, or an exception it was raised
     from or while handling, is MLflow's HTTP client giving up on it after its retries
-    (MLFLOW_HTTP_REQUEST_MAX_RETRIES ...; README 'Scaling out'): 'Connection refused', a timeout,
+    (MLFLOW_HTTP_REQUEST_MAX_RETRIES ...; docs/scaling-out.md): 'Connection refused', a timeout,
     'too many 503 error responses'. None for any other error (the server's own answers
     included: RESOURCE_DOES_NOT_EXIST, a bad parameter)."""
     import requests

@@ -50,7 +50,7 @@ WORKER_STOP_S = 30
 # exit status when the Optuna storage or the tracking server stays unreachable past its retries:
 # sysexits' EX_TEMPFAIL (a temporary failure: run the same command again once the server is back)
 EXIT_UNREACHABLE = 75
-# columns of that view: the parent's best, each trial's own results (README, 'The MLflow UI')
+# columns of that view: the parent's best, each trial's own results (docs/tracking.md, 'The MLflow UI')
 STUDY_VIEW_METRICS = ["best_value", "val_accuracy", "cv_val_accuracy_std", "test_accuracy", "final_train_accuracy",
                       "train_time_s", "test_time_s", "model_size_mb"]
 

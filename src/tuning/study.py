@@ -32,7 +32,7 @@ PRUNERS = ("median", "hyperband", "wilcoxon", "none")
 # WilcoxonPruner's threshold (Optuna's default) and the folds it needs: it compares the folds a
 # trial has run with the best trial's, and a one-sided signed-rank test over n folds gives p >= 1/2^n
 # (n = 1, 2, 3: 0.5, 0.25, 0.125), so it can prune only from fold 4 on (p 0.0625 < 0.1), and only
-# before the last fold: --cv 5 at least (README, 'Cross-validation').
+# before the last fold: --cv 5 at least (docs/tuning.md, on --cv).
 WILCOXON_P = 0.1
 WILCOXON_MIN_FOLDS = 5
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -113,8 +113,8 @@ def create_storage(url: str, on_stale=None, grace_period_s: int = GRACE_PERIOD_S
                               f"{first.replace(url, redact(url))[:300]}") from None
 
 
-# Seconds a storage call keeps retrying while its database server is unreachable (README
-# 'Scaling out'; MLPROJECT_STORAGE_RETRY_S): a PostgreSQL restart takes a few seconds. Past it the
+# Seconds a storage call keeps retrying while its database server is unreachable
+# (docs/scaling-out.md; MLPROJECT_STORAGE_RETRY_S): a PostgreSQL restart takes a few seconds. Past it the
 # worker exits with one line (exit 75) and the next invocation resumes. 45 s: with a beat every
 # 10 s and a retry at least every 5 s, a worker whose database is back within it beats again before
 # its trial's 60 s grace period ends, so no other worker fails that trial as stale.

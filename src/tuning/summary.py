@@ -1,6 +1,6 @@
 """What a study leaves on its parent run, the progress bar over trials, and the final table.
 
-Parent run, at the end of every invocation (names stable, README 'Tuning'):
+Parent run, at the end of every invocation (names stable, docs/tuning.md):
   metrics  best_value (the first objective of the best trial), best_trial, trials_complete,
            trials_pruned, trials_fail, trials_infeasible, pareto_size (several objectives),
            wall_time_s

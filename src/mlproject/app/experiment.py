@@ -116,7 +116,7 @@ def _versions() -> dict[str, str]:
 
 def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
                  on_epoch: Callable[[EpochStats], None] | None = None, child: ChildRun | None = None) -> TrackedRun:
-    """Train cfg in an MLflow run and record everything (README, 'What a run records').
+    """Train cfg in an MLflow run and record everything (docs/tracking.md, 'What a run records').
 
     Standalone the run is created in cfg.experiment; under `mlflow run` the run MLflow created is
     used; `child`: a study's trial (nested, lean). `on_epoch(stats)` runs after each epoch is
