@@ -1,0 +1,335 @@
+"""`tune` against the study script a user would write (PEER below), as processes, side by side.
+
+    python benchmarks/bench_peer.py            # full: 3 pairs, 10 trials x 3 epochs of basecnn (minutes)
+    python benchmarks/bench_peer.py --quick    # a smoke check: 1 pair, 2 one-epoch softmax trials
+    python benchmarks/bench_peer.py --pairs 5 --json out.json
+
+The real `tune` command (the console script next to this Python) and PEER, a minimal Optuna +
+MLflow script, run as processes in turns (the first of each pair alternates), each in a fresh
+temp folder with its own SQLite stores (MLflow sqlite:///.../mlflow.db, Optuna sqlite:///.../optuna.db;
+the artifacts go to the folder's ./mlruns; MLflow's migrations of the new store are part of both
+processes' times in the full mode, as a first study meets them). The full mode runs
+
+    tune --model basecnn --trials 10 --epochs 3 --batch-size 64 --pruner none
+
+(the sampler TPE, seed 0: tune's default) against PEER with the same options. Printed, and written
+with --json: each pair's wall-time ratio tune / peer and their median (issue 19: 1.32-1.37 at
+first, target <= 1.1), the same for CPU time (user + system of the process and its children:
+less sensitive to other load on the machine than wall time), and for both the median per-trial
+time outside training: a trial's MLflow run (end_time - start_time) minus its `train_time_s`
+metric (training steps only, validation excluded, as mlproject.train.fit counts it; PEER counts
+the same), and the same over Optuna's trial (datetime_complete - datetime_start: sampling, the
+model's construction and Optuna's writes too).
+
+PEER is what the comparison is against: the same digits split and the same network, because it
+calls the project's `create_dataset` (digits, seed 0: 1257 / 180 / 360 images, stratified, as
+every `tune` trial sees them) and `create_model` + `set_normalisation` (basecnn with its bilinear
+resize to 28 px and the training set's mean and std, seeded as `tune` seeds it), so the data and
+architecture are identical, not re-implemented; everything else is its own, as a user writes it:
+plain SGD (TrainConfig's defaults: no Nesterov, no schedule) over the shuffled training set (a
+torch.Generator seeded 0, batches by indexing, as mlproject's loop), validation after each epoch,
+Optuna's TPESampler(seed=0) sampling lr (1e-4:1e-1, log), momentum (0.5:0.99) and weight decay
+(1e-6:1e-2, log) in that order, tuning.space's defaults in its field order (batch size fixed, as
+`--batch-size 64` fixes it), a parent MLflow run and a nested child run per trial recording the
+sampled and fixed params, per-epoch train_loss, train_accuracy, val_loss, val_accuracy, lr and
+epoch_time_s, final test_accuracy, test_loss, train_time_s and model_size_mb, and a confusion-matrix
+PNG (sklearn's ConfusionMatrixDisplay, mlflow.log_figure). Both sample the same parameters in
+every trial, and the same seeds and loop train the same weights: the JSON says whether the two
+studies' sampled params, trial outcomes and objective values agree (`same_params`,
+`max_value_diff`; CPU). As `tune`, PEER fails a trial whose training loss is no longer finite
+after an epoch (seed 0's trial 9 on basecnn, lr 0.068) and runs trials until `trials` completed
+(Optuna's MaxTrialsCallback), as `tune --trials` counts them.
+
+What `tune` records that PEER does not (a real tune trial and study, inspected with MlflowClient):
+  per trial: every TrainConfig field as a param (~40, with input_size, input_channels,
+    num_classes, class_names; PEER: the sampled ones and 5 fixed), ~15 tags (versions of Python,
+    torch, timm, MLflow, Optuna; device and its name; model source; optuna.study, trial number and
+    state), the three splits as MLflow dataset inputs (with digests and tags), more final metrics
+    (final_train_accuracy: one more pass over the training set; final_val_accuracy,
+    test_time_s, test and train throughput, params_total, params_trainable, one
+    test_class_accuracy/<class> per class), the confusion matrix as JSON and CSV besides the PNG, the
+    classification report; for a trial that enters the best set when it ends: its model (an MLflow
+    pyfunc model with its signature and environment) and three more figures (misclassified test
+    images, loss/accuracy curves, first-layer weights); Optuna user attrs per trial (the run id,
+    metrics, model URI).
+  per study: the parent run's params (the fixed options, the search space, sampler, pruner),
+    tags (best.* params, storage), metrics (best value and trial, trial counts, wall time, the
+    dataset's sizes) and its system metrics (a sampler thread for the study's length), the
+    dataset inputs and the input analysis (JSON, a samples-per-class figure), the study figures
+    (optimization history, parallel coordinates, param importances, slices) and trials.csv, the
+    best model registered in the Model Registry with its `champion` alias, the study's signature
+    (Optuna user attr), a trials table and the UI link printed at the end, trial heartbeats in
+    the Optuna storage.
+  and PEER exits as a script does, through Python's finalisation (its heap sweeps: seconds with
+    torch, MLflow, Optuna and matplotlib loaded), where `tune` skips them
+    (mlproject.signals.leave_heap_to_the_os).
+
+--quick is a smoke check of every part: 1 pair, 2 one-epoch softmax trials, and MLflow stores whose
+tables exist (copies of one made here, as bench_speed's quick `tune` runs get: the migrations
+take seconds of each process). The processes' own costs (imports; `tune`'s parent run, figures
+and summary) are most of it: ~33 s of CPU in all (`tune` ~17 s, PEER ~11 s, this process ~5 s),
+35-80 s of wall time on 2 shared cores (2026-12-03). Its figures are rough; the full mode's are
+noisy on a shared machine too (its wall and CPU times per pair; --pairs 5 for a steadier median).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+# The user's script: argv MODEL TRIALS EPOCHS BATCH_SIZE OPTUNA_STORAGE; MLflow's store from
+# MLFLOW_TRACKING_URI, its artifacts in ./mlruns.
+PEER = r'''
+import io, math, sys, time
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import mlflow, optuna, torch
+import torch.nn.functional as F
+from sklearn.metrics import ConfusionMatrixDisplay
+from mlproject.config import TrainConfig
+from mlproject.data import create_dataset, peek_dataset
+from mlproject.models import create_model, set_normalisation
+
+model_name, storage = sys.argv[1], sys.argv[5]
+trials, epochs, batch_size = (int(a) for a in sys.argv[2:5])
+cfg = TrainConfig(model=model_name, epochs=epochs, batch_size=batch_size)
+data = create_dataset(cfg)  # digits, split as mlproject splits it (seed 0)
+
+def evaluate(model, split):
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(split.images[i:i + 256]) for i in range(0, len(split), 256)])
+    return F.cross_entropy(logits, split.labels).item(), logits.argmax(1)
+
+def objective(trial):
+    lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    momentum = trial.suggest_float("momentum", 0.5, 0.99)
+    weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+    torch.manual_seed(0)
+    model, _ = create_model(cfg, peek_dataset(cfg))
+    set_normalisation(model, data.info.mean, data.info.std)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    shuffle = torch.Generator().manual_seed(0)
+    with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+        mlflow.log_params({"model": model_name, "dataset": "digits", "optimizer": "sgd", "epochs": epochs,
+                           "batch_size": batch_size, **trial.params})
+        train_time = 0.0
+        for epoch in range(1, epochs + 1):
+            model.train()
+            loss_sum, correct, start = 0.0, 0, time.perf_counter()
+            for idx in torch.randperm(len(data.train), generator=shuffle).split(batch_size):
+                images, labels = data.train.images[idx], data.train.labels[idx]
+                logits = model(images)
+                loss = F.cross_entropy(logits, labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(labels)
+                correct += (logits.argmax(1) == labels).sum().item()
+            epoch_time = time.perf_counter() - start
+            train_time += epoch_time
+            if not math.isfinite(loss_sum):  # the run ends FAILED, and so does the trial
+                raise RuntimeError(f"training loss became {loss_sum} in epoch {epoch} (lr={lr})")
+            val_loss, predicted = evaluate(model, data.val)
+            val_accuracy = (predicted == data.val.labels).float().mean().item()
+            mlflow.log_metrics({"train_loss": loss_sum / len(data.train), "train_accuracy": correct / len(data.train),
+                                "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr,
+                                "epoch_time_s": epoch_time}, step=epoch)
+        test_loss, predicted = evaluate(model, data.test)
+        size = io.BytesIO()
+        torch.save(model.state_dict(), size)
+        mlflow.log_metrics({"test_accuracy": (predicted == data.test.labels).float().mean().item(),
+                            "test_loss": test_loss, "train_time_s": train_time, "model_size_mb": size.tell() / 1e6})
+        figure = ConfusionMatrixDisplay.from_predictions(data.test.labels, predicted).figure_
+        mlflow.log_figure(figure, "confusion_matrix.png")
+        plt.close(figure)
+    return val_accuracy
+
+mlflow.set_experiment("peer")
+study = optuna.create_study(study_name="peer", storage=storage, direction="maximize",
+                            sampler=optuna.samplers.TPESampler(seed=0))
+with mlflow.start_run(run_name="study"):
+    # `trials` complete ones, as `tune --trials` counts: one that diverged fails and another is run
+    complete = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
+    study.optimize(objective, callbacks=[complete], catch=(RuntimeError,))
+    mlflow.log_params({f"best.{k}": v for k, v in study.best_params.items()})
+    mlflow.log_metric("best_value", study.best_value)
+print(f"best trial {study.best_trial.number}: val_accuracy {study.best_value:.4f} {study.best_params}")
+'''
+
+
+def tune_command() -> list[str]:
+    """The `tune` console script installed with this Python (as a user runs it), else the module."""
+    script = shutil.which("tune", path=os.path.dirname(sys.executable))
+    return [script] if script else [sys.executable, "-m", "mlproject.app.tune"]
+
+
+def store_template(holder: list) -> str:
+    """An empty MLflow sqlite store whose tables are made (its migrations run once, here), in a
+    temp dir `holder` keeps; copied into each process's folder (--quick, as bench_speed's quick
+    `tune` runs: the migrations take seconds of each process, the same for both)."""
+    if not holder:
+        from mlflow.tracking import MlflowClient
+
+        holder.append(tempfile.TemporaryDirectory(prefix="bench_peer_template_"))
+        MlflowClient(f"sqlite:///{holder[0].name}/mlflow.db").search_experiments()  # runs the migrations
+    return os.path.join(holder[0].name, "mlflow.db")
+
+
+def run_one(kind: str, model: str, trials: int, epochs: int, batch_size: int, template: str | None = None) -> dict:
+    """One process (kind: 'tune' or 'peer') in a fresh temp folder with fresh stores (`template`: the
+    MLflow store starts as a copy of it): its wall time and its trials' times, read back from its stores."""
+    with tempfile.TemporaryDirectory(prefix=f"bench_peer_{kind}_") as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        if template:
+            shutil.copy(template, os.path.join(tmp, "mlflow.db"))
+        env["MLFLOW_TRACKING_URI"] = uri
+        storage = f"sqlite:///{tmp}/optuna.db"
+        if kind == "tune":
+            cmd = tune_command() + ["--model", model, "--trials", str(trials), "--epochs", str(epochs),
+                                    "--batch-size", str(batch_size), "--pruner", "none", "--storage", storage]
+        else:
+            with open(os.path.join(tmp, "peer.py"), "w") as f:
+                f.write(PEER)
+            cmd = [sys.executable, "peer.py", model, str(trials), str(epochs), str(batch_size), storage]
+        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=3600)
+        wall = time.perf_counter() - start
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the one child waited for since
+        cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{kind} failed ({proc.returncode}): {' '.join(cmd)}\n"
+                               f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        out = {"wall_s": wall, "cpu_s": cpu, **records(uri, storage)}
+    if out["complete"] != trials:
+        raise RuntimeError(f"{kind}: {out['complete']} complete trials recorded, {trials} expected")
+    return out
+
+
+def records(uri: str, storage: str) -> dict:
+    """Per trial, from the stores: its state, params and value, its MLflow run's duration and
+    train_time_s, Optuna's duration; the medians of the time outside training over the complete
+    trials (a failed one, diverged, has no train_time_s), and how many trials ended which way."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+            if "mlflow.parentRunId" in r.data.tags]
+    by_name = {r.info.run_name: r for r in runs}
+    names = optuna.get_all_study_names(storage)
+    study = optuna.load_study(study_name=names[0], storage=storage)
+    trials = []
+    for t in study.trials:
+        run = by_name[f"trial-{t.number}"]
+        row = {"number": t.number, "state": t.state.name, "params": t.params, "value": t.value,
+               "run_s": (run.info.end_time - run.info.start_time) / 1000,
+               "trial_s": (t.datetime_complete - t.datetime_start).total_seconds()}
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            train = run.data.metrics["train_time_s"]
+            row.update(train_time_s=train, outside_training_s=row["run_s"] - train,
+                       trial_outside_training_s=row["trial_s"] - train)
+        trials.append(row)
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    return {"trials": trials, "complete": len(complete), "failed": len(trials) - len(complete),
+            **{key: statistics.median(t[key] for t in complete)
+               for key in ("outside_training_s", "trial_outside_training_s", "train_time_s")}}
+
+
+def compare_trials(a: list[dict], b: list[dict]) -> tuple[bool, float]:
+    """Whether two studies ran as many trials with the same params, trial by trial (to 1e-9
+    relative) and ending the same way, and the largest difference of their objective values."""
+    same = len(a) == len(b) and all(
+        x["state"] == y["state"] and x["params"].keys() == y["params"].keys()
+        and all(math.isclose(x["params"][k], y["params"][k], rel_tol=1e-9) for k in x["params"])
+        for x, y in zip(a, b))
+    diffs = [abs(x["value"] - y["value"]) for x, y in zip(a, b) if x["value"] is not None and y["value"] is not None]
+    return same, max(diffs, default=float("nan"))
+
+
+def t_runs(rows: list[dict], kind: str) -> str:
+    """'10 complete + 1 failed' per pair, joined."""
+    return ", ".join(f"{r[kind]['complete']} complete + {r[kind]['failed']} failed" for r in rows)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="seconds-long smoke mode (CI): 1 pair of 2 softmax trials")
+    ap.add_argument("--pairs", type=int, default=None, help="tune/peer pairs (default 3; quick: 1)")
+    ap.add_argument("--model", default=None, help="built-in model (default basecnn; quick: softmax)")
+    ap.add_argument("--trials", type=int, default=None, help="trials per study (default 10; quick: 2)")
+    ap.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 3; quick: 1)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+    pairs = args.pairs or (1 if args.quick else 3)
+    model = args.model or ("softmax" if args.quick else "basecnn")
+    trials = args.trials or (2 if args.quick else 10)
+    epochs = args.epochs or (1 if args.quick else 3)
+    log = lambda s: print(s, flush=True)
+    log(f"{pairs} pair(s): `{' '.join(['tune'] + tune_command()[1:])} --model {model} --trials {trials} "
+        f"--epochs {epochs} --batch-size {args.batch_size} --pruner none` against the peer script, "
+        f"{os.cpu_count()} CPUs")
+    holder: list = []  # the quick mode's store template
+    template = store_template(holder) if args.quick else None
+    rows = []
+    for i in range(pairs):
+        order = ("peer", "tune") if i % 2 == 0 else ("tune", "peer")  # interleaved: neither always goes first
+        row = {"order": list(order)}
+        for kind in order:
+            row[kind] = run_one(kind, model, trials, epochs, args.batch_size, template)
+        row["ratio"] = row["tune"]["wall_s"] / row["peer"]["wall_s"]
+        row["cpu_ratio"] = row["tune"]["cpu_s"] / row["peer"]["cpu_s"]
+        row["same_params"], row["max_value_diff"] = compare_trials(row["tune"]["trials"], row["peer"]["trials"])
+        rows.append(row)
+        log(f"pair {i + 1} ({' then '.join(order)}): tune {row['tune']['wall_s']:.1f} s, peer "
+            f"{row['peer']['wall_s']:.1f} s, ratio {row['ratio']:.3f} (CPU time {row['cpu_ratio']:.3f}); per trial "
+            f"outside training: tune {row['tune']['outside_training_s']:.3f} s, "
+            f"peer {row['peer']['outside_training_s']:.3f} s")
+    med = statistics.median
+    summary = {kind: {key: med(r[kind][key] for r in rows) for key in
+                      ("wall_s", "cpu_s", "outside_training_s", "trial_outside_training_s", "train_time_s")}
+               for kind in ("tune", "peer")}
+    results = {
+        "quick": args.quick, "made_stores": template is not None, "cpus": os.cpu_count(), "model": model,
+        "trials": trials, "epochs": epochs, "batch_size": args.batch_size, "pairs": rows,
+        "ratios": [r["ratio"] for r in rows],
+        "ratio_median": med(r["ratio"] for r in rows), "cpu_ratio_median": med(r["cpu_ratio"] for r in rows),
+        **summary,
+        "same_params": all(r["same_params"] for r in rows), "max_value_diff": max(r["max_value_diff"] for r in rows),
+    }
+    t, p = results["tune"], results["peer"]
+    log(f"\nwall-time ratio tune / peer per pair: {', '.join(f'{r:.3f}' for r in results['ratios'])}; "
+        f"median {results['ratio_median']:.3f} (target <= 1.1) {'PASS' if results['ratio_median'] <= 1.1 else 'MISS'}")
+    log(f"median wall time: tune {t['wall_s']:.1f} s, peer {p['wall_s']:.1f} s; CPU time (user + system, the "
+        f"process and its children): tune {t['cpu_s']:.1f} s, peer {p['cpu_s']:.1f} s, ratio median "
+        f"{results['cpu_ratio_median']:.3f} (steadier than wall time on a shared machine)")
+    log(f"per trial outside training (median; MLflow run minus train_time_s): tune {t['outside_training_s']:.3f} s, "
+        f"peer {p['outside_training_s']:.3f} s; Optuna trial minus train_time_s: tune "
+        f"{t['trial_outside_training_s']:.3f} s, peer {p['trial_outside_training_s']:.3f} s; "
+        f"training {t['train_time_s']:.3f} s vs {p['train_time_s']:.3f} s")
+    log(f"trials run: tune {t_runs(rows, 'tune')}, peer {t_runs(rows, 'peer')}; same params and outcome in every "
+        f"trial: {results['same_params']}; largest objective difference {results['max_value_diff']:.2g}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    from mlproject.signals import leave_heap_to_the_os
+
+    leave_heap_to_the_os()  # the figures are out: exit without Python's heap sweeps (~3 s)
+    sys.exit(code)
