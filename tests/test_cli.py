@@ -228,20 +228,21 @@ def test_train_records_system_metrics_and_leaves_no_sampler(store):
 HEAVY = ("torch", "mlflow", "optuna", "sklearn")
 
 
-def fresh(tmp_path, command, *args):
+def fresh(tmp_path, command, *args, absent: tuple[str, ...] = ()):
     """`command ARGS` (`mlproject` or `tune`) through its console-script entry point in a new
-    interpreter, outside any `mlflow run`; (the finished process, the HEAVY modules it had
-    imported by its exit)."""
+    interpreter, outside any `mlflow run`, with the packages `absent` unimportable (as when not
+    installed); (the finished process, the HEAVY modules it had imported by its exit)."""
     import os
     import subprocess
     import sys
 
     module = "tune" if command == "tune" else "cli"
     code = ("import atexit, sys\n"
-            f"atexit.register(lambda: print('loaded:', *[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr))\n"
-            f"sys.argv = [{command!r}, *{list(args)!r}]\n"
-            f"from mlproject.app.{module} import main\n"
-            "main()\n")
+            + "".join(f"sys.modules[{m!r}] = None\n" for m in absent)
+            + f"atexit.register(lambda: print('loaded:', *[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr))\n"
+            + f"sys.argv = [{command!r}, *{list(args)!r}]\n"
+            + f"from mlproject.app.{module} import main\n"
+            + "main()\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
                           timeout=300)

@@ -9,6 +9,8 @@ from mlproject.app.cli import bool_flags_from_values
 from mlproject.config import AUGMENTS, ConfigError, TrainConfig
 from mlproject.datasets import REGISTRY
 
+from test_cli import fresh
+
 ROOT = Path(__file__).resolve().parents[1]
 MLPROJECT_TYPES = {bool: "string", "bool": "string", int: "int", "int": "int", float: "float", "float": "float",
                    str: "string", "str": "string"}
@@ -165,20 +167,7 @@ def test_dataset_help_lists_every_registry_entry(command):
 def test_bad_dataset_exits_2_in_one_line_before_torch(tmp_path, command, args, message):
     """Through the console-script entry point in a new interpreter where mlxtend cannot be
     imported (as when it is not installed)."""
-    import os
-    import subprocess
-    import sys
-
-    module = "tune" if command == "tune" else "cli"
-    code = ("import atexit, sys\n"
-            "sys.modules['mlxtend'] = None\n"
-            "atexit.register(lambda: print('torch loaded:', 'torch' in sys.modules, file=sys.stderr))\n"
-            f"sys.argv = [{command!r}, *{args!r}]\n"
-            f"from mlproject.app.{module} import main\n"
-            "main()\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=300)
-    *lines, last = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and last == "torch loaded: False", proc.stderr
+    proc, loaded = fresh(tmp_path, command, *args, absent=("mlxtend",))
+    assert proc.returncode == 2 and "torch" not in loaded, proc.stderr
+    lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
