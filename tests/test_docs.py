@@ -11,7 +11,7 @@ code, is checked against the real command line, in two tiers:
   the entry point E in `MLproject`, and E's command with the values put in (shell-quoted, as MLflow
   does) is checked as above.
 * the project's checks (slow: torch, timm and MLflow take seconds to import): `tune`'s own command
-  body up to `tuning.runner.check` (search ranges, samplers, pruners, objectives, constraints,
+  body up to `tuning.check` (search ranges, samplers, pruners, objectives, constraints,
   conditional options), every model name (`mlproject.models.resolve_model`), every `mlflow`
   command by MLflow's own click commands, and `mlflow run`'s command as MLflow's
   `EntryPoint.compute_command` builds it.
@@ -168,7 +168,7 @@ class Refused(Exception):
 
 
 class _Checked(Exception):
-    """`tune`'s body got through tuning.runner.check: its Plan, instead of running the study."""
+    """`tune`'s body got through tuning.check: its Plan, instead of running the study."""
 
     def __init__(self, plan):
         super().__init__("checked")
@@ -210,16 +210,16 @@ def _mlproject(words, full: bool) -> tuple[str, ...]:
 
 
 def _tune(words, full: bool) -> tuple[str, ...]:
-    """`tune ...`: click; in full, tune's own body up to tuning.runner.check (nothing created) and
+    """`tune ...`: click; in full, tune's own body up to tuning.check (nothing created) and
     the models its study may train."""
     from mlproject.app import tune as tune_app
 
     ctx = _parse(tune_app.tune, "tune", tune_app.tune_args(words[1:]))
     if ctx is None or not full:
         return ()
-    from tuning import runner
+    import tuning
 
-    real_check = runner.check
+    real_check = tuning.check
 
     def check_then_stop(*args, **kwargs):
         raise _Checked(real_check(*args, **kwargs))
@@ -227,7 +227,11 @@ def _tune(words, full: bool) -> tuple[str, ...]:
     def refuse(message):
         raise Refused(message)
 
-    with mock.patch.object(runner, "check", check_then_stop), mock.patch.object(tune_app, "fail", refuse), \
+    def not_past_check(*args, **kwargs):  # were check no longer tune's first step: never a study here
+        raise AssertionError("tune's body got past tuning.check")
+
+    with mock.patch.object(tuning, "check", check_then_stop), mock.patch.object(tuning, "prepare", not_past_check), \
+            mock.patch.object(tune_app, "fail", refuse), \
             mock.patch.object(tune_app, "handle_signals", lambda: None), \
             contextlib.redirect_stderr(io.StringIO()):  # runner's `note:` lines
         try:
@@ -236,7 +240,7 @@ def _tune(words, full: bool) -> tuple[str, ...]:
         except _Checked as done:
             plan = done.plan
         else:
-            raise AssertionError("tune's body got past runner.check")
+            raise AssertionError("tune's body got past tuning.check")
     return tuple(plan.space.values("model") if "model" in plan.space.dims else [plan.base.model])
 
 
