@@ -27,6 +27,7 @@ epoch, 2 folds; the SVC's grid cut to 2 candidates, 2-fold. Its figures are roug
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import io
 import json
@@ -114,7 +115,7 @@ def holdout(base: TrainConfig, trials: list[dict]) -> list[dict]:
     out = []
     data = None
     for t in trials:
-        cfg = base.replace(cv=0, **t["params"])
+        cfg = dataclasses.replace(base, cv=0, **t["params"])
         p = experiment.prepare(cfg, data or ())
         data = data or p.data
         history = fit(*p.trained, cfg, p.device)

@@ -69,7 +69,7 @@ def study(base: TrainConfig, space: SearchSpace, trials: int, experiment_name: s
     s = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
                             pruner=optuna.pruners.NopPruner())
     start = time.perf_counter()
-    Worker(base.replace(experiment=experiment_name), space, experiment.StudyTrainer(), parent, trials).run(s)
+    Worker(dataclasses.replace(base, experiment=experiment_name), space, experiment.StudyTrainer(), parent, trials).run(s)
     wall = time.perf_counter() - start
     client.set_terminated(parent)
     return s, wall
@@ -82,7 +82,7 @@ def bench_cache(trials: int, epochs: int, model: str, log) -> dict:
     out = {"trials": trials, "epochs": epochs, "model": model}
     from mlproject.train import fit
 
-    warm = base.replace(epochs=1, cache_features=False)  # imports, first convolutions: outside both
+    warm = dataclasses.replace(base, epochs=1, cache_features=False)  # imports, first convolutions: outside both
     p = experiment.prepare(warm)
     fit(p.model, p.data, warm, p.device)
     with tempfile.TemporaryDirectory(prefix="bench_features_") as cache_dir:
@@ -90,7 +90,7 @@ def bench_cache(trials: int, epochs: int, model: str, log) -> dict:
         features._memo.clear()
         for name, cached in (("cached", True), ("uncached", False)):
             with temp_store(f"bench-{name}"):
-                s, wall = study(base.replace(cache_features=cached), space, trials, f"bench-{name}")
+                s, wall = study(dataclasses.replace(base, cache_features=cached), space, trials, f"bench-{name}")
             complete = [t for t in s.trials if t.state == TrialState.COMPLETE]
             out[name] = {"wall_s": wall, "best_val_accuracy": s.best_value, "complete": len(complete),
                          "values": [t.value for t in s.trials]}
@@ -183,7 +183,7 @@ def bench_tracking(trials: int, seconds: float, model: str, log) -> dict:
             arms = {}
             for arm in ("off", "on"):
                 parent = client.create_run(exp.experiment_id).info.run_id
-                worker = Worker(base.replace(experiment="bench-tracking"), space, experiment.StudyTrainer(), parent,
+                worker = Worker(dataclasses.replace(base, experiment="bench-tracking"), space, experiment.StudyTrainer(), parent,
                                 trials, system_metrics=arm == "on")
                 worker.data = data
                 arms[arm] = (optuna.create_study(direction="maximize"), worker)
