@@ -31,6 +31,8 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import text_to_path
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import offset_copy
+
+from .metrics import curves
 from sklearn.metrics import ConfusionMatrixDisplay
 
 __all__ = [
@@ -467,8 +469,8 @@ def plot_loss_curves(ax_loss, ax_acc, series: dict[str, list[float]]) -> None:
     """Losses ("train_loss", "val_loss") on ax_loss and accuracies ("train_accuracy",
     "val_accuracy") on ax_acc, against epoch 1..n. Missing or empty keys are skipped; an axes
     with nothing to show says "no data"."""
-    for ax, keys, ylabel in ((ax_loss, ("train_loss", "val_loss"), "loss"),
-                             (ax_acc, ("train_accuracy", "val_accuracy"), "accuracy")):
+    for ax, keys, ylabel in ((ax_loss, [n for n in curves() if n.endswith("_loss")], "loss"),
+                             (ax_acc, [n for n in curves() if n.endswith("_accuracy")], "accuracy")):
         for key in keys:
             values = series.get(key)
             if not values:

@@ -92,6 +92,7 @@ _DECLARED = (
              only_with="cv") for n in _CURVES),
 )
 METRICS: dict[str, Metric] = {m.name: m for m in _DECLARED}
+DEFAULT_OBJECTIVE = "val_accuracy"  # a study's --objective, and the epoch metric its pruner judges, by default
 
 # metric families: a name per class, fold or reading
 PREFIXES = {

@@ -23,7 +23,7 @@ from mlproject.config import ConfigError
 # with --cv. tests/test_tune.py checks a real trial's run records each of them.
 EPOCH_METRICS = metrics.curves()  # prunable: reported after every epoch
 TRIAL_METRICS = metrics.goals()  # {name: "max" | "min"}, the --cv ones included
-DEFAULT_OBJECTIVE = "val_accuracy"
+DEFAULT_OBJECTIVE = metrics.DEFAULT_OBJECTIVE
 # Trials tied on the (single) objective are ranked by the lower validation loss (the model more
 # sure of the same right answers; on digits' 180 validation images accuracy moves in steps of
 # 0.56 points and ties are common), then by the earlier trial. Never by trial order alone.

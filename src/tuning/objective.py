@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 import tracking
 from mlproject.config import TrainConfig
 from mlproject.data import Splits
-from mlproject.metrics import SAMPLED_PREFIX, Tags, trials_table
+from mlproject.metrics import DEFAULT_OBJECTIVE, SAMPLED_PREFIX, Tags, trials_table
 from mlproject.train import FoldStats, History, TrainingDiverged
 
 from . import goals
@@ -75,7 +75,7 @@ class Worker:
     callbacks: list = dataclasses.field(default_factory=list)  # Optuna callbacks (progress bar)
     objectives: list[Objective] = dataclasses.field(default_factory=lambda: goals.parse_objectives(()))
     constraints: list[Constraint] = dataclasses.field(default_factory=list)
-    prune_on: str | None = "val_accuracy"  # the epoch metric reported to Optuna (and its pruner); None: none
+    prune_on: str | None = DEFAULT_OBJECTIVE  # the epoch metric reported to Optuna (and its pruner); None: none
     echo: Callable[[str], None] | None = None  # where trial outcomes go, a line each (default: stderr)
     verbose: bool = False  # a traceback for every failed trial, not only for unexpected exceptions
     _tracebacks: dict = dataclasses.field(default_factory=dict, repr=False)  # trial number -> text (bugs)

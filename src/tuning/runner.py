@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import tracking
 from mlproject.config import ConfigError, TrainConfig
-from mlproject.metrics import Tags
+from mlproject.metrics import DEFAULT_OBJECTIVE, Tags
 from mlproject.signals import exit_code, handle_signals, leave_heap_to_the_os
 
 from . import study as studies
@@ -64,7 +64,7 @@ class Plan:
     data: Splits | None = None  # loaded by prepare; worker processes load their own
     objectives: list[Objective] = dataclasses.field(default_factory=lambda: goals.parse_objectives(()))
     constraints: list[Constraint] = dataclasses.field(default_factory=list)
-    prune_on: str | None = "val_accuracy"  # the epoch metric reported to Optuna (the pruner's); None: none
+    prune_on: str | None = DEFAULT_OBJECTIVE  # the epoch metric reported to Optuna (the pruner's); None: none
 
     def signature(self) -> dict:
         fixed = {k: v for k, v in dataclasses.asdict(self.base).items()
