@@ -77,7 +77,7 @@ class CrossValidation:
     mean: History  # per epoch, the folds' mean; times and images summed over folds and refit
     refit: History  # trained on all of train + validation (no validation: its val metrics are nan)
 
-    def summary(self) -> dict[str, float]:
+    def fold_metrics(self) -> dict[str, float]:
         """cv_folds, cv_<metric>_mean and cv_<metric>_std (population std, as numpy's and
         scikit-learn's) of the folds' last-epoch metrics, and refit_time_s."""
         out = {"cv_folds": float(len(self.folds)), "refit_time_s": self.refit.train_time_s}

@@ -103,10 +103,10 @@ def train(**options):
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: a started run is already KILLED with the reason
         click.echo(f"interrupted by {e or 'SIGINT (Ctrl-C)'}: the run (if started) ended KILLED", err=True)
         sys.exit(exit_code(e))
-    click.echo(summary(cfg, result))
+    click.echo(result_text(cfg, result))
 
 
-def summary(cfg: TrainConfig, result) -> str:
+def result_text(cfg: TrainConfig, result) -> str:
     m = result.metrics
     uri = tracking.tracking_uri()
     here = uri in ("sqlite:///mlflow.db", "sqlite:///" + os.path.abspath("mlflow.db"))  # MLflow's default
@@ -161,7 +161,7 @@ def outliers(model_refs, images, out, experiment, log):
         checked = ood.check(model_refs, images)
     except ConfigError as e:
         fail(str(e))
-    click.echo(ood.summary(ood.run(checked, out, experiment=experiment if log else None)))
+    click.echo(ood.outliers_text(ood.run(checked, out, experiment=experiment if log else None)))
 
 
 @cli.command()
@@ -196,7 +196,7 @@ def report(run_ids, studies, experiments, include_all, sort, ascending, x, ys, b
                             x=x, ys=ys, by=by, out=out)
     except ConfigError as e:
         fail(str(e))
-    click.echo(rep.summary(rep.run(checked, out, log=log)))
+    click.echo(rep.report_text(rep.run(checked, out, log=log)))
 
 
 def main(args: list[str] | None = None) -> None:

@@ -124,35 +124,35 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
     with that fold's FoldStats (`_cv_logged`). A standalone run records system metrics (CPU,
     memory, GPU over time); a trial only where `child.system_metrics` says so.
     """
-    p = prepared or prepare(cfg)
-    info = p.data.info
-    with tracking.training_run(cfg.experiment, _run_name(cfg, child), tags=_run_tags(cfg, p, child),
+    prepared = prepared or prepare(cfg)
+    info = prepared.data.info
+    with tracking.training_run(cfg.experiment, _run_name(cfg, child), tags=_run_tags(cfg, prepared, child),
                                parent_run_id=child.parent_run_id if child else None,
                                system_metrics=child is None or child.system_metrics) as run:
         if child and child.on_run_start:
             child.on_run_start(run.info.run_id)
-        tracking.log_params({**cfg.to_params(), "input_size": p.model_info.input_size,
-                             "input_channels": p.model_info.in_channels, "num_classes": len(info.class_names),
+        tracking.log_params({**cfg.to_params(), "input_size": prepared.model_info.input_size,
+                             "input_channels": prepared.model_info.in_channels, "num_classes": len(info.class_names),
                              **(child.params if child else {})})
         if child:
             tracking.log_dataset(info)
         else:
-            tracking.log_dataset(info, *p.data.analysis_sample())
+            tracking.log_dataset(info, *prepared.data.analysis_sample())
         if cfg.log_model:  # MLflow's one-off environment scan, while training: torch ops release the
             tracking.warm_model_logging()  # GIL, the run's own (Python) logging above does not
         if cfg.cv:
-            cv = _cv_logged(cfg, p, run.info.run_id, on_epoch)
+            cv = _cv_logged(cfg, prepared, run.info.run_id, on_epoch)
             history = cv.mean
-            test, metrics = _results(cfg, p, history, cv)
+            test, metrics = _results(cfg, prepared, history, cv)
         else:
-            history = _fit_logged(cfg, p, run.info.run_id, on_epoch)
-            test, metrics = _results(cfg, p, history)
+            history = _fit_logged(cfg, prepared, run.info.run_id, on_epoch)
+            test, metrics = _results(cfg, prepared, history)
         tracking.log_metrics(metrics)
         _log_evaluation(test, info.class_names, table=child is None)
         keep = child is None or (child.keep_model is not None and child.keep_model(metrics, history))
         if keep:
-            log_run_figures(p, history, test)
-        model_uri = log_trained_model(p) if cfg.log_model and keep else None
+            log_run_figures(prepared, history, test)
+        model_uri = log_trained_model(prepared) if cfg.log_model and keep else None
     return TrackedRun(run.info.run_id, run.info.experiment_id, history, test, metrics, model_uri)
 
 
@@ -164,13 +164,13 @@ def _run_name(cfg: TrainConfig, child: ChildRun | None) -> str:
     return tracking.unique_run_name(cfg.experiment, f"{cfg.model}-{os.path.basename(cfg.dataset.rstrip('/'))}")
 
 
-def _run_tags(cfg: TrainConfig, p: Prepared, child: ChildRun | None) -> dict:
-    device = p.device
-    return {"model_source": p.model_info.source, "model_name": p.model_info.name, "device": str(device),
-            "feature_cache": p.features.status if p.features else "unsupported" if features_apply(cfg) else "off",
+def _run_tags(cfg: TrainConfig, prepared: Prepared, child: ChildRun | None) -> dict:
+    device = prepared.device
+    return {"model_source": prepared.model_info.source, "model_name": prepared.model_info.name, "device": str(device),
+            "feature_cache": prepared.features.status if prepared.features else "unsupported" if features_apply(cfg) else "off",
             "augment.applied": cfg.augmentation(),  # --augment resolved for the dataset (true: its default)
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            **({"data.empty_classes": ",".join(p.data.info.empty_classes)} if p.data.info.empty_classes else {}),
+            **({"data.empty_classes": ",".join(prepared.data.info.empty_classes)} if prepared.data.info.empty_classes else {}),
             **_versions(), **(child.tags if child else {})}
 
 
@@ -179,7 +179,7 @@ def _epoch_metrics(stats: EpochStats) -> dict[str, float]:
     return {n: getattr(stats, n) for n in epoch_metrics()}
 
 
-def _fit_logged(cfg: TrainConfig, p: Prepared, run_id: str, on_epoch) -> History:
+def _fit_logged(cfg: TrainConfig, prepared: Prepared, run_id: str, on_epoch) -> History:
     """fit, with every epoch's metrics sent to the run (batched), then `on_epoch`."""
     epochs_log = tracking.MetricBuffer(run_id)
 
@@ -189,12 +189,12 @@ def _fit_logged(cfg: TrainConfig, p: Prepared, run_id: str, on_epoch) -> History
             on_epoch(stats)
 
     try:
-        return fit(*p.trained, cfg, p.device, on_epoch=log_and_forward)
+        return fit(*prepared.trained, cfg, prepared.device, on_epoch=log_and_forward)
     finally:  # a pruned or failed run keeps the epochs it ran
         epochs_log.flush()
 
 
-def _cv_logged(cfg: TrainConfig, p: Prepared, run_id: str, on_fold) -> CrossValidation:
+def _cv_logged(cfg: TrainConfig, prepared: Prepared, run_id: str, on_fold) -> CrossValidation:
     """cross_validate, with each fold's epochs logged as fold_<i>/<metric> (step = epoch), then
     `on_fold(FoldStats)` after each fold (a study reports and prunes there); once every fold ran,
     the folds' per-epoch mean as the run's own train_loss, train_accuracy, val_loss, val_accuracy,
@@ -214,7 +214,7 @@ def _cv_logged(cfg: TrainConfig, p: Prepared, run_id: str, on_fold) -> CrossVali
                 step=stats.epoch)  # the refit has no validation split
 
     try:
-        cv = cross_validate(*p.trained, cfg, p.device, fold_epoch, fold_done, refit_epoch)
+        cv = cross_validate(*prepared.trained, cfg, prepared.device, fold_epoch, fold_done, refit_epoch)
         for stats in cv.mean.epochs:
             log.log(_epoch_metrics(stats), step=stats.epoch)
     finally:  # a pruned or failed run keeps the folds it ran
@@ -222,17 +222,17 @@ def _cv_logged(cfg: TrainConfig, p: Prepared, run_id: str, on_fold) -> CrossVali
     return cv
 
 
-def _results(cfg: TrainConfig, p: Prepared, history: History,
+def _results(cfg: TrainConfig, prepared: Prepared, history: History,
              cv: CrossValidation | None = None) -> tuple[Evaluation, dict[str, float]]:
     """The test evaluation and the run's summary metrics (README, 'What a run records'). With
     `cv`, the model is the refit one: its training set is train + validation."""
-    trained_model, trained_data = p.trained
-    test = evaluate(trained_model, trained_data.test, p.device, cfg.batch_size)
-    if p.features:  # the whole model's inference time: the backbone's part was measured once
-        test = dataclasses.replace(test, time_s=test.time_s + p.features.backbone_s["test"])
-    train_eval = evaluate(trained_model, cv_pool(trained_data) if cv else trained_data.train, p.device,
+    trained_model, trained_data = prepared.trained
+    test = evaluate(trained_model, trained_data.test, prepared.device, cfg.batch_size)
+    if prepared.features:  # the whole model's inference time: the backbone's part was measured once
+        test = dataclasses.replace(test, time_s=test.time_s + prepared.features.backbone_s["test"])
+    train_eval = evaluate(trained_model, cv_pool(trained_data) if cv else trained_data.train, prepared.device,
                           cfg.batch_size)
-    total, trainable = count_parameters(p.model.net)
+    total, trainable = count_parameters(prepared.model.net)
     metrics = {
         "train_time_s": history.train_time_s,
         "train_throughput_ips": history.train_images / history.train_time_s,
@@ -242,14 +242,14 @@ def _results(cfg: TrainConfig, p: Prepared, history: History,
         "final_val_accuracy": history.epochs[-1].val_accuracy,
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,
-        "model_size_mb": model_size_mb(p.model),
+        "model_size_mb": model_size_mb(prepared.model),
         "params_total": total,
         "params_trainable": trainable,
     }
-    if p.features:
-        metrics["feature_cache_time_s"] = p.features.time_s
+    if prepared.features:
+        metrics["feature_cache_time_s"] = prepared.features.time_s
     if cv:
-        metrics.update(cv.summary())
+        metrics.update(cv.fold_metrics())
     return test, metrics
 
 
@@ -266,12 +266,12 @@ def _log_evaluation(test: Evaluation, class_names: list[str], table: bool) -> No
     tracking.log_evaluation(cm, per_class, class_names, report, table=table)
 
 
-def log_trained_model(p: Prepared, registered_name: str | None = None) -> str:
+def log_trained_model(prepared: Prepared, registered_name: str | None = None) -> str:
     """The whole model (backbone and trained head) as the active run's pyfunc model; its URI."""
-    example = p.data.test.first_images(2).numpy().astype(np.float32) / 255.0
-    uri = tracking.log_model(Probabilities(p.model), example, p.data.info.class_names,
+    example = prepared.data.test.first_images(2).numpy().astype(np.float32) / 255.0
+    uri = tracking.log_model(Probabilities(prepared.model), example, prepared.data.info.class_names,
                              registered_model_name=registered_name).model_uri
-    p.model.to(p.device)  # log_model moved it to the CPU
+    prepared.model.to(prepared.device)  # log_model moved it to the CPU
     return uri
 
 
@@ -288,12 +288,12 @@ class StudyTrainer:
                             ChildRun(parent_run_id, tags, params, on_run_start, keep_model, system_metrics))
 
 
-def log_run_figures(p: Prepared, history: History, test: Evaluation) -> None:
+def log_run_figures(prepared: Prepared, history: History, test: Evaluation) -> None:
     """Into the active run: loss curves, misclassified test images (up to 64), first-layer weights."""
-    info, minfo = p.data.info, p.model_info
+    info, minfo = prepared.data.info, prepared.model_info
     wrong = np.flatnonzero(test.y_true != test.y_pred)[:64]
-    wrong_images = p.data.test.take(wrong).first_images(len(wrong)).numpy() if len(wrong) else \
+    wrong_images = prepared.data.test.take(wrong).first_images(len(wrong)).numpy() if len(wrong) else \
         np.zeros((0, info.channels, info.height, info.width), np.uint8)
-    first = p.model.net.get_submodule(minfo.first_layer).weight.detach().cpu().numpy() if minfo.first_layer else None
+    first = prepared.model.net.get_submodule(minfo.first_layer).weight.detach().cpu().numpy() if minfo.first_layer else None
     tracking.log_figures(history.series(), first, (minfo.in_channels, minfo.input_size, minfo.input_size),
                          info.class_names, test.y_true[wrong], test.y_pred[wrong], wrong_images)

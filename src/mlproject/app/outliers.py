@@ -3,7 +3,7 @@ outside their training domain.
 
     checked = check(["3f2a...", "digits-best/2"], "photos/")   # bad input: ConfigError, nothing run
     result = run(checked, "outliers/", experiment="mlproject")  # experiment=None: no MLflow run
-    print(summary(result))
+    print(outliers_text(result))
 
 Every image is adapted to each model exactly as that model's training data was: decoded by
 data.py's ImageFolder decoder, converted to the training data's mode (L or RGB) and resized
@@ -254,7 +254,7 @@ def _short(s: str, n: int) -> str:
     return s if len(s) <= n else "..." + s[-(n - 3):]
 
 
-def summary(result: Predictions) -> str:
+def outliers_text(result: Predictions) -> str:
     """What the command prints: Table 2, the scores per model, where the files and the run are."""
     table = tabulate(table2(result), headers="keys", tablefmt="plain", showindex=False, disable_numparse=True)
     lines = [table, ""]

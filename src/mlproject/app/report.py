@@ -4,7 +4,7 @@ per-class accuracy table, from runs already in MLflow (nothing typed by hand).
     checked = check(run_ids, experiments, studies, x="batch_size", ys=["train_time"], by="lr")  # ConfigError
     checked = check(studies=["s"], by="model")          # no --x: by_model.md/.csv, one row per model
     result = run(checked, "report/", log=True)   # writes the files, logs them as a run named "report"
-    print(summary(result))
+    print(report_text(result))
 
 MLflow is reached only through `tracking` (tracking/query.py selects the runs, reads their
 confusion matrices and studies' parent params; tracking/runs.py's log_files_run logs the report
@@ -703,7 +703,7 @@ def per_class_figure(per_class: pd.DataFrame):
 # ---------------------------------------------------------------------------------------------
 # what the command prints
 
-def summary(result: Report) -> str:
+def report_text(result: Report) -> str:
     checked = result.checked
     lines = [table_markdown(checked, checked.table()).rstrip(), ""]
     if checked.group_by:
