@@ -58,15 +58,13 @@ def _figure(figsize) -> Figure:
     return fig
 
 
+# savefig runs an extra, unrendered draw of every artist before the real one whenever a figure has
+# a layout engine, for the engine to lay it out. Done once here instead, a 10-class confusion matrix
+# (100 counts and 20 tick labels, all Text, laid out again in every draw) built and saved in ~70 %
+# of the time: ~350 vs ~500 ms CPU on 2 loaded cores (benchmarks/bench_figures.py).
 def _laid_out(fig: Figure) -> Figure:
     """fig laid out once, now, by its layout engine, which is then dropped (later changes to the
-    figure are not laid out again).
-
-    savefig runs an extra, unrendered draw of every artist before the real one whenever a figure
-    has a layout engine, for the engine to lay it out. Done once here instead, a 10-class confusion
-    matrix (100 counts and 20 tick labels, all Text, laid out again in every draw) builds and saves
-    in ~70 % of the time: ~350 vs ~500 ms CPU on the 2-core dev machine under load
-    (benchmarks/bench_figures.py)."""
+    figure are not laid out again)."""
     fig.get_layout_engine().execute(fig)
     fig.set_layout_engine(None)
     return fig
@@ -148,9 +146,9 @@ def confusion_matrix_figure(cm: np.ndarray, class_names: list[str]) -> Figure:
 
     Every trial of a study draws one, with the same class names: the constrained layout's
     placement of the matrix is computed for the first and reused (`_cm_positions`), as it depends
-    only on the tick labels (class names, and the colorbar's, by the count's digits). The layout
-    pass was ~0.13 of ~0.45 s per figure on 2 loaded cores (cProfile), a study's largest per-trial
-    tracking cost (benchmarks/bench_speed.py)."""
+    only on the tick labels (class names, and the colorbar's, by the count's digits)."""
+    # the layout pass was ~0.13 of ~0.45 s per figure on 2 loaded cores (cProfile), a study's
+    # largest per-trial tracking cost (benchmarks/bench_speed.py)
     cm = _check_cm(cm, class_names)
     key = (tuple(str(c) for c in class_names), len(str(int(np.nanmax(np.abs(cm))))) if cm.size else 1,
            _integral(cm))
