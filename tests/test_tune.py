@@ -407,6 +407,17 @@ def test_a_study_on_every_storage_kind_runs_and_resumes(store, storage_url):
     assert sorted(c.info.run_id for c in children) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert optuna.get_all_study_names(storage) == ["kinds"]
+    # the resumed invocation drew new values, not the first one's (seeded) sequence again
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 3
+
+    # --trials is the study's total over invocations: the same command again runs nothing new
+    result = run_tune("--trials", "3", *args)
+    assert result.exit_code == 0, result.output + str(result.exception)
+    study = optuna.load_study(study_name="kinds", storage=create_storage(storage_url))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    (again,), children = split(runs_of(store))
+    assert again.info.run_id == parent.info.run_id and again.info.status == "FINISHED"
+    assert len(children) == 3 and not [r for r in runs_of(store) if r.info.status == "RUNNING"]
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """`tune` survives what happens to real studies: a worker SIGKILLed mid-trial, Ctrl-C, two local
-workers on the default SQLite storage, and `--trials` as the study's total over invocations.
+workers on the default SQLite storage. (`--trials` as the study's total over invocations:
+test_tune.py's storage-kinds test, in process.)
 
 Every test runs the `tune` console script as a subprocess in its own directory, with its own
 MLflow store (sqlite:///<tmp>/mlflow.db) and the default Optuna storage (sqlite:///optuna.db
@@ -331,29 +332,3 @@ def test_two_workers_on_one_local_storage(tmp_path, storage):
     failed = [t for t in study.trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
     reasons = [t.user_attrs.get("fail_reason", "") for t in failed]
     assert not failed, reasons  # e.g. "UNIQUE constraint failed: datasets": log_dataset retries that race
-
-
-def test_trials_is_the_total_over_invocations(tmp_path):
-    tune = Tune(tmp_path)
-    args = [*SHORT, "--study-name", "t"]
-    code, _, err = tune.run(*args, "--trials", "3")
-    assert code == 0, err[-3000:]
-    study = tune.study("t")
-    parent = study.user_attrs["mlflow_parent_run_id"]
-    assert_consistent(tune, study, parent, n_finished=3)
-
-    code, _, err = tune.run(*args, "--trials", "5")
-    assert code == 0, err[-3000:]
-    study = tune.study("t")
-    assert len(study.trials) == 5
-    assert_consistent(tune, study, parent, n_finished=5)
-
-    code, _, err = tune.run(*args, "--trials", "5")
-    assert code == 0, err[-3000:]
-    study = tune.study("t")
-    assert len(study.trials) == 5  # nothing new: the study already has its 5
-    assert_consistent(tune, study, parent, n_finished=5)
-    assert len(tune.parents_children()[1]) == 5
-    # the second invocation drew new values, not the first one's sequence again
-    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 5
-    assert tune.client.get_run(parent).info.status == "FINISHED"
