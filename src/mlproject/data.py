@@ -64,25 +64,38 @@ class Split:
         return len(self.labels)
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                num_workers: int = 0, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (images, labels) batches on the split's device: the CPU, or the GPU for a split
-        made resident there (train.resident); the trainer moves CPU batches to its device."""
+        made resident there (train.resident); the trainer moves CPU batches to its device.
+
+        `skip`: leave out the first `skip` batches, after the permutation is drawn (a resumed
+        epoch: the same generator state draws the same order, and the batches already trained on
+        are not read). Streamed files are skipped by their indices, so none of them is decoded."""
         if self.images is not None:
             n = len(self.labels)
             # the permutation comes from the CPU generator (same order on every device for a
             # seed) and moves to the images' device once per epoch, not once per batch
             order = torch.randperm(n, generator=generator).to(self.images.device) if shuffle else None
-            for start in range(0, n, batch_size):
+            for start in range(skip * batch_size, n, batch_size):
                 if order is None:
                     yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
                 else:
                     idx = order[start:start + batch_size]
                     yield self.images[idx], self.labels[idx]
             return
-        loader = torch.utils.data.DataLoader(
-            ImageFiles(self.files, self.labels.tolist(), self.size, self.mode), batch_size=batch_size,
-            shuffle=shuffle, generator=generator, num_workers=num_workers,
-            persistent_workers=False, collate_fn=_collate_ok)
+        from itertools import islice
+
+        files = ImageFiles(self.files, self.labels.tolist(), self.size, self.mode)
+        # the samplers DataLoader(shuffle=shuffle, generator=generator) builds itself (the same
+        # draws from `generator`: the loader's base seed, then the permutation), without the first
+        # `skip` index lists: drawn, never handed to a worker. The loader is iterated once, so a
+        # one-pass iterator serves as its batch sampler.
+        sampler = (torch.utils.data.RandomSampler(files, generator=generator) if shuffle
+                   else torch.utils.data.SequentialSampler(files))
+        index_lists = islice(torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False), skip, None)
+        loader = torch.utils.data.DataLoader(files, batch_sampler=index_lists, generator=generator,
+                                             num_workers=num_workers, persistent_workers=False,
+                                             collate_fn=_collate_ok)
         for images, labels, _ in loader:
             yield images, labels
 

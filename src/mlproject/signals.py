@@ -70,6 +70,12 @@ def _first(signum, frame):
     raise Interrupted(signum)
 
 
+def pending() -> bool:
+    """Whether a signal was noted inside stop_points() and its Interrupted not raised yet: the
+    training loop saves its checkpoint when this is true, before the stop_point() that raises."""
+    return _caught is not None
+
+
 def stop_point() -> None:
     """Raise the Interrupted that a signal asked for inside stop_points(), if any (once)."""
     global _caught

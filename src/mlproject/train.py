@@ -4,6 +4,9 @@
     history = fit(model, data, cfg, device, on_epoch=lambda stats: ...)   # on_epoch may raise to stop
     result = evaluate(model, data.test, device)
 
+    fit(..., on_checkpoint=lambda ckpt: ckpt.save(path), checkpoint_every_s=600)   # on SIGTERM too
+    fit(..., resume=Checkpoint.load(path, cfg))   # continues where it stopped, bit for bit on the CPU
+
 Batches arrive as uint8 and are preprocessed (and augmented) on the device. On CUDA, splits that
 fit are moved to the device once per fit (`resident`), and training runs in bf16 autocast with
 channels_last and cudnn.benchmark; `--compile` compiles the network. Losses and correct counts
@@ -12,12 +15,15 @@ accumulate on the device and are read once per epoch, so there is no host sync p
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -28,7 +34,7 @@ from .config import TrainConfig
 from .data import Split, Splits, fold_splits, refit_splits
 from .metrics import curves
 from .models import Classifier
-from .signals import stop_point, stop_points
+from .signals import Interrupted, pending, stop_point, stop_points
 
 
 class TrainingDiverged(RuntimeError):
@@ -100,6 +106,147 @@ class Evaluation:
     @property
     def throughput(self) -> float:
         return len(self.y_true) / self.time_s if self.time_s > 0 else float("nan")
+
+
+# TrainConfig fields that do not change a run's arithmetic (where it is recorded, how files are read,
+# which device: a run stopped on a GPU may go on on the CPU, and bit for bit only where both are
+# deterministic). A checkpoint written under other values of these resumes; any other field that
+# differs refuses it. cache_features: a run on cached features trains a head-only model, whose
+# weights do not load into the whole model (CheckpointError from fit), and the other way round.
+NOT_TRAINING_OPTIONS = ("experiment", "run_name", "log_model", "num_workers", "device", "data_dir",
+                        "cache_features")
+CHECKPOINT_VERSION = 1  # Checkpoint's on-disk layout; another version is refused, not guessed at
+
+
+def training_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The TrainConfig fields that decide the training (all but NOT_TRAINING_OPTIONS), by name."""
+    return {k: v for k, v in asdict(cfg).items() if k not in NOT_TRAINING_OPTIONS}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot resume this run (unreadable, another format version, other
+    options); one line naming the file and why. The caller starts from epoch 0 instead."""
+
+
+@dataclass
+class Checkpoint:
+    """The whole state of a training run between two batches: `fit(..., resume=ckpt)` goes on from
+    it as if never stopped. Plain torch and Python objects, on the CPU (copies: the run goes on
+    without changing them), so `save` / `load` round-trip it through torch.save / torch.load."""
+
+    epoch: int  # 1-based, the epoch in progress (cfg.epochs + 1: every epoch done)
+    batch: int  # batches of that epoch already trained on
+    model: dict[str, torch.Tensor]  # state_dict
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    python_rng: tuple  # random.getstate()
+    numpy_rng: tuple  # np.random.get_state()
+    torch_rng: torch.Tensor  # torch.get_rng_state(): dropout, and anything else drawing from it
+    cuda_rng: list[torch.Tensor] | None  # per device, where CUDA was in use
+    # the shuffle generator's state at the start of `epoch`: it draws that epoch's permutation again
+    shuffle_rng: torch.Tensor
+    augment_rng: torch.Tensor | None  # the augmentation generator's state now (None: no --augment)
+    # the epoch's running sums, as the loop holds them (exact: float32 and int64 tensors)
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+    epoch_time_s: float  # training time of the epoch so far
+    history: History  # the epochs done
+    options: dict[str, Any]  # training_options(cfg) of the run that wrote it
+    # cross_validate: the fold in progress (0: plain fit; 1..k folds; k + 1 the refit), the histories
+    # of the folds done and the weights every fold and the refit start from
+    fold: int = 0
+    folds_done: list[History] = field(default_factory=list)
+    initial_state: dict[str, torch.Tensor] | None = None
+    version: int = CHECKPOINT_VERSION
+
+    def refusal(self, cfg: TrainConfig) -> str | None:
+        """Why this checkpoint cannot resume a run of `cfg` (its first differing training option,
+        with both values), or None."""
+        now = training_options(cfg)
+        for name in dict.fromkeys([*now, *self.options]):  # cfg's field order, then fields cfg lacks
+            if name not in now or name not in self.options or now[name] != self.options[name]:
+                was = repr(self.options[name]) if name in self.options else "(no such option)"
+                is_ = repr(now[name]) if name in now else "(no such option)"
+                return f"written with {name}={was}, this run has {name}={is_}"
+        return None
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to `path`: to a temporary file beside it, then renamed over it, so a process
+        killed while writing leaves the previous checkpoint whole."""
+        path = Path(path)
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        # histories as dicts: a file stays readable when these classes change (version decides)
+        state["history"] = asdict(self.history)
+        state["folds_done"] = [asdict(h) for h in self.folds_done]
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, cfg: TrainConfig) -> Checkpoint:
+        """The checkpoint at `path`, for resuming a run of `cfg`. CheckpointError, one line naming
+        the file and why: unreadable or truncated, not a checkpoint, another format version,
+        written with other training options (the first that differs, both values). A pickle, as
+        torch.save writes any object: load only checkpoints this project wrote."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # OSError, EOFError, pickle's and the zip reader's errors: unreadable all
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
+            raise CheckpointError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {first})") from None
+        if not isinstance(state, dict) or "version" not in state:
+            raise CheckpointError(f"checkpoint {path}: not a training checkpoint (holds a {type(state).__name__})")
+        if state["version"] != CHECKPOINT_VERSION:
+            raise CheckpointError(f"checkpoint {path}: format version {state['version']!r}; this mlproject "
+                                  f"reads version {CHECKPOINT_VERSION}")
+        try:
+            state["history"] = _history(state["history"])
+            state["folds_done"] = [_history(h) for h in state["folds_done"]]
+            ckpt = cls(**state)
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {path}: not a training checkpoint of version "
+                                  f"{CHECKPOINT_VERSION} ({type(e).__name__}: {e})") from None
+        problem = ckpt.refusal(cfg)
+        if problem:
+            raise CheckpointError(f"checkpoint {path}: {problem}")
+        return ckpt
+
+
+def _history(d: dict) -> History:
+    return History([EpochStats(**e) for e in d["epochs"]], d["train_time_s"], d["train_images"])
+
+
+def _cpu(obj):
+    """`obj` (a state_dict, nested dicts, lists and tuples of tensors) with every tensor copied to
+    the CPU: a checkpoint's own copy, which training on does not change."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_cpu(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def _rng_states() -> dict[str, Any]:
+    """The global generators' states, as Checkpoint's fields. CUDA's only where CUDA is initialised:
+    asking would initialise it (seconds, and memory on every GPU) in a CPU run, which draws nothing
+    from it."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return {"python_rng": random.getstate(), "numpy_rng": np.random.get_state(),
+            "torch_rng": torch.get_rng_state(), "cuda_rng": cuda}
+
+
+def _restore_rng_states(ckpt: Checkpoint) -> None:
+    random.setstate(ckpt.python_rng)
+    np.random.set_state(ckpt.numpy_rng)
+    torch.set_rng_state(ckpt.torch_rng)
+    if ckpt.cuda_rng is not None and torch.cuda.is_available():
+        for i, state in enumerate(ckpt.cuda_rng[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, i)
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -207,20 +354,34 @@ def _progress(iterable=None, **kw):
 
 
 def fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
-        on_epoch: Callable[[EpochStats], None] | None = None) -> History:
+        on_epoch: Callable[[EpochStats], None] | None = None, *, resume: Checkpoint | None = None,
+        on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        checkpoint_every_s: float | None = None) -> History:
     """Train `model` on data.train for cfg.epochs, validating on data.val after every epoch.
 
     `on_epoch(stats)` runs after each epoch (logging, Optuna pruning); an exception it raises
     stops training. Raises TrainingDiverged when an epoch's mean loss is not finite. SIGTERM and
     SIGINT stop it after the current batch (mlproject.signals.stop_points).
+
+    `on_checkpoint(ckpt)` gets the whole training state (a Checkpoint, the run's own copy) at a
+    batch boundary: when a SIGTERM or SIGINT is pending, before Interrupted is raised, and every
+    `checkpoint_every_s` seconds of wall time. `resume`: a checkpoint of a run with the same
+    training options (CheckpointError otherwise); training goes on at its epoch and batch with
+    every weight, optimizer and scheduler state, generator and running sum restored: on the CPU
+    the result is the uninterrupted run's, bit for bit (epoch times aside; on CUDA, as far as the
+    run is deterministic at all: cudnn.benchmark picks kernels by timing).
     """
     with stop_points():
-        return _fit(model, data, cfg, device, on_epoch)
+        return _fit(model, data, cfg, device, on_epoch, resume, on_checkpoint, checkpoint_every_s)
 
 
 def _fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
-         on_epoch: Callable[[EpochStats], None] | None) -> History:
+         on_epoch: Callable[[EpochStats], None] | None, resume: Checkpoint | None = None,
+         on_checkpoint: Callable[[Checkpoint], None] | None = None,
+         checkpoint_every_s: float | None = None) -> History:
     seed_everything(cfg.seed)
+    if resume is not None and (problem := resume.refusal(cfg)):
+        raise CheckpointError(f"checkpoint: {problem}")
     model.to(device)
     channels_last = device.type == "cuda"
     if channels_last:
@@ -236,18 +397,63 @@ def _fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device
     crop, flip, affine = "crop" in applied, "flip" in applied, "affine" in applied
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed) if applied != "none" else None
     history = History()
-    epochs = _progress(range(1, cfg.epochs + 1), desc="epochs", unit="epoch")
+    if resume is not None:
+        try:  # copies: the optimizer's and scheduler's load_state_dict keep the tensors and lists given
+            model.load_state_dict(resume.model)  # copied into the parameters (device, layout kept)
+            optimizer.load_state_dict(copy.deepcopy(resume.optimizer))
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint: its weights do not fit this model "
+                                  f"({str(e).strip().splitlines()[0]})") from None
+        if scheduler is not None:
+            scheduler.load_state_dict(copy.deepcopy(resume.scheduler))
+        history = copy.deepcopy(resume.history)
+        shuffle_gen.set_state(resume.shuffle_rng)
+        if aug_gen is not None:
+            aug_gen.set_state(resume.augment_rng)
+        _restore_rng_states(resume)  # last: nothing from here to the first batch draws from them
+    # Without on_checkpoint the loop is the plain one: per batch, one counter and one test of this
+    # flag; nothing is copied, synchronised or timed.
+    watch = on_checkpoint is not None
+    due = math.inf
+
+    def checkpoint(epoch: int, done: int, shuffle_rng: torch.Tensor, loss_sum: torch.Tensor,
+                   correct: torch.Tensor, seen: int, elapsed: float) -> float:
+        """Hand on_checkpoint the state now; the seconds it took (not the epoch's training time)."""
+        nonlocal due
+        began = time.perf_counter()
+        on_checkpoint(Checkpoint(
+            epoch, done, _cpu(model.state_dict()), _cpu(optimizer.state_dict()),
+            _cpu(scheduler.state_dict()) if scheduler is not None else None, **_rng_states(),
+            shuffle_rng=shuffle_rng, augment_rng=aug_gen.get_state() if aug_gen is not None else None,
+            loss_sum=_cpu(loss_sum), correct=_cpu(correct), seen=seen, epoch_time_s=elapsed,
+            history=copy.deepcopy(history), options=training_options(cfg)))
+        if checkpoint_every_s is not None:
+            due = time.monotonic() + checkpoint_every_s
+        return time.perf_counter() - began
+
+    if watch and checkpoint_every_s is not None:
+        due = time.monotonic() + checkpoint_every_s
+    first = resume.epoch if resume is not None else 1
+    epochs = _progress(range(first, cfg.epochs + 1), initial=first - 1, total=cfg.epochs, desc="epochs", unit="epoch")
     for epoch in epochs:
-        stop_point()  # a signal during the previous epoch's on_epoch
         model.train()
         lr = optimizer.param_groups[0]["lr"]
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        start = time.perf_counter()
+        shuffle_rng = shuffle_gen.get_state() if watch else None  # before this epoch's permutation
+        if resume is not None and epoch == resume.epoch:  # the epoch the checkpoint stopped in
+            loss_sum, correct = resume.loss_sum.to(device, copy=True), resume.correct.to(device, copy=True)
+            seen, done, elapsed = resume.seen, resume.batch, resume.epoch_time_s
+        else:
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen, done, elapsed = 0, 0, 0.0
+        if watch and pending():  # a signal during the previous epoch's on_epoch, or before the first batch
+            checkpoint(epoch, done, shuffle_rng, loss_sum, correct, seen, elapsed)
+        stop_point()
+        start = time.perf_counter() - elapsed
         batches = _progress(train.batches(cfg.batch_size, shuffle=True, generator=shuffle_gen,
-                                          num_workers=cfg.num_workers),
-                            desc=f"epoch {epoch}", total=math.ceil(len(train) / cfg.batch_size), unit="batch")
+                                          num_workers=cfg.num_workers, skip=done),
+                            desc=f"epoch {epoch}", total=math.ceil(len(train) / cfg.batch_size), initial=done,
+                            unit="batch")
         for images, labels in batches:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
@@ -265,15 +471,23 @@ def _fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device
             loss_sum += loss.detach() * len(labels)
             correct += (logits.argmax(1) == labels).sum()
             seen += len(labels)
+            done += 1
+            if watch and (pending() or time.monotonic() >= due):
+                start += checkpoint(epoch, done, shuffle_rng, loss_sum, correct, seen, time.perf_counter() - start)
             stop_point()
         train_loss = loss_sum.item() / seen  # the one host sync of the epoch
         epoch_time = time.perf_counter() - start
-        history.train_time_s += epoch_time
-        history.train_images += seen
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch} "
                                    f"(lr={cfg.lr}, optimizer={cfg.optimizer}); lower the learning rate")
-        val = evaluate(model, val_split, device, cfg.batch_size) if len(val_split) else None
+        try:
+            val = evaluate(model, val_split, device, cfg.batch_size) if len(val_split) else None
+        except Interrupted:  # at one of evaluate's stop points: the epoch's training is kept
+            if watch:  # (evaluation changes no state: on resume it runs again, after no batch)
+                checkpoint(epoch, done, shuffle_rng, loss_sum, correct, seen, epoch_time)
+            raise
+        history.train_time_s += epoch_time  # after validation: a checkpoint taken in it has the epoch undone
+        history.train_images += seen
         stats = EpochStats(epoch, train_loss, correct.item() / seen, val.loss if val else float("nan"),
                            val.accuracy if val else float("nan"), lr, epoch_time)
         history.epochs.append(stats)
@@ -282,13 +496,18 @@ def _fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device
             scheduler.step()
         if on_epoch is not None:
             on_epoch(stats)
+    if watch and pending():  # a signal during the last on_epoch: a checkpoint of the finished run
+        zero = torch.zeros(())
+        checkpoint(cfg.epochs + 1, 0, shuffle_gen.get_state(), zero, zero.long(), 0, 0.0)
     return history
 
 
 def cross_validate(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device,
                    on_fold_epoch: Callable[[int, EpochStats], None] | None = None,
                    on_fold: Callable[[FoldStats], None] | None = None,
-                   on_refit_epoch: Callable[[EpochStats], None] | None = None) -> CrossValidation:
+                   on_refit_epoch: Callable[[EpochStats], None] | None = None, *,
+                   resume: Checkpoint | None = None, on_checkpoint: Callable[[Checkpoint], None] | None = None,
+                   checkpoint_every_s: float | None = None) -> CrossValidation:
     """cfg.cv-fold stratified cross-validation over data.train + data.val, then a refit on all of
     them: `model` ends with the refit's weights (test it on data.test).
 
@@ -297,19 +516,53 @@ def cross_validate(model: Classifier, data: Splits, cfg: TrainConfig, device: to
     each epoch of a fold, `on_fold(stats)` after each fold (a study reports and prunes there; an
     exception stops everything), `on_refit_epoch(stats)` after each refit epoch. `data` may be
     cached features (the same rows as the images: the folds are the same index sets).
+
+    `on_checkpoint`, `checkpoint_every_s` and `resume` as fit's; the checkpoint also holds the
+    fold in progress, the folds done and the initial weights, so a resumed cross-validation
+    skips the folds done (their callbacks are not run again) and goes on inside the fold it
+    stopped in.
     """
-    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    folds = []
+    if resume is not None and (problem := resume.refusal(cfg)):  # before any fold is skipped
+        raise CheckpointError(f"checkpoint: {problem}")
+    if resume is not None and not 1 <= resume.fold <= cfg.cv + 1:
+        raise CheckpointError(f"checkpoint: fold {resume.fold} is not one of a --cv {cfg.cv} run's "
+                              f"(1..{cfg.cv} and {cfg.cv + 1}, the refit)")
+    if resume is not None:
+        initial = resume.initial_state
+        folds = copy.deepcopy(resume.folds_done)
+    else:
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        folds = []
+    begin = resume.fold if resume is not None else 1
+    saved_initial = initial if resume is not None else None  # the CPU copy, made at the first checkpoint
+
+    def tagged(i: int) -> Callable[[Checkpoint], None] | None:
+        if on_checkpoint is None:
+            return None
+
+        def hook(ckpt: Checkpoint) -> None:
+            nonlocal saved_initial
+            if saved_initial is None:
+                saved_initial = _cpu(initial)
+            ckpt.fold, ckpt.folds_done, ckpt.initial_state = i, copy.deepcopy(folds), saved_initial
+            on_checkpoint(ckpt)
+        return hook
+
     for i, fold in enumerate(fold_splits(data, cfg.cv, cfg.seed), start=1):
+        if i < begin:
+            continue  # done before the checkpoint: its history is in `folds`
         model.load_state_dict(initial)
         epoch_hook = (lambda stats, i=i: on_fold_epoch(i, stats)) if on_fold_epoch else None
-        history = fit(model, fold, cfg, device, on_epoch=epoch_hook)
+        history = fit(model, fold, cfg, device, on_epoch=epoch_hook, resume=resume if i == begin else None,
+                      on_checkpoint=tagged(i), checkpoint_every_s=checkpoint_every_s)
         folds.append(history)
         last = history.epochs[-1]
         if on_fold is not None:
             on_fold(FoldStats(i, last.train_loss, last.train_accuracy, last.val_loss, last.val_accuracy))
     model.load_state_dict(initial)
-    refit = fit(model, refit_splits(data), cfg, device, on_epoch=on_refit_epoch)
+    refit = fit(model, refit_splits(data), cfg, device, on_epoch=on_refit_epoch,
+                resume=resume if begin == cfg.cv + 1 else None, on_checkpoint=tagged(cfg.cv + 1),
+                checkpoint_every_s=checkpoint_every_s)
     mean = History(train_time_s=sum(h.train_time_s for h in folds) + refit.train_time_s,
                    train_images=sum(h.train_images for h in folds) + refit.train_images)
     for e in range(cfg.epochs):
