@@ -8,7 +8,6 @@ explicitly (resnet18 is in both: bare `resnet18` is timm's).
 """
 from __future__ import annotations
 
-import fnmatch
 import io
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from torch import nn
 from .builtin import BUILTINS, create_builtin
 from .config import ConfigError, TrainConfig, unknown
 from .data import DatasetShape
+from .model_names import known_names, list_models  # noqa: F401 (list_models: re-exported)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -101,20 +101,9 @@ class Probabilities(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # names
 
-def _timm_names(pattern: str = "*", pretrained: bool = False) -> list[str]:
-    import timm
-
-    return timm.list_models(pattern, pretrained=pretrained)
-
-
-def _tv_names() -> list[str]:
-    import torchvision
-
-    return torchvision.models.list_models(module=torchvision.models)
-
-
 def resolve_model(name: str) -> tuple[str, str]:
-    """(source, name) for a --model value; ConfigError with close matches if it is unknown."""
+    """(source, name) for a --model value; ConfigError with close matches if it is unknown.
+    The names come from model_names (a cache: timm is not imported to check a name)."""
     prefix, _, rest = name.partition(":")
     if rest and prefix in ("timm", "tv", "builtin"):
         source, bare = {"timm": "timm", "tv": "torchvision", "builtin": "builtin"}[prefix], rest
@@ -122,25 +111,14 @@ def resolve_model(name: str) -> tuple[str, str]:
         source, bare = None, name
     if source in (None, "builtin") and bare in BUILTINS:
         return "builtin", bare
-    import timm  # only now: importing timm (and torchvision with it) takes seconds, a built-in none
-
-    if source in (None, "timm") and timm.is_model(bare.split(".")[0]):
+    names = known_names()
+    if source in (None, "timm") and bare.split(".")[0] in names["timm"]:  # timm.is_model: a tag may follow
         return "timm", bare
-    if source in (None, "torchvision") and bare in _tv_names():
+    if source in (None, "torchvision") and bare in names["torchvision"]:
         return "torchvision", bare
-    choices = {"timm": _timm_names, "torchvision": _tv_names, "builtin": lambda: list(BUILTINS)}
-    pool = choices[source]() if source else list(BUILTINS) + _timm_names() + [f"tv:{n}" for n in _tv_names()]
+    choices = {"timm": names["timm"], "torchvision": names["torchvision"], "builtin": list(BUILTINS)}
+    pool = choices[source] if source else list(BUILTINS) + names["timm"] + [f"tv:{n}" for n in names["torchvision"]]
     raise unknown("model", name, pool)
-
-
-def list_models(pattern: str = "*", pretrained: bool = False) -> dict[str, list[str]]:
-    """{'builtin': [...], 'timm': [...], 'torchvision': [...]} of names matching the glob `pattern`."""
-    match = lambda names: [n for n in names if fnmatch.fnmatch(n, pattern)]  # noqa: E731
-    return {
-        "builtin": [] if pretrained else match(list(BUILTINS)),
-        "timm": _timm_names(pattern, pretrained=pretrained),
-        "torchvision": match(_tv_names()),
-    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def result_text(cfg: TrainConfig, result) -> str:
 @click.option("--pretrained", is_flag=True, help="only timm models with pretrained weights")
 def models(pattern, pretrained):
     """List what --model accepts (glob PATTERN, e.g. 'resnet*')."""
-    from mlproject.models import list_models
+    from mlproject.model_names import list_models  # names cached: neither torch nor timm is imported
 
     found = list_models(pattern, pretrained=pretrained)
     for source, names in found.items():
