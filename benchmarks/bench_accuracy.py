@@ -30,9 +30,7 @@ import argparse
 import dataclasses
 import contextlib
 import io
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +47,7 @@ from mlproject.data import create_dataset
 from mlproject.datasets import REGISTRY
 from mlproject.train import evaluate, fit
 from tuning import runner
+from common import run_main, write_json  # the benchmarks' common ending
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -199,14 +198,9 @@ def main(argv=None) -> int:
     print(f"target (>= SVC in <= 15 min): {'met' if results['target_met'] else 'missed'} "
           f"({100 * gap:+.2f} points, {r['wall_s'] / 60:.1f} min)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2, default=str)
+        write_json(args.json, results)
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    from mlproject.signals import leave_heap_to_the_os
-
-    leave_heap_to_the_os()  # the figures are out: exit without Python's heap sweeps (~3 s)
-    sys.exit(code)
+    run_main(main)

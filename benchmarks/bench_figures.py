@@ -33,13 +33,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
-import json
 import os
 import statistics
 import sys
 import time
 
 import numpy as np
+from common import run_main, write_json  # the benchmarks' common ending
 
 TARGET_SHARE_PCT = 2.0
 STUDY_TRIALS = 40
@@ -259,17 +259,12 @@ def main(argv=None):
                 f.write(png)
         print(f"PNGs written to {args.png_dir}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"quick": args.quick, "repeats": repeats,
-                       "figures_ms": {t: {n: v[0] for n, v in m.items()} for t, m in med.items()},
-                       "figures_cpu_ms": {t: {n: v[1] for n, v in m.items()} for t, m in med.items()},
-                       "study": study}, f, indent=2)
+        write_json(args.json, {"quick": args.quick, "repeats": repeats,
+                               "figures_ms": {t: {n: v[0] for n, v in m.items()} for t, m in med.items()},
+                               "figures_cpu_ms": {t: {n: v[1] for n, v in m.items()} for t, m in med.items()},
+                               "study": study})
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    from mlproject.signals import leave_heap_to_the_os
-
-    leave_heap_to_the_os()  # the figures are out: exit without Python's heap sweeps (~3 s)
-    sys.exit(code)
+    run_main(main)

@@ -74,7 +74,6 @@ noisy on a shared machine too (its wall and CPU times per pair; --pairs 5 for a 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import resource
@@ -84,6 +83,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from common import run_main, write_json  # the benchmarks' common ending
 
 # The user's script: argv MODEL TRIALS EPOCHS BATCH_SIZE OPTUNA_STORAGE; MLflow's store from
 # MLFLOW_TRACKING_URI, its artifacts in ./mlruns.
@@ -322,14 +323,9 @@ def main(argv=None) -> int:
     log(f"trials run: tune {t_runs(rows, 'tune')}, peer {t_runs(rows, 'peer')}; same params and outcome in every "
         f"trial: {results['same_params']}; largest objective difference {results['max_value_diff']:.2g}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    from mlproject.signals import leave_heap_to_the_os
-
-    leave_heap_to_the_os()  # the figures are out: exit without Python's heap sweeps (~3 s)
-    sys.exit(code)
+    run_main(main)

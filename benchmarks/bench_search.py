@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from bench_train import new_store  # noqa: E402  (a store's tables made once a p
 
 import mlproject.app.experiment as experiment  # noqa: E402
 from tuning import goals, runner  # noqa: E402
+from common import run_main, write_json  # noqa: E402  # the benchmarks' common ending
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 OBJECTIVES = ("val_accuracy", "model_size_mb")
@@ -156,14 +156,9 @@ def main(argv=None) -> int:
     print(f"  ratio models {results['models_ratio']:.2f}, bytes {results['bytes_ratio']:.2f}, "
           f"wall {default['wall_s'] / every['wall_s']:.2f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    from mlproject.signals import leave_heap_to_the_os
-
-    leave_heap_to_the_os()  # the figures are out: exit without Python's heap sweeps (~3 s)
-    sys.exit(code)
+    run_main(main)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import subprocess
@@ -53,6 +52,7 @@ import tracking  # noqa: E402
 from mlproject.config import TrainConfig  # noqa: E402
 from tuning.objective import Worker  # noqa: E402
 from tuning.space import SearchSpace  # noqa: E402
+from common import run_main, write_json  # noqa: E402  # the benchmarks' common ending
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CACHE_TARGET = 0.1
@@ -302,13 +302,9 @@ def main(argv=None) -> int:
         log("trials per hour: " + ", ".join(f"{n} worker(s) {w['trials_per_hour']:.0f} (x{w['speedup_vs_first']:.2f})"
                                             for n, w in res["workers"].items()))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        write_json(args.json, res)
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    from mlproject.signals import leave_heap_to_the_os
-
-    leave_heap_to_the_os()  # the figures are out: exit without Python's heap sweeps (~3 s)
-    sys.exit(code)
+    run_main(main)

@@ -33,7 +33,6 @@ import dataclasses
 import contextlib
 import copy
 import functools
-import json
 import logging
 import math
 import os
@@ -48,6 +47,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from common import run_main, write_json  # the benchmarks' common ending
 
 THROUGHPUT_TARGET = 0.97  # framework / bare images per second, at least (issue 6; was 0.95)
 SHARE_TARGET_PCT = 5.0  # MLflow share of a ~30 s run's wall time, at most
@@ -554,15 +554,10 @@ def main(argv=None) -> int:
             f"trained at {', '.join(f'{v:.2f}' for v in speeds) or '-'} x the best round's speed); "
             "the figures are rough: rerun on a quiet machine, or with more --repeats")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+        write_json(args.json, res)
         log(f"figures written to {args.json}")
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    from mlproject.signals import leave_heap_to_the_os
-
-    leave_heap_to_the_os()  # the figures are out: exit without Python's heap sweeps (~3 s)
-    sys.exit(code)
+    run_main(main)

@@ -19,10 +19,8 @@ random start-up ones). Its figures are rough.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -35,6 +33,7 @@ from mlproject.config import TrainConfig
 from mlproject.train import fit
 from tuning.objective import Pruned, Worker
 from tuning.space import SearchSpace
+from common import run_main, write_json  # the benchmarks' common ending
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -158,14 +157,9 @@ def main(argv=None) -> int:
     print(f"TPE sampler: {s['ms_per_trial_mean']:.1f} ms/trial over {s['trials']} trials "
           f"({s['ms_per_trial_last_100']:.1f} ms for the last 100)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    from mlproject.signals import leave_heap_to_the_os
-
-    leave_heap_to_the_os()  # the figures are out: exit without Python's heap sweeps (~3 s)
-    sys.exit(code)
+    run_main(main)
