@@ -93,3 +93,33 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> dict[str, list[
     return {"builtin": [] if pretrained else match("builtin"),
             "timm": match("timm_pretrained" if pretrained else "timm"),
             "torchvision": match("torchvision")}
+
+
+def resolve(name: str, names: dict[str, list[str]]) -> tuple[str, str]:
+    """(source, name) for a --model value among `names` (known_names()): 'builtin', 'timm' or
+    'torchvision', in that order, or as `timm:NAME` / `tv:NAME` / `builtin:NAME` choose; a timm
+    name may carry a pretrained tag (`resnet18.a1_in1k`). ConfigError with close matches."""
+    from .config import unknown
+
+    prefix, _, rest = name.partition(":")
+    if rest and prefix in ("timm", "tv", "builtin"):
+        source, bare = {"timm": "timm", "tv": "torchvision", "builtin": "builtin"}[prefix], rest
+    else:
+        source, bare = None, name
+    if source in (None, "builtin") and bare in names["builtin"]:
+        return "builtin", bare
+    if source in (None, "timm") and bare.split(".")[0] in names["timm"]:
+        return "timm", bare
+    if source in (None, "torchvision") and bare in names["torchvision"]:
+        return "torchvision", bare
+    pool = names[source] if source else [*names["builtin"], *names["timm"], *(f"tv:{n}" for n in names["torchvision"])]
+    raise unknown("model", name, pool)
+
+
+def check_cached(name: str) -> None:
+    """ConfigError for a --model value that the cached names do not hold; nothing where no names
+    are cached yet (mlproject.models checks it then, importing timm): bad input answered before
+    torch loads whenever it can be."""
+    names = cached_names()
+    if names is not None:
+        resolve(name, names)

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .builtin import BUILTINS, create_builtin
-from .config import ConfigError, TrainConfig, unknown
+from .config import ConfigError, TrainConfig
 from .data import DatasetShape
-from .model_names import known_names, list_models  # noqa: F401 (list_models: re-exported)
+from .model_names import known_names, list_models, resolve  # noqa: F401 (list_models: re-exported)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -102,23 +102,9 @@ class Probabilities(nn.Module):
 # names
 
 def resolve_model(name: str) -> tuple[str, str]:
-    """(source, name) for a --model value; ConfigError with close matches if it is unknown.
-    The names come from model_names (a cache: timm is not imported to check a name)."""
-    prefix, _, rest = name.partition(":")
-    if rest and prefix in ("timm", "tv", "builtin"):
-        source, bare = {"timm": "timm", "tv": "torchvision", "builtin": "builtin"}[prefix], rest
-    else:
-        source, bare = None, name
-    if source in (None, "builtin") and bare in BUILTINS:
-        return "builtin", bare
-    names = known_names()
-    if source in (None, "timm") and bare.split(".")[0] in names["timm"]:  # timm.is_model: a tag may follow
-        return "timm", bare
-    if source in (None, "torchvision") and bare in names["torchvision"]:
-        return "torchvision", bare
-    choices = {"timm": names["timm"], "torchvision": names["torchvision"], "builtin": list(BUILTINS)}
-    pool = choices[source] if source else list(BUILTINS) + names["timm"] + [f"tv:{n}" for n in names["torchvision"]]
-    raise unknown("model", name, pool)
+    """(source, name) for a --model value; ConfigError with close matches if it is unknown
+    (model_names.resolve, on the cached names: timm is not imported to check a name)."""
+    return resolve(name, known_names())
 
 
 # ---------------------------------------------------------------------------------------------
