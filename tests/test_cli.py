@@ -272,7 +272,9 @@ def test_help_imports_no_torch_mlflow_optuna_or_sklearn(tmp_path, command, args,
     # timm (with torch) names the close matches; MLflow and scikit-learn still wait
     ("mlproject", ["train", "--model", "lenet6"], "Error: unknown model 'lenet6' (did you mean: lenet5", ["torch"]),
 ], ids=["train-unknown-option", "tune-unknown-option", "train-bad-lr", "tune-inverted-lr-range", "train-unknown-model"])
-def test_bad_input_is_answered_before_the_heavy_imports_it_does_not_need(tmp_path, command, args, message, loaded):
+def test_bad_input_is_answered_before_the_heavy_imports_it_does_not_need(tmp_path, monkeypatch, command, args,
+                                                                         message, loaded):
+    monkeypatch.setenv("MLPROJECT_CACHE_DIR", str(tmp_path / "empty-cache"))  # no model names cached yet
     proc, imported = fresh(tmp_path, command, *args)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()

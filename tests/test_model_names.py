@@ -64,3 +64,15 @@ def test_models_answers_from_the_cache_without_torch_or_timm(cache, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "# timm (" in proc.stdout and "\nresnet18\n" in proc.stdout and "tv:resnet18" in proc.stdout
     assert loaded == []
+
+
+# tune's checks build the sampler (Optuna: a fraction of a second); neither loads torch or timm
+@pytest.mark.parametrize("command, args, loaded", [("mlproject", ["train", "--model", "resnet1888"], []),
+                                                   ("tune", ["--model", "resnet18,resnet1888"], ["optuna"])],
+                         ids=["train", "tune"])
+def test_an_unknown_model_is_refused_before_torch_loads_once_names_are_cached(cache, tmp_path, command, args, loaded):
+    model_names.known_names()
+    proc, imported = fresh(tmp_path, command, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("Error: unknown model 'resnet1888' (did you mean: resnet18, "), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and imported == loaded

@@ -20,6 +20,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from .errors import unknown
+
 CACHE_ENV = "MLPROJECT_CACHE_DIR"  # as mlproject.features' (the feature cache lives there too)
 KINDS = ("builtin", "timm", "timm_pretrained", "torchvision")
 
@@ -99,8 +101,6 @@ def resolve(name: str, names: dict[str, list[str]]) -> tuple[str, str]:
     """(source, name) for a --model value among `names` (known_names()): 'builtin', 'timm' or
     'torchvision', in that order, or as `timm:NAME` / `tv:NAME` / `builtin:NAME` choose; a timm
     name may carry a pretrained tag (`resnet18.a1_in1k`). ConfigError with close matches."""
-    from .config import unknown
-
     prefix, _, rest = name.partition(":")
     if rest and prefix in ("timm", "tv", "builtin"):
         source, bare = {"timm": "timm", "tv": "torchvision", "builtin": "builtin"}[prefix], rest

@@ -41,8 +41,8 @@ NOT_SEARCHABLE = {
                     "every trial must see the same data for their metrics to compare; run one study per dataset"),
     "seed": "every trial uses the study's seed, so that trials differ only in what is searched; "
             "run the study again with another --seed",
-    **dict.fromkeys(("device", "num_workers", "cache_features", "compile"),
-                    "it changes how trials run, not what they train"),
+    **dict.fromkeys(("device", "num_workers", "cache_features", "compile", "checkpoint_every", "checkpoint_dir",
+                     "keep_checkpoints"), "it changes how trials run, not what they train"),
     **dict.fromkeys(("experiment", "run_name", "log_model"), "it is where the study records, the same for every trial"),
 }
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
@@ -53,9 +53,9 @@ LOG_SCALE = {"lr", "weight_decay", "batch_size", "head_hidden"}  # ranges of the
 
 
 def _builtin(model: str) -> bool:
-    from mlproject.models import resolve_model
+    from mlproject.model_names import known_names, resolve  # cached names: no torch, no timm
 
-    return resolve_model(model)[0] == "builtin"
+    return resolve(model, known_names())[0] == "builtin"
 
 
 @dataclass(frozen=True)
