@@ -16,12 +16,22 @@ MLPROJECT_TYPES = {bool: "string", "bool": "string", int: "int", "int": "int", f
                    str: "string", "str": "string"}
 
 
+# `main` parameters that are no TrainConfig field: `mlproject train --resume RUN_ID` names the run
+# to go on with, not an option of the training (a run's params cannot change; it keeps its own)
+NOT_CONFIG = {"resume": ("string", "", "--resume {resume}")}
+
+
 def test_mlproject_main_parameters_mirror_train_config():
     spec = yaml.safe_load((ROOT / "MLproject").read_text())
     main = spec["entry_points"]["main"]
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    assert list(main["parameters"]) == list(fields)  # same names, same order
+    assert list(main["parameters"]) == [*fields, *NOT_CONFIG]  # same names, same order; then the others
+    for name, (typ, default, passed) in NOT_CONFIG.items():
+        assert main["parameters"][name] == {"type": typ, "default": default} and passed in main["command"]
+        assert name not in fields
     for name, param in main["parameters"].items():
+        if name in NOT_CONFIG:
+            continue
         f = fields[name]
         assert param["type"] == MLPROJECT_TYPES[f.type], name
         expected = str(f.default).lower() if f.type in (bool, "bool") else f.default
@@ -71,6 +81,9 @@ def test_defaults_are_valid_and_every_listed_choice_is_accepted():
     ({"augment": "crops"}, "unknown augment 'crops' (did you mean: crop?); valid: none, crop, flip, crop+flip, "
                            "affine, affine+flip, true (the dataset's default: crop); + combines, as in crop+flip"),
     ({"augment": "crop+affine"}, "--augment crop+affine: crop and affine both translate the image; use one of them"),
+    ({"checkpoint_every": 0}, "checkpoint every must be > 0 seconds, got 0"),
+    ({"checkpoint_every": -5.0}, "checkpoint every must be > 0 seconds, got -5.0"),
+    ({"checkpoint_every": float("nan")}, "checkpoint every must be > 0 seconds, got nan"),
     ({"augment": "crop+rotate"}, "unknown augment 'crop+rotate'"),
     ({"augment": "flip+flip"}, "unknown augment 'flip+flip'"),
     # dataset names: checked here, from the registry (an ImageFolder path passes, read later)
@@ -84,6 +97,32 @@ def test_bad_values_name_value_and_choices(changes, words):
         TrainConfig(**changes).validate()
     assert words in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ConfigError, match=r"checkpoint dir .*f is a file, not a folder"):
+        TrainConfig(checkpoint_dir=str(tmp_path / "f")).validate()
+    assert TrainConfig(checkpoint_dir=str(tmp_path / "not-yet")).validate()  # made when the first is written
+
+
+def test_differing_option_reads_logged_params_as_text_and_names_both_values():
+    from mlproject.config import differing_option
+
+    cfg = TrainConfig(model="lenet5", lr=0.01, nesterov=True)
+    logged = {k: str(v) for k, v in cfg.to_params().items()}
+    assert differing_option(cfg, logged) is None
+    # as `mlflow run -P` logs them: lower-case booleans, numbers as typed
+    assert differing_option(cfg, {**logged, "nesterov": "true", "lr": "0.010", "epochs": "5"}) is None
+    assert differing_option(TrainConfig(model="lenet5", lr=0.1, nesterov=True), logged) == \
+        "the run has --lr 0.01, this command has --lr 0.1"
+    assert differing_option(cfg, {**logged, "nesterov": "False"}) == \
+        "the run has --nesterov False, this command has --nesterov True"
+    # what does not change training may differ
+    assert differing_option(TrainConfig(model="lenet5", lr=0.01, nesterov=True, device="cpu", run_name="x",
+                                        checkpoint_every=5, checkpoint_dir="d", keep_checkpoints=True), logged) is None
+    del logged["seed"]
+    assert differing_option(cfg, logged) == "the run has no param seed (an older mlproject's run), this command has --seed 0"
 
 
 def test_bool_values_from_mlproject_become_click_flags():

@@ -155,6 +155,12 @@ class Tags:
     FEASIBLE = "optuna.feasible"  # under --constraint
     VIOLATED = "optuna.violated"
     PRUNED_AT = "optuna.pruned_"  # + "epoch" or "fold"
+    CHECKPOINT = "mlproject.checkpoint"  # where the run's checkpoint is: runs:/ID/checkpoint/checkpoint.pt or a file
+    CHECKPOINT_EPOCH = "mlproject.checkpoint_epoch"  # the position it holds (train.Checkpoint)
+    CHECKPOINT_BATCH = "mlproject.checkpoint_batch"
+    CHECKPOINT_FOLD = "mlproject.checkpoint_fold"  # with --cv: 1..K, K + 1 the refit
+    RESUMED_AT = "mlproject.resumed_at"  # on a resumed run: "epoch E, batch B"
+    RESUMED_RUN = "mlproject.resumed_run"  # on the run `mlflow run` made for a resume: the run it resumed
 
 
 # param name prefixes: a trial's sampled values; the parent's best trial's (tags)

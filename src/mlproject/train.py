@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
+from .config import NOT_TRAINING_OPTIONS, TrainConfig
 from .data import Split, Splits, fold_splits, refit_splits
 from .metrics import curves
 from .models import Classifier
@@ -108,13 +108,10 @@ class Evaluation:
         return len(self.y_true) / self.time_s if self.time_s > 0 else float("nan")
 
 
-# TrainConfig fields that do not change a run's arithmetic (where it is recorded, how files are read,
-# which device: a run stopped on a GPU may go on on the CPU, and bit for bit only where both are
-# deterministic). A checkpoint written under other values of these resumes; any other field that
-# differs refuses it. cache_features: a run on cached features trains a head-only model, whose
-# weights do not load into the whole model (CheckpointError from fit), and the other way round.
-NOT_TRAINING_OPTIONS = ("experiment", "run_name", "log_model", "num_workers", "device", "data_dir",
-                        "cache_features")
+# config.NOT_TRAINING_OPTIONS: the options that do not change a run's arithmetic. A checkpoint written
+# under other values of these resumes; any other field that differs refuses it. cache_features among
+# them: a run on cached features trains a head-only model, whose weights do not load into the whole
+# model (CheckpointError from fit), and the other way round.
 CHECKPOINT_VERSION = 1  # Checkpoint's on-disk layout; another version is refused, not guessed at
 
 

@@ -8,6 +8,9 @@ seconds, which bad input (`tracking.run_id_from_env`: no run to mark FAILED) nee
 from mlproject.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "checkpoints": ("CHECKPOINT_BATCH_TAG", "CHECKPOINT_EPOCH_TAG", "CHECKPOINT_FOLD_TAG", "CHECKPOINT_TAG",
+                    "CheckpointUnavailable", "RESUMED_AT_TAG", "RESUMED_RUN_TAG", "StoredRun", "checkpoint_file",
+                    "delete_checkpoint", "fetch_checkpoint", "logged_steps", "store_checkpoint", "stored_run"),
     "env": ("detach_env_run", "run_id_from_env"),
     "logged_models": ("FoundModel", "ModelNotFound", "find_model", "load_model", "log_model", "probabilities",
                       "register_model", "set_model_alias", "set_model_version_tags", "warm_model_logging"),

@@ -56,16 +56,32 @@ def set_verbosity(verbose: bool) -> None:
 
 @contextlib.contextmanager
 def training_run(experiment: str, run_name: str = "", tags: dict | None = None, parent_run_id: str | None = None,
-                 system_metrics: bool = False):
+                 system_metrics: bool = False, resume_run_id: str | None = None):
     """Start a run in `experiment` (or join MLFLOW_RUN_ID under `mlflow run`, or nest under
     `parent_run_id`) as the active run; end it FINISHED, FAILED (reason in tag mlproject.failure)
     or KILLED. `system_metrics`: sample the machine's use into it while it runs (stopped first,
-    whichever way the run ends)."""
+    whichever way the run ends).
+
+    `resume_run_id`: an ended run (KILLED, FAILED) made RUNNING again and active instead, without
+    its failure tag, its system metrics going on after their last step (`mlproject train --resume`).
+    Under `mlflow run` the run MLflow created for this invocation gets tag mlproject.resumed_run
+    (the run resumed) and ends FINISHED at once, as a resumed study's does."""
     joined = run_id_from_env() if parent_run_id is None else None
     tags = {k: str(v) for k, v in (tags or {}).items()} or None
     # log_system_metrics=False: this module runs the sampler (its own interval, a last sample at the
     # end); MLflow's MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING must not start a second one beside it
-    if joined:
+    if resume_run_id:
+        from .checkpoints import RESUMED_RUN_TAG
+
+        resume_run(resume_run_id)
+        if joined and joined != resume_run_id:
+            set_run_tags(joined, {RESUMED_RUN_TAG: resume_run_id})
+            end_run(joined, "FINISHED")
+        # the run's own experiment, whatever `experiment` says: MLflow refuses to start a run of
+        # another experiment than the active one
+        mlflow.set_experiment(experiment_id=_experiment_of(resume_run_id))
+        run = mlflow.start_run(run_id=resume_run_id, tags=tags, log_system_metrics=False)
+    elif joined:
         run = mlflow.start_run(run_id=joined, tags=tags, log_system_metrics=False)
     elif parent_run_id:  # a child lives in its parent's experiment, whatever `experiment` says
         run = mlflow.start_run(experiment_id=_experiment_of(parent_run_id), run_name=run_name or None,
@@ -73,7 +89,8 @@ def training_run(experiment: str, run_name: str = "", tags: dict | None = None, 
     else:
         mlflow.set_experiment(experiment)
         run = mlflow.start_run(run_name=run_name or None, tags=tags, log_system_metrics=False)
-    with ended_on_exception(run.info.run_id), _system_metrics_if(run.info.run_id, system_metrics):
+    with ended_on_exception(run.info.run_id), _system_metrics_if(run.info.run_id, system_metrics,
+                                                                  resume=bool(resume_run_id)):
         yield run
     mlflow.end_run("FINISHED")
 
@@ -304,8 +321,8 @@ def system_metrics(run_id: str, resume: bool = False):
         stop_system_metrics(run_id)
 
 
-def _system_metrics_if(run_id: str, enabled: bool):
-    return system_metrics(run_id) if enabled else contextlib.nullcontext()
+def _system_metrics_if(run_id: str, enabled: bool, resume: bool = False):
+    return system_metrics(run_id, resume) if enabled else contextlib.nullcontext()
 
 
 def system_metrics_recorded_elsewhere(run_id: str) -> bool:
@@ -398,16 +415,20 @@ def log_params(params: dict, run_id: str | None = None) -> None:
 # trial, a third of its tracking), and the UI still shows a long run's epochs within seconds.
 class MetricBuffer:
     """Per-epoch metrics sent in batches: an epoch that ends `every_s` or more after the last
-    send goes out at once (so long epochs appear live in the UI); shorter ones are gathered."""
+    send goes out at once (so long epochs appear live in the UI); shorter ones are gathered.
+    `logged`: {metric: highest step} the run has already (a resumed run: `logged_steps`); those
+    steps are not sent again, so each series holds every step once."""
 
-    def __init__(self, run_id: str, every_s: float = 5.0):
+    def __init__(self, run_id: str, every_s: float = 5.0, logged: dict[str, int] | None = None):
         self.run_id, self.every_s = run_id, every_s
+        self.logged = logged or {}
         self.pending: list[Metric] = []
         self.sent_at = time.monotonic()
 
     def log(self, metrics: dict, step: int) -> None:
         now = int(time.time() * 1000)
-        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()
+                         if step > self.logged.get(k, -1)]
         if time.monotonic() - self.sent_at >= self.every_s:
             self.flush()
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 # options that may change between invocations of one study without changing what it searches
 NOT_IN_SIGNATURE = ("experiment", "run_name", "log_model", "num_workers", "device", "data_dir", "seed",
-                    "cache_features", "compile")
+                    "cache_features", "compile", "checkpoint_every", "checkpoint_dir", "keep_checkpoints")
 PARENT_ATTR = "mlflow_parent_run_id"
 # seconds the workers get, once signalled, to end their trials' runs (a few MLflow and Optuna
 # writes: well under a second on a local store, a few seconds against a busy server)

@@ -1,6 +1,7 @@
 """`mlproject` command line: parse -> TrainConfig -> experiment.run_training; report, outliers, models.
 
     mlproject train --model lenet5 --epochs 3
+    mlproject train --resume RUN_ID --model lenet5 --epochs 3    # a KILLED/FAILED run goes on from its checkpoint
     mlproject models 'resnet*'
 
 The `train` options are generated from TrainConfig's fields, so the CLI, the MLproject
@@ -18,7 +19,7 @@ import sys
 import click
 
 import tracking
-from mlproject.config import BOOL_WORDS, ConfigError, TrainConfig
+from mlproject.config import BOOL_WORDS, ConfigError, TrainConfig, differing_option
 from mlproject.signals import exit_code, handle_signals, leave_heap_to_the_os
 
 
@@ -77,16 +78,32 @@ def cli():
     """Train and track image classifiers (timm, torchvision, built-in) with MLflow."""
 
 
+RESUME_KEY = "mlproject.resume"  # where --resume's value is kept: click's ctx.meta
+
+
+def _keep_resume(ctx: click.Context, param, value: str | None) -> None:
+    ctx.meta[RESUME_KEY] = (value or "").strip()
+
+
 @cli.command()
 @config_options()
+# not a parameter of train(): its params stay TrainConfig's fields, one to one (TrainConfig(**ctx.params)
+# is the command's config, for tests/test_docs.py's parse too); a run's params cannot change, so
+# --resume is no TrainConfig field either
+@click.option("--resume", default="", metavar="RUN_ID", expose_value=False, callback=_keep_resume,
+              help="go on with this KILLED or FAILED run, in it, from its checkpoint (written every "
+                   "--checkpoint-every seconds and on SIGTERM/SIGINT); give the run's options again "
+                   "(only those that do not change training may differ). Empty: a new run")
 def train(**options):
-    """Train one model and record it in MLflow."""
+    """Train one model and record it in MLflow (or go on with a stopped run: --resume RUN_ID)."""
     cfg = TrainConfig(**options)
+    resume = click.get_current_context().meta.get(RESUME_KEY, "")
     try:
         cfg.validate()  # what needs no data or model answers before torch loads (prepare checks it again)
+        stopped = resumable_run(resume, cfg) if resume else None  # MLflow, not yet torch
     except ConfigError as e:
         fail(str(e))
-    from mlproject.train import TrainingDiverged
+    from mlproject.train import CheckpointError, TrainingDiverged
 
     from . import experiment
 
@@ -94,9 +111,11 @@ def train(**options):
     try:
         try:
             prepared = experiment.prepare(cfg)
-        except ConfigError as e:
+            # read and checked before the run changes: a bad checkpoint leaves it as it was
+            resumed = experiment.load_resume(stopped, cfg, prepared) if stopped else None
+        except (ConfigError, CheckpointError) as e:
             fail(str(e))
-        result = experiment.run_training(cfg, prepared)
+        result = experiment.run_training(cfg, prepared, resume=resumed)
     except TrainingDiverged as e:  # the run is already FAILED with the reason as a tag
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
@@ -104,6 +123,34 @@ def train(**options):
         click.echo(f"interrupted by {e or 'SIGINT (Ctrl-C)'}: the run (if started) ended KILLED", err=True)
         sys.exit(exit_code(e))
     click.echo(result_text(cfg, result))
+
+
+RESUMABLE = ("KILLED", "FAILED")
+
+
+def resumable_run(run_id: str, cfg: TrainConfig) -> tracking.StoredRun:
+    """The run `--resume RUN_ID` goes on with, checked against the tracking store: ConfigError (one
+    line) where there is no such run, it is FINISHED (nothing to resume), RUNNING (another process
+    may hold it) or otherwise not KILLED or FAILED, an option that decides training differs from its
+    params (MLflow params cannot change: a resumed run keeps its own), or it has no checkpoint."""
+    run = tracking.stored_run(run_id)
+    if run is None:
+        raise ConfigError(f"--resume {run_id}: no such run in {tracking.tracking_uri()}")
+    if run.status == "FINISHED":
+        raise ConfigError(f"--resume {run_id}: the run is FINISHED; nothing to resume")
+    if run.status == "RUNNING":
+        raise ConfigError(f"--resume {run_id}: the run is RUNNING: another process may be training it (one killed "
+                          f"outright, by SIGKILL or a lost machine, leaves it RUNNING: end it KILLED first, "
+                          f"MlflowClient().set_terminated(run_id, 'KILLED'))")
+    if run.status not in RESUMABLE:
+        raise ConfigError(f"--resume {run_id}: the run is {run.status}; only a KILLED or FAILED run can be resumed")
+    differs = differing_option(cfg, run.params)
+    if differs:
+        raise ConfigError(f"--resume {run_id}: {differs}; a resumed run keeps its options: give the run's")
+    if run.checkpoint is None:
+        raise ConfigError(f"--resume {run_id}: the run has no checkpoint (it stopped before writing one, or it "
+                          f"was deleted); start a new run")
+    return run
 
 
 def result_text(cfg: TrainConfig, result) -> str:

@@ -3,9 +3,16 @@
     prepared = prepare(cfg)                 # every check and all loading; raises ConfigError
     run = run_training(cfg, prepared)       # MLflow run: params, epochs, results, artifacts, model
 
+    resume = load_resume(tracking.stored_run(run_id), cfg, prepared)   # CheckpointError: one line
+    run = run_training(cfg, prepared, resume=resume)   # the stopped run goes on where it stopped
+
 `prepare` does all that can fail on bad input before any MLflow run exists; `run_training` wraps
 the work in `tracking.training_run`, so a failure ends the run FAILED with its reason.
 `StudyTrainer` is the same path for a study's trials (what `tuning` is given).
+
+A standalone run writes checkpoints (`--checkpoint-every` seconds, and on SIGTERM/SIGINT) as its
+artifact `checkpoint/checkpoint.pt` or into `--checkpoint-dir` (tracking.store_checkpoint); a run
+that ends FINISHED deletes its own unless `--keep-checkpoints`. Trials write none (yet).
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import functools
 import os
 import platform
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Callable, Sequence
@@ -29,8 +37,8 @@ from mlproject.features import CachedFeatures, cached_features
 from mlproject.features import applies as features_apply
 from mlproject.metrics import epoch_metrics
 from mlproject.models import Classifier, ModelInfo, Probabilities, count_parameters, create_model, model_size_mb, set_normalisation
-from mlproject.train import (CrossValidation, EpochStats, Evaluation, FoldStats, History, cross_validate, evaluate,
-                             fit, seed_everything, select_device)
+from mlproject.train import (Checkpoint, CheckpointError, CrossValidation, EpochStats, Evaluation, FoldStats, History,
+                             cross_validate, evaluate, fit, seed_everything, select_device)
 
 
 @dataclass
@@ -62,6 +70,21 @@ class ChildRun:
     # weights it trained, not a retrained copy) and the figures trials skip? (the study's best set)
     keep_model: Callable[[dict, History], bool] | None = None
     system_metrics: bool = False  # sample CPU/memory/GPU into the trial's run (tune --system-metrics)
+
+
+@dataclass
+class Resume:
+    """A stopped run to go on with (`mlproject train --resume RUN_ID`): its id, its checkpoint
+    (loaded and checked against cfg and the prepared model) and where that was read from."""
+
+    run_id: str
+    checkpoint: Checkpoint
+    location: str  # tag mlproject.checkpoint: runs:/RUN_ID/checkpoint/checkpoint.pt or a file
+
+    @property
+    def position(self) -> str:
+        c = self.checkpoint
+        return f"epoch {c.epoch}, batch {c.batch}" + (f", fold {c.fold}" if c.fold else "")
 
 
 @dataclass
@@ -103,6 +126,49 @@ def prepare(cfg: TrainConfig, data: Splits | Sequence[Splits] = ()) -> Prepared:
     return Prepared(model, minfo, data, device, cached_features(model, data, cfg, device))
 
 
+def load_resume(run: tracking.StoredRun, cfg: TrainConfig, prepared: Prepared) -> Resume:
+    """`run`'s checkpoint (downloaded to a temporary folder where it is an artifact), read for cfg:
+    CheckpointError, one line naming where it is (tag mlproject.checkpoint) and why, where it is
+    unreadable, truncated, not there (deleted, not downloadable), of other training options or of
+    weights that do not fit the prepared model. Nothing is changed in MLflow."""
+    with tempfile.TemporaryDirectory(prefix="mlproject-resume-") as tmp:
+        try:
+            path = tracking.fetch_checkpoint(run, tmp)
+        except tracking.CheckpointUnavailable as e:
+            raise CheckpointError(str(e)) from None
+        try:
+            ckpt = Checkpoint.load(path, cfg)
+        except CheckpointError as e:  # named by where the run keeps it, not the downloaded copy
+            raise CheckpointError(str(e).replace(f"checkpoint {path}:", f"checkpoint {run.checkpoint}:", 1)) from None
+    # fit loads them again; loaded here, a mismatch (a model of other classes, features cached or
+    # not) is refused before the run is touched. The model is not trained before fit overwrites it.
+    try:
+        prepared.trained[0].load_state_dict(ckpt.model)
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {run.checkpoint}: its weights do not fit this model ({first})") from None
+    return Resume(run.run_id, ckpt, run.checkpoint)
+
+
+class _CheckpointWriter:
+    """fit's on_checkpoint for a standalone run: each checkpoint stored where cfg says
+    (tracking.store_checkpoint: the run's artifacts, or cfg.checkpoint_dir). One that cannot be
+    written is a warning line and training goes on: it is insurance, the run is the work."""
+
+    def __init__(self, cfg: TrainConfig, run_id: str):
+        self.cfg, self.run_id, self.written = cfg, run_id, 0
+
+    def __call__(self, ckpt: Checkpoint) -> None:
+        try:
+            tracking.store_checkpoint(self.run_id, ckpt.save, self.cfg.checkpoint_dir,
+                                      {"epoch": ckpt.epoch, "batch": ckpt.batch, "fold": ckpt.fold})
+            self.written += 1
+        except Exception as e:  # noqa: BLE001 (disk full, a server gone: the run goes on)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            print(f"warning: checkpoint of run {self.run_id} at epoch {ckpt.epoch}, batch {ckpt.batch} not written: "
+                  f"{type(e).__name__}: {first}", file=sys.stderr)
+
+
 @functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
     tags = {"python_version": platform.python_version()}
@@ -115,7 +181,8 @@ def _versions() -> dict[str, str]:
 
 
 def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
-                 on_epoch: Callable[[EpochStats], None] | None = None, child: ChildRun | None = None) -> TrackedRun:
+                 on_epoch: Callable[[EpochStats], None] | None = None, child: ChildRun | None = None,
+                 resume: Resume | None = None) -> TrackedRun:
     """Train cfg in an MLflow run and record everything (docs/tracking.md, 'What a run records').
 
     Standalone the run is created in cfg.experiment; under `mlflow run` the run MLflow created is
@@ -123,29 +190,45 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
     logged and may raise to stop training (pruning); with cfg.cv it runs after each fold instead,
     with that fold's FoldStats (`_cv_logged`). A standalone run records system metrics (CPU,
     memory, GPU over time); a trial only where `child.system_metrics` says so.
+
+    A standalone run writes checkpoints (_CheckpointWriter) and, once FINISHED, deletes its
+    checkpoint unless cfg.keep_checkpoints. `resume` (standalone only): the stopped run itself
+    goes on, RUNNING again (under `mlflow run` the run MLflow created ends FINISHED, tagged
+    mlproject.resumed_run), from its checkpoint; its params and dataset inputs are not logged
+    again (they are there), its epochs continue the series it has (epochs it logged already are
+    not logged twice), and it records what a fresh run records at the end.
     """
     prepared = prepared or prepare(cfg)
     info = prepared.data.info
-    with tracking.training_run(cfg.experiment, _run_name(cfg, child), tags=_run_tags(cfg, prepared, child),
+    tags = _run_tags(cfg, prepared, child)
+    if resume is not None:
+        tags[tracking.RESUMED_AT_TAG] = resume.position
+    with tracking.training_run(cfg.experiment, "" if resume else _run_name(cfg, child), tags=tags,
                                parent_run_id=child.parent_run_id if child else None,
-                               system_metrics=child is None or child.system_metrics) as run:
+                               system_metrics=child is None or child.system_metrics,
+                               resume_run_id=resume.run_id if resume else None) as run:
+        run_id = run.info.run_id
         if child and child.on_run_start:
-            child.on_run_start(run.info.run_id)
-        tracking.log_params({**cfg.to_params(), "input_size": prepared.model_info.input_size,
-                             "input_channels": prepared.model_info.in_channels, "num_classes": len(info.class_names),
-                             **(child.params if child else {})})
-        if child:
-            tracking.log_dataset(info)
-        else:
-            tracking.log_dataset(info, *prepared.data.analysis_sample())
+            child.on_run_start(run_id)
+        if resume is None:
+            tracking.log_params({**cfg.to_params(), "input_size": prepared.model_info.input_size,
+                                 "input_channels": prepared.model_info.in_channels,
+                                 "num_classes": len(info.class_names), **(child.params if child else {})})
+            if child:
+                tracking.log_dataset(info)
+            else:
+                tracking.log_dataset(info, *prepared.data.analysis_sample())
         if cfg.log_model:  # MLflow's one-off environment scan, while training: torch ops release the
             tracking.warm_model_logging()  # GIL, the run's own (Python) logging above does not
+        # trials write none: a study resumes its trials by running them again (for now)
+        writer = _CheckpointWriter(cfg, run_id) if child is None else None
+        go_on = _Continue(resume, writer, cfg.checkpoint_every, tracking.logged_steps(run_id) if resume else None)
         if cfg.cv:
-            cv = _cv_logged(cfg, prepared, run.info.run_id, on_epoch)
+            cv = _cv_logged(cfg, prepared, run_id, on_epoch, go_on)
             history = cv.mean
             test, metrics = _results(cfg, prepared, history, cv)
         else:
-            history = _fit_logged(cfg, prepared, run.info.run_id, on_epoch)
+            history = _fit_logged(cfg, prepared, run_id, on_epoch, go_on)
             test, metrics = _results(cfg, prepared, history)
         tracking.log_metrics(metrics)
         _log_evaluation(test, info.class_names, table=child is None)
@@ -153,7 +236,14 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
         if keep:
             log_run_figures(prepared, history, test)
         model_uri = log_trained_model(prepared) if cfg.log_model and keep else None
-    return TrackedRun(run.info.run_id, run.info.experiment_id, history, test, metrics, model_uri)
+    # FINISHED: its checkpoint has served (where it was resumed from too, if it wrote elsewhere since)
+    if ((writer is not None and writer.written) or resume is not None) and not cfg.keep_checkpoints:
+        try:
+            tracking.delete_checkpoint(run_id, also=(resume.location,) if resume else ())
+        except Exception as e:  # noqa: BLE001 (the run is done; its checkpoint stays, its tags say where)
+            print(f"warning: the checkpoint of run {run_id} was not deleted: {type(e).__name__}: "
+                  f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}", file=sys.stderr)
+    return TrackedRun(run_id, run.info.experiment_id, history, test, metrics, model_uri)
 
 
 def _run_name(cfg: TrainConfig, child: ChildRun | None) -> str:
@@ -179,9 +269,24 @@ def _epoch_metrics(stats: EpochStats) -> dict[str, float]:
     return {n: getattr(stats, n) for n in epoch_metrics()}
 
 
-def _fit_logged(cfg: TrainConfig, prepared: Prepared, run_id: str, on_epoch) -> History:
+@dataclass
+class _Continue:
+    """What fit / cross_validate get for checkpoints: where to go on from, what to call with one
+    and how often, and the steps a resumed run logged already."""
+
+    resume: Resume | None
+    writer: _CheckpointWriter | None
+    every_s: float
+    logged: dict[str, int] | None
+
+    def kwargs(self) -> dict:
+        return {"resume": self.resume.checkpoint if self.resume else None, "on_checkpoint": self.writer,
+                "checkpoint_every_s": self.every_s if self.writer is not None else None}
+
+
+def _fit_logged(cfg: TrainConfig, prepared: Prepared, run_id: str, on_epoch, go_on: _Continue) -> History:
     """fit, with every epoch's metrics sent to the run (batched), then `on_epoch`."""
-    epochs_log = tracking.MetricBuffer(run_id)
+    epochs_log = tracking.MetricBuffer(run_id, logged=go_on.logged)
 
     def log_and_forward(stats: EpochStats) -> None:
         epochs_log.log(_epoch_metrics(stats), step=stats.epoch)
@@ -189,18 +294,18 @@ def _fit_logged(cfg: TrainConfig, prepared: Prepared, run_id: str, on_epoch) -> 
             on_epoch(stats)
 
     try:
-        return fit(*prepared.trained, cfg, prepared.device, on_epoch=log_and_forward)
+        return fit(*prepared.trained, cfg, prepared.device, on_epoch=log_and_forward, **go_on.kwargs())
     finally:  # a pruned or failed run keeps the epochs it ran
         epochs_log.flush()
 
 
-def _cv_logged(cfg: TrainConfig, prepared: Prepared, run_id: str, on_fold) -> CrossValidation:
+def _cv_logged(cfg: TrainConfig, prepared: Prepared, run_id: str, on_fold, go_on: _Continue) -> CrossValidation:
     """cross_validate, with each fold's epochs logged as fold_<i>/<metric> (step = epoch), then
     `on_fold(FoldStats)` after each fold (a study reports and prunes there); once every fold ran,
     the folds' per-epoch mean as the run's own train_loss, train_accuracy, val_loss, val_accuracy,
     lr, epoch_time_s (so its last val_accuracy is the cross-validated one, a study's objective)
     (_results adds cv_<metric>_mean / _std); the refit's epochs as refit/<metric>."""
-    log = tracking.MetricBuffer(run_id)
+    log = tracking.MetricBuffer(run_id, logged=go_on.logged)
 
     def fold_epoch(fold: int, stats: EpochStats) -> None:
         log.log({f"fold_{fold}/{n}": v for n, v in _epoch_metrics(stats).items() if n != "lr"}, step=stats.epoch)
@@ -214,7 +319,8 @@ def _cv_logged(cfg: TrainConfig, prepared: Prepared, run_id: str, on_fold) -> Cr
                 step=stats.epoch)  # the refit has no validation split
 
     try:
-        cv = cross_validate(*prepared.trained, cfg, prepared.device, fold_epoch, fold_done, refit_epoch)
+        cv = cross_validate(*prepared.trained, cfg, prepared.device, fold_epoch, fold_done, refit_epoch,
+                            **go_on.kwargs())
         for stats in cv.mean.epochs:
             log.log(_epoch_metrics(stats), step=stats.epoch)
     finally:  # a pruned or failed run keeps the folds it ran
