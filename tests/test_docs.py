@@ -49,7 +49,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PLACEHOLDERS = {"K": "5", "N": "2", "DEFAULT_RUN_ID": "0123456789abcdef0123456789abcdef"}
+PLACEHOLDERS = {"K": "5", "N": "2", "DEFAULT_RUN_ID": "0123456789abcdef0123456789abcdef",
+                "RUN_ID": "0123456789abcdef0123456789abcdef"}
 SEPARATORS = {"&&", "||", ";", "|", "&"}
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
