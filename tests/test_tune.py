@@ -205,10 +205,10 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(store, monkeypatch):
 
     real_fit = experiment.fit
 
-    def fit_failing_at_lr_0_1(model, data, cfg, device, on_epoch=None):
+    def fit_failing_at_lr_0_1(model, data, cfg, device, on_epoch=None, **checkpointing):
         if cfg.lr == 0.1:
             raise RuntimeError("injected failure")
-        return real_fit(model, data, cfg, device, on_epoch)
+        return real_fit(model, data, cfg, device, on_epoch, **checkpointing)
 
     monkeypatch.setattr(experiment, "fit", fit_failing_at_lr_0_1)
     result = run_tune(*DIVERGING, "--sampler", "grid", "--lr", "0.02,0.05,0.1,0.2,1e30", "--trials", "5",

@@ -81,7 +81,8 @@ from tuning import parse_constraints
 KEY_PARAMS = ("model", "optimizer", "lr", "batch_size", "momentum", "weight_decay", "epochs")
 # params that say where and how a run was recorded, not what was trained: never table columns
 # (class_names: logged with a model, so only the runs that hold one have it)
-BOOKKEEPING = ("experiment", "run_name", "data_dir", "num_workers", "log_model", "cache_features", "class_names")
+BOOKKEEPING = ("experiment", "run_name", "data_dir", "num_workers", "log_model", "cache_features", "checkpoint_every",
+               "checkpoint_dir", "keep_checkpoints", "class_names")
 # metric -> table column (mlproject.metrics: in_report, column)
 METRICS = {m.name: m.report_column for m in CATALOGUE.values() if m.in_report}
 INTEGER_METRICS = tuple(m.name for m in CATALOGUE.values() if m.integer)
