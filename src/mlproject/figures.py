@@ -464,8 +464,8 @@ def first_layer_figure(weight: np.ndarray, in_shape: tuple[int, int, int] | None
 # training curves
 
 def plot_loss_curves(ax_loss, ax_acc, series: dict[str, list[float]]) -> None:
-    """Losses ("train_loss", "val_loss") on ax_loss and accuracies ("train_accuracy",
-    "val_accuracy") on ax_acc, against epoch 1..n. Missing or empty keys are skipped; an axes
+    """The catalogue's curves (mlproject.metrics.curves: train and validation loss, then train and
+    validation accuracy) from `series`, losses on ax_loss and accuracies on ax_acc, against epoch 1..n. Missing or empty keys are skipped; an axes
     with nothing to show says "no data"."""
     for ax, keys, ylabel in ((ax_loss, [n for n in curves() if n.endswith("_loss")], "loss"),
                              (ax_acc, [n for n in curves() if n.endswith("_accuracy")], "accuracy")):

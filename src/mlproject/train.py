@@ -59,7 +59,7 @@ class History:
     train_images: int = 0  # images processed by training steps, over all epochs
 
     def series(self) -> dict[str, list[float]]:
-        """{'train_loss': [...], 'val_accuracy': [...], ...} per epoch."""
+        """{metric name: [its value in each epoch]} for every EpochStats field but the epoch."""
         rows = [asdict(e) for e in self.epochs]
         return {k: [r[k] for r in rows] for k in (rows[0] if rows else {}) if k != "epoch"}
 

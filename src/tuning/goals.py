@@ -1,7 +1,7 @@
 """What a study optimises: objectives (`--objective model_size_mb:min`), constraints
 (`--constraint "model_size_mb<=5"`), and which trials are best.
 
-    objectives = parse_objectives(["val_accuracy", "model_size_mb"])   # directions inferred
+    objectives = parse_objectives([DEFAULT_OBJECTIVE, "model_size_mb"])   # directions inferred
     constraints = parse_constraints(["test_time_s<=0.2"])
     values = [recorded[o.metric] for o in objectives]                  # the trial's Optuna values
 

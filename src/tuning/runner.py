@@ -51,7 +51,7 @@ WORKER_STOP_S = 30
 # sysexits' EX_TEMPFAIL (a temporary failure: run the same command again once the server is back)
 EXIT_UNREACHABLE = 75
 # columns of that view: the parent's best, each trial's own results (docs/tracking.md, 'The MLflow UI')
-STUDY_VIEW_METRICS = ["best_value", "val_accuracy", "cv_val_accuracy_std", "test_accuracy", "final_train_accuracy",
+STUDY_VIEW_METRICS = ["best_value", DEFAULT_OBJECTIVE, f"cv_{DEFAULT_OBJECTIVE}_std", "test_accuracy", "final_train_accuracy",
                       "train_time_s", "test_time_s", "model_size_mb"]
 
 

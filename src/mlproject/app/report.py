@@ -88,8 +88,11 @@ METRICS = {m.name: m.report_column for m in CATALOGUE.values() if m.in_report}
 INTEGER_METRICS = tuple(m.name for m in CATALOGUE.values() if m.integer)
 ALIASES = {"train_time": "train_time_s", "test_time": "test_time_s", "model_size": "model_size_mb",
            "size": "model_size_mb", "params": "params_total", "parameters": "params_total",
-           "train_acc": "train_accuracy", "val_acc": "val_accuracy", "test_acc": "test_accuracy",
-           "final_train_accuracy": "train_accuracy", "final_val_accuracy": "val_accuracy",
+           "train_acc": "train_accuracy",
+           # the catalogue's other names of a report column: tune's short labels (val_acc, test_acc, ...)
+           # and the metric names behind renamed columns (final_val_accuracy is column val_accuracy)
+           **{m.label: METRICS.get(m.name, m.name) for m in CATALOGUE.values() if m.label},
+           **{name: column for name, column in METRICS.items() if column != name},
            "learning_rate": "lr", "batch": "batch_size", "name": "run", "run_name": "run"}
 # table column -> the tag the tuning code sets on COMPLETE trial runs of multi-objective
 # (pareto) and constrained (feasible, violated) studies; shown where any selected run has it
