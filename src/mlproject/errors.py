@@ -48,3 +48,10 @@ def unknown(kind: str, value: str, choices, show: int = 12) -> ConfigError:
     """ConfigError for an unknown name: suggests close matches and lists the valid choices."""
     choices = list(choices)
     return ConfigError(f"unknown {kind} {value!r}{did_you_mean(value, choices)}; valid: {listed(choices, show)}")
+
+
+def first_line(e: BaseException, empty: str | None = None) -> str:
+    """The first line of an exception's text (a one-line error quotes it), else `empty`, else
+    the exception's type name."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else (empty if empty is not None else type(e).__name__)

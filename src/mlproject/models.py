@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import first_line
 from .builtin import BUILTINS, create_builtin
 from .config import ConfigError, TrainConfig
 from .data import DatasetShape
@@ -168,7 +169,7 @@ def _fit_channels(values, channels: int) -> tuple[float, ...]:
 
 
 def _weights_error(name: str, e: Exception, where: str) -> ConfigError:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    first = first_line(e)
     return ConfigError(f"pretrained weights for {name!r} could not be loaded ({type(e).__name__}: {first[:200]}); "
                        f"no network? put them in {where}, or train without --pretrained")
 

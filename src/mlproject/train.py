@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .errors import first_line
 from .config import NOT_TRAINING_OPTIONS, TrainConfig
 from .data import Split, Splits, fold_splits, refit_splits
 from .metrics import curves
@@ -192,7 +193,7 @@ class Checkpoint:
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:  # OSError, EOFError, pickle's and the zip reader's errors: unreadable all
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
+            first = first_line(e, "no detail")
             raise CheckpointError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {first})") from None
         if not isinstance(state, dict) or "version" not in state:
             raise CheckpointError(f"checkpoint {path}: not a training checkpoint (holds a {type(state).__name__})")
@@ -400,7 +401,7 @@ def _fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device
             optimizer.load_state_dict(copy.deepcopy(resume.optimizer))
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"checkpoint: its weights do not fit this model "
-                                  f"({str(e).strip().splitlines()[0]})") from None
+                                  f"({first_line(e)})") from None
         if scheduler is not None:
             scheduler.load_state_dict(copy.deepcopy(resume.scheduler))
         history = copy.deepcopy(resume.history)

@@ -30,6 +30,7 @@ from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mlproject.errors import first_line
 from .env import no_progress_bars
 
 from mlproject.metrics import Tags
@@ -129,7 +130,7 @@ def fetch_checkpoint(run: StoredRun, dst_dir: str) -> str:
         with no_progress_bars():
             return mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=dst_dir)
     except (MlflowException, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise CheckpointUnavailable(f"checkpoint {where} of run {run.run_id} cannot be downloaded: {first}") from None
 
 

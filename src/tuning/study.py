@@ -20,6 +20,7 @@ import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 
+from mlproject.errors import first_line
 from mlproject.config import ConfigError, unknown
 from mlproject.errors import chained
 
@@ -108,7 +109,7 @@ def create_storage(url: str, on_stale=None, grace_period_s: int = GRACE_PERIOD_S
             raise ConfigError(f"cannot open Optuna storage {redact(url)!r}: its database driver is missing "
                               f"({e}); for PostgreSQL: pip install psycopg2-binary") from None
         except Exception as e:  # OperationalError, ArgumentError ...
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ConfigError(f"cannot open Optuna storage {redact(url)!r}: {type(e).__name__}: "
                               f"{first.replace(url, redact(url))[:300]}") from None
 

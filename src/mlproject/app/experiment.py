@@ -31,6 +31,7 @@ import torch
 
 import tracking
 
+from mlproject.errors import first_line
 from mlproject.config import TrainConfig
 from mlproject.data import Splits, check_cv, create_dataset, cv_pool, is_path, peek_dataset
 from mlproject.features import CachedFeatures, cached_features
@@ -145,7 +146,7 @@ def load_resume(run: tracking.StoredRun, cfg: TrainConfig, prepared: Prepared) -
     try:
         prepared.trained[0].load_state_dict(ckpt.model)
     except (RuntimeError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise CheckpointError(f"checkpoint {run.checkpoint}: its weights do not fit this model ({first})") from None
     return Resume(run.run_id, ckpt, run.checkpoint)
 
@@ -164,7 +165,7 @@ class _CheckpointWriter:
                                       {"epoch": ckpt.epoch, "batch": ckpt.batch, "fold": ckpt.fold})
             self.written += 1
         except Exception as e:  # noqa: BLE001 (disk full, a server gone: the run goes on)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            first = first_line(e, "")
             print(f"warning: checkpoint of run {self.run_id} at epoch {ckpt.epoch}, batch {ckpt.batch} not written: "
                   f"{type(e).__name__}: {first}", file=sys.stderr)
 
@@ -242,7 +243,7 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
             tracking.delete_checkpoint(run_id, also=(resume.location,) if resume else ())
         except Exception as e:  # noqa: BLE001 (the run is done; its checkpoint stays, its tags say where)
             print(f"warning: the checkpoint of run {run_id} was not deleted: {type(e).__name__}: "
-                  f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}", file=sys.stderr)
+                  f"{first_line(e, '')}", file=sys.stderr)
     return TrackedRun(run_id, run.info.experiment_id, history, test, metrics, model_uri)
 
 
