@@ -31,11 +31,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mlproject.errors import first_line
-from .env import no_progress_bars
-
 from mlproject.metrics import Tags
 
-# tag names (to move into mlproject.metrics.Tags)
+from .env import no_progress_bars
+
 CHECKPOINT_TAG, CHECKPOINT_EPOCH_TAG = Tags.CHECKPOINT, Tags.CHECKPOINT_EPOCH  # declared in mlproject.metrics
 CHECKPOINT_BATCH_TAG, CHECKPOINT_FOLD_TAG = Tags.CHECKPOINT_BATCH, Tags.CHECKPOINT_FOLD
 RESUMED_AT_TAG, RESUMED_RUN_TAG = Tags.RESUMED_AT, Tags.RESUMED_RUN

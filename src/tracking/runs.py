@@ -71,12 +71,7 @@ def training_run(experiment: str, run_name: str = "", tags: dict | None = None, 
     # log_system_metrics=False: this module runs the sampler (its own interval, a last sample at the
     # end); MLflow's MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING must not start a second one beside it
     if resume_run_id:
-        from .checkpoints import RESUMED_RUN_TAG
-
-        resume_run(resume_run_id)
-        if joined and joined != resume_run_id:
-            set_run_tags(joined, {RESUMED_RUN_TAG: resume_run_id})
-            end_run(joined, "FINISHED")
+        resume_run(resume_run_id, joined, Tags.RESUMED_RUN)
         # the run's own experiment, whatever `experiment` says: MLflow refuses to start a run of
         # another experiment than the active one
         mlflow.set_experiment(experiment_id=_experiment_of(resume_run_id))
@@ -195,13 +190,18 @@ def start_run(experiment: str, run_name: str, tags: dict | None = None) -> str:
     return MlflowClient().create_run(exp.experiment_id, run_name=run_name, tags=tags).info.run_id
 
 
-def resume_run(run_id: str) -> None:
-    """Mark an ended run RUNNING again (a resumed study's parent), without the failure tag of the
-    invocation that ended it: a run that is RUNNING, then FINISHED, has failed no more."""
+def resume_run(run_id: str, env_run_id: str | None = None, pointer_tag: str = "") -> None:
+    """Mark an ended run RUNNING again (a resumed study's parent, a resumed training run), without
+    the failure tag of the invocation that ended it: a run that is RUNNING, then FINISHED, has
+    failed no more. `env_run_id`: the run `mlflow run` created for this invocation, where it is
+    another run: tagged `pointer_tag` = run_id (where the work goes on) and ended FINISHED."""
     client = MlflowClient()
     client.update_run(run_id, status="RUNNING")
     if FAILURE_TAG in client.get_run(run_id).data.tags:
         client.delete_tag(run_id, FAILURE_TAG)
+    if env_run_id and env_run_id != run_id:
+        set_run_tags(env_run_id, {pointer_tag: run_id})
+        end_run(env_run_id, "FINISHED")
 
 
 # ---------------------------------------------------------------------------------------------

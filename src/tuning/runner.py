@@ -305,10 +305,7 @@ def _parent_run(study, storage, p: Plan, env_run_id: str | None, wait_s: float =
 
 
 def _resumed_parent(run_id: str, env_run_id: str | None) -> str:
-    tracking.resume_run(run_id)
-    if env_run_id and env_run_id != run_id:  # a resumed study under `mlflow run`: point there
-        tracking.set_run_tags(env_run_id, {Tags.PARENT_RUN: run_id})
-        tracking.end_run(env_run_id, "FINISHED")
+    tracking.resume_run(run_id, env_run_id, Tags.PARENT_RUN)  # under `mlflow run`: its run points here
     return run_id
 
 
