@@ -240,9 +240,10 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(store, monkeypatch):
 
 
 def test_trials_failing_in_a_row_stop_the_study(store):
-    """Every learning rate of 1e10:1e30 diverges for real: the study stops after --max-failures."""
+    """Every learning rate of 1e10:1e30 diverges for real: the study stops after --max-failures.
+    Their checkpoints (one every batch) are deleted: a trial that failed so is not gone on with."""
     result = run_tune(*DIVERGING, "--sampler", "random", "--lr", "1e10:1e30", "--trials", "10",
-                      "--max-failures", "3", "--study-name", "broken")
+                      "--max-failures", "3", "--study-name", "broken", "--checkpoint-every", "0.001")
     assert result.exit_code == 1, result.output + str(result.exception)
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1, result.stderr
@@ -258,6 +259,9 @@ def test_trials_failing_in_a_row_stop_the_study(store):
     assert parent.data.tags["mlproject.failure"] == errors[0][len("Error: "):]
     assert parent.data.metrics["trials_fail"] == 3 and "best_value" not in parent.data.metrics
     assert sorted(c.info.run_id for c in children) == sorted(t.user_attrs["mlflow_run_id"] for t in study.trials)
+    for t in study.trials:
+        assert "checkpoint" in t.user_attrs and t.user_attrs["checkpoint"] is None  # written, then dropped
+        assert store.list_artifacts(t.user_attrs["mlflow_run_id"], "checkpoint") == []
     for c in children:
         assert c.info.status == "FAILED" and c.data.tags["optuna.state"] == "FAIL"
         assert 1e10 <= float(c.data.params["lr"]) <= 1e30

@@ -347,6 +347,13 @@ def test_three_workers_one_postgres_study_one_tracking_server(scaled_out_study, 
               if r.info.run_id not in known]
     assert not strays, strays
 
+    # --- the closing hint: the tracking server's own UI (it serves one), not `mlflow ui` on its URL
+    for w in workers:
+        out, _ = w.outputs()
+        assert (f"parent run {parent.info.run_id}; open the UI: {tracking_server.rstrip('/')}/#/experiments/"
+                f"{parent.info.experiment_id}/runs?viewStateShareKey=study-{STUDY}") in out, out[-2000:]
+        assert "mlflow ui" not in out
+
     # --- the password is in no param or tag of any run (nor in what the workers printed) -------
     leaks = [(r.info.run_id, kind, k) for r in runs
              for kind, values in (("param", r.data.params), ("tag", r.data.tags))
@@ -464,3 +471,29 @@ def test_workers_starting_a_study_at_once_share_one_parent_run(scaled_out_study,
         assert f"parent run {parent.info.run_id};" in w.outputs()[0], (i, w.outputs()[0][-2000:])
     # the claim's marker study is gone: the user's study list shows no 'race::...'
     assert markers(postgres.url) == [], optuna.get_all_study_names(postgres.url)
+
+
+@pytest.mark.slow
+def test_train_against_a_tracking_server_points_to_the_server_s_own_ui(tracking_server, tmp_path, monkeypatch):
+    """`mlproject train` in this process, logging to the tracking server: its closing hint is the
+    run's page on the server (which serves the UI), not `mlflow ui --backend-store-uri http://...`."""
+    import mlflow
+    from click.testing import CliRunner
+    from mlflow.tracking import MlflowClient
+
+    from mlproject.app.cli import bool_flags_from_values, cli
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(tracking_server)
+    try:
+        result = CliRunner().invoke(cli, bool_flags_from_values(
+            ["train", *CHEAP[:-2], "--no-log-model", "--experiment", "hint"]))
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    (run,) = runs_in(MlflowClient(tracking_server), "hint")
+    page = f"{tracking_server.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert f"open the UI: {page}" in result.output.splitlines()
+    assert "mlflow ui" not in result.output

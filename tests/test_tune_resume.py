@@ -260,12 +260,14 @@ def interrupted(request, tmp_path_factory):
     code = wait_exit(proc, timeout=60)
     trial = tune.trial_of_run("c", child_id)
     parent = tune.study("c").user_attrs["mlflow_parent_run_id"]
-    return (tune, args, trial, child_id, parent, code, proc.err_path.read_text(),
-            (signum, expected, time.monotonic() - start))
+    took_s = time.monotonic() - start
+    # as the interruption left it (the first test below resumes the study)
+    left = (trial, tune.client.get_run(child_id).data.tags)
+    return (tune, args, trial, child_id, parent, code, proc.err_path.read_text(), (signum, expected, took_s), left)
 
 
 def test_an_interruption_ends_trials_and_parent_killed_and_the_rerun_resumes(interrupted):
-    tune, args, trial, child_id, parent, code, err, (signum, expected, took_s) = interrupted
+    tune, args, trial, child_id, parent, code, err, (signum, expected, took_s), _ = interrupted
     name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT (Ctrl-C)"
     assert code == expected, err[-3000:]
     assert f"interrupted by {name}" in err and "Traceback" not in err
@@ -289,13 +291,19 @@ def test_an_interruption_ends_trials_and_parent_killed_and_the_rerun_resumes(int
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
     assert tune.client.get_run(parent).info.status == "FINISHED"
     assert "mlproject.failure" not in tune.client.get_run(parent).data.tags  # the interruption's, gone
-    assert tune.client.get_run(child_id).info.status == "KILLED"  # history stays as it was
+    # the interrupted trial went on from its checkpoint, in its own run (test below: exactly)
+    (again,) = [t for t in study.trials if t.user_attrs.get("resumes_trial") == trial.number]
+    assert again.state == TrialState.COMPLETE and again.params == trial.params
+    run = tune.client.get_run(child_id)
+    assert run.info.status == "FINISHED" and run.data.tags["optuna.resumed_trials"] == str(trial.number)
+    assert run.data.tags["optuna.trial_number"] == str(again.number) and "mlproject.resumed_at" in run.data.tags
+    assert f"trial {again.number} goes on with trial {trial.number} from its checkpoint" in err
 
 
 def test_an_interrupted_trial_run_is_tagged_failed_not_running(interrupted):
-    tune, _, trial, child_id, *_ = interrupted
-    assert tune.study("c").trials[trial.number].state == TrialState.FAIL
-    assert tune.client.get_run(child_id).data.tags.get("optuna.state") == "FAIL"
+    trial, tags = interrupted[-1]
+    assert trial.state == TrialState.FAIL and tags.get("optuna.state") == "FAIL"
+    assert trial.user_attrs["checkpoint"] == tags["mlproject.checkpoint"]  # written on the signal
 
 
 @pytest.mark.parametrize("storage", [None, "journal:optuna.log"], ids=["default-sqlite", "journal"])
@@ -332,3 +340,159 @@ def test_two_workers_on_one_local_storage(tmp_path, storage):
     failed = [t for t in study.trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
     reasons = [t.user_attrs.get("fail_reason", "") for t in failed]
     assert not failed, reasons  # e.g. "UNIQUE constraint failed: datasets": log_dataset retries that race
+
+
+# ------------------------------------------------------------------------------------------------
+# an interrupted trial goes on from its checkpoint, to what an uninterrupted trial ends with (in
+# process: `tune` through click, a real SIGTERM to this process from inside a training step)
+
+RESUMED = ["--model", "mlp", "--dataset", "digits", "--num-workers", "0", "--epochs", "3", "--batch-size", "64",
+           "--lr", "0.01:0.2", "--trials", "1", "--no-log-model"]
+
+
+@pytest.fixture
+def in_process(store, monkeypatch):
+    """`tune` in this process (its signal handlers put back after the test), the weights each
+    trial ended with (experiment._results sees them), and `interrupt(call, epoch, batch)`: the
+    next invocation gets a SIGTERM in training step `batch` of `epoch` of its `call`-th fit (with
+    --cv: a fit per fold, then the refit)."""
+    import torch
+    from click.testing import CliRunner
+
+    from mlproject import signals, train
+    from mlproject.app import experiment
+    from mlproject.app.tune import tune, tune_args
+
+    handlers = {s: signal.getsignal(s) for s in signals.NAMES}
+    weights, plan = [], {}
+    real_fit, real_results = train.fit, experiment._results
+
+    def results(cfg, prepared, *args, **kwargs):
+        weights.append({k: v.detach().clone() for k, v in prepared.trained[0].state_dict().items()})
+        return real_results(cfg, prepared, *args, **kwargs)
+
+    def fit(model, data, cfg, device, on_epoch=None, **kwargs):
+        plan["calls"] = plan.get("calls", 0) + 1
+        if plan.get("call") != plan["calls"]:
+            return real_fit(model, data, cfg, device, on_epoch=on_epoch, **kwargs)
+        epochs, steps = [], []
+
+        def counted(stats):
+            epochs.append(stats.epoch)
+            if on_epoch is not None:
+                on_epoch(stats)
+
+        def step(module, args):
+            if module.training and len(epochs) == plan["epoch"] - 1:
+                steps.append(1)
+                if len(steps) == plan["batch"]:
+                    os.kill(os.getpid(), signal.SIGTERM)  # handled now: fit checkpoints after this batch
+
+        hook = model.net.register_forward_pre_hook(step)  # the loop calls the network itself
+        try:
+            return real_fit(model, data, cfg, device, on_epoch=counted, **kwargs)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(experiment, "_results", results)
+    monkeypatch.setattr(experiment, "fit", fit)
+    monkeypatch.setattr(train, "fit", fit)  # cross_validate's
+
+    def run(*args):
+        result = CliRunner().invoke(tune, tune_args(list(args)))
+        plan.clear()
+        return result
+
+    def interrupt(call, epoch, batch):
+        plan.update(call=call, epoch=epoch, batch=batch)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same kernels for every run of the test: the same arithmetic
+    yield run, interrupt, weights
+    torch.set_num_threads(threads)
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
+    assert not signals.pending()
+
+
+@pytest.mark.parametrize("cv", [0, 2], ids=["plain", "cv-fold-2"])
+def test_an_interrupted_trial_goes_on_from_its_checkpoint_and_ends_as_if_never_stopped(store, in_process, cv):
+    import torch
+
+    run, interrupt, weights = in_process
+    args = [*RESUMED, *(["--cv", str(cv)] if cv else [])]
+    # plain: epoch 2, batch 3; --cv 2: fold 2's epoch 2, batch 3
+    interrupt(call=2 if cv else 1, epoch=2, batch=3)
+    stopped = run(*args, "--study-name", "a")
+    assert stopped.exit_code == 143, stopped.output + repr(stopped.exception)
+    (trial,) = optuna.load_study(study_name="a", storage="sqlite:///optuna.db").trials
+    run_id = trial.user_attrs["mlflow_run_id"]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["checkpoint"] == f"runs:/{run_id}/checkpoint/checkpoint.pt"
+    killed = store.get_run(run_id)
+    assert killed.info.status == "KILLED"
+    position = {"mlproject.checkpoint_epoch": "2", "mlproject.checkpoint_batch": "3"}
+    if cv:
+        position["mlproject.checkpoint_fold"] = "2"
+    assert {k: killed.data.tags.get(k) for k in position} == position
+    assert list(trial.intermediate_values) == [1]  # epoch 1 (with --cv: fold 1) reported before the signal
+
+    resumed = run(*args, "--study-name", "a")
+    assert resumed.exit_code == 0, resumed.output + repr(resumed.exception)
+    where = "epoch 2, batch 3" + (", fold 2" if cv else "")
+    assert f"trial 1 goes on with trial 0 from its checkpoint ({where}; run {run_id})" in resumed.output
+    study = optuna.load_study(study_name="a", storage="sqlite:///optuna.db")
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    again = study.trials[1]
+    assert again.params == trial.params and again.user_attrs["resumes_trial"] == 0
+    assert again.user_attrs["mlflow_run_id"] == run_id  # one run: the interrupted one, gone on
+    done = store.get_run(run_id)
+    assert done.info.status == "FINISHED" and "mlproject.failure" not in done.data.tags
+    assert done.data.tags["optuna.trial_number"] == "1" and done.data.tags["optuna.resumed_trials"] == "0"
+    assert done.data.tags["mlproject.resumed_at"] == where and done.data.tags["optuna.state"] == "COMPLETE"
+    assert store.list_artifacts(run_id, "checkpoint") == []  # FINISHED: deleted
+    assert not any(t.startswith("mlproject.checkpoint") for t in done.data.tags)
+
+    reference_run = run(*args, "--study-name", "b")  # the same trial, never stopped
+    assert reference_run.exit_code == 0, reference_run.output + repr(reference_run.exception)
+    (reference,) = optuna.load_study(study_name="b", storage="sqlite:///optuna.db").trials
+    assert reference.params == again.params
+    assert again.intermediate_values == reference.intermediate_values  # what the pruner judged
+    assert again.value == reference.value
+    ref = store.get_run(reference.user_attrs["mlflow_run_id"])
+    for key in ("test_accuracy", "test_loss", "final_train_accuracy", "final_val_accuracy"):
+        assert done.data.metrics[key] == ref.data.metrics[key], key
+    series = ["train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr"]
+    if cv:
+        series += ["fold_1/val_loss", "fold_2/train_loss", "fold_2/val_accuracy", "refit/train_loss"]
+    for key in series:
+        got = [(m.step, m.value) for m in store.get_metric_history(run_id, key)]
+        assert got == [(m.step, m.value) for m in store.get_metric_history(ref.info.run_id, key)], key
+        assert [s for s, _ in got] == [1, 2, 3], key  # one unbroken series, each epoch once
+    resumed_weights, reference_weights = weights[-2], weights[-1]
+    assert resumed_weights.keys() == reference_weights.keys()
+    assert all(torch.equal(resumed_weights[k], reference_weights[k]) for k in resumed_weights)
+
+
+def test_a_checkpoint_that_cannot_be_read_is_one_line_and_the_trial_starts_from_epoch_1(store, in_process):
+    run, interrupt, _ = in_process
+    args = [*RESUMED, "--epochs", "2", "--study-name", "t"]
+    interrupt(call=1, epoch=2, batch=3)
+    assert run(*args).exit_code == 143
+    (trial,) = optuna.load_study(study_name="t", storage="sqlite:///optuna.db").trials
+    run_id = trial.user_attrs["mlflow_run_id"]
+    path = Path(store.get_run(run_id).info.artifact_uri.removeprefix("file://")) / "checkpoint" / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:1000])  # a copy cut short
+
+    result = run(*args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    (line,) = [line for line in result.output.splitlines() if line.startswith("trial 1: ")]
+    assert line.startswith(f"trial 1: checkpoint runs:/{run_id}/checkpoint/checkpoint.pt: cannot be read (")
+    assert line.endswith("; it starts from epoch 1 instead of going on with trial 0")
+    study = optuna.load_study(study_name="t", storage="sqlite:///optuna.db")
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]  # not enqueued again
+    again = study.trials[1]
+    assert again.params == trial.params and again.user_attrs["mlflow_run_id"] != run_id  # a run of its own
+    fresh = store.get_run(again.user_attrs["mlflow_run_id"])
+    assert fresh.info.status == "FINISHED" and "mlproject.resumed_at" not in fresh.data.tags
+    assert [m.step for m in store.get_metric_history(fresh.info.run_id, "val_accuracy")] == [1, 2]
+    assert store.get_run(run_id).info.status == "KILLED"

@@ -161,6 +161,7 @@ class Tags:
     CHECKPOINT_FOLD = "mlproject.checkpoint_fold"  # with --cv: 1..K, K + 1 the refit
     RESUMED_AT = "mlproject.resumed_at"  # on a resumed run: "epoch E, batch B"
     RESUMED_RUN = "mlproject.resumed_run"  # on the run `mlflow run` made for a resume: the run it resumed
+    RESUMED_TRIALS = "optuna.resumed_trials"  # on a trial's run that went on: the trials it was before, "3" or "3,7"
 
 
 # param name prefixes: a trial's sampled values; the parent's best trial's (tags)

@@ -20,6 +20,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
              "give_up_on_server", "log_files_run", "log_metrics", "log_params", "log_run_figure", "log_run_metrics",
              "log_run_text", "reopened_run", "resume_run", "run_exists", "save_runs_view", "set_run_tags", "set_tags",
              "set_verbosity", "start_run", "start_system_metrics", "stop_system_metrics", "system_metrics",
-             "system_metrics_recorded_elsewhere", "tracking_uri", "training_run", "unique_run_name", "unreachable",
-             "use_tracking_uri"),
+             "system_metrics_recorded_elsewhere", "tracking_uri", "training_run", "ui_address", "unique_run_name",
+             "unreachable", "use_tracking_uri"),
 })

@@ -393,6 +393,19 @@ def tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves, by default
+
+
+def ui_address() -> tuple[str | None, str]:
+    """Where to see the runs of the tracking URI: (None, the server's own URL) for a tracking
+    server, which serves the UI itself; else (the `mlflow ui` command that serves this store, the
+    address it serves at)."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return None, uri.rstrip("/")
+    return f"mlflow ui --backend-store-uri {uri}", LOCAL_UI
+
+
 def log_params(params: dict, run_id: str | None = None) -> None:
     """Log params on `run_id` (default: the active run) in one batch, skipping keys already
     logged: `mlflow run` logs the -P values itself, as typed strings, a resumed study's parent

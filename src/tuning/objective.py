@@ -5,6 +5,14 @@ application gives (mlproject.app.experiment.StudyTrainer: the same path as `mlpr
 statuses as: COMPLETE -> FINISHED, PRUNED -> KILLED (stopped by the pruner, tag
 optuna.pruned_epoch), FAIL -> FAILED (reason in tag mlproject.failure), a worker killed or
 interrupted mid-trial -> KILLED (its trial is failed and re-run).
+
+An interrupted trial goes on from its checkpoint (SIGTERM and Ctrl-C write one after the current
+batch; `--checkpoint-every` covers SIGKILL): the next invocation, or any worker, enqueues a trial
+with its parameters (`requeue_interrupted`; the heartbeat's retry of a dead worker's trial is the
+same), which reports the intermediate values the interrupted one reported before its checkpoint
+(so the pruner judges it as if it never stopped) and continues the same MLflow run, from the
+checkpoint, to the same weights and metrics as an uninterrupted trial. A checkpoint that cannot
+be read is one line, and the trial starts from epoch 1 in a new run.
 """
 from __future__ import annotations
 
@@ -24,13 +32,21 @@ import tracking
 from mlproject.config import TrainConfig
 from mlproject.data import Splits
 from mlproject.metrics import DEFAULT_OBJECTIVE, SAMPLED_PREFIX, Tags, trials_table
-from mlproject.train import FoldStats, History, TrainingDiverged
+from mlproject.errors import first_line
+from mlproject.train import CheckpointError, FoldStats, History, TrainingDiverged
 
 from . import goals
+from . import study as studies
 from .goals import Constraint, Objective
 from .space import SearchSpace
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+# user attrs: where a trial's last checkpoint is (its run's tag mlproject.checkpoint; None once it
+# is of no use: the trial was pruned or failed otherwise than by an interruption), and, on a trial
+# enqueued to go on with an interrupted one, that one's number (its run's tag mlproject.resumed_at
+# says it did; a checkpoint that could not be read left it to start from epoch 1 in a run of its own)
+CHECKPOINT_ATTR = "checkpoint"
+RESUMES_ATTR = "resumes_trial"
 
 
 class Trainer(Protocol):
@@ -43,12 +59,20 @@ class Trainer(Protocol):
 
     def train_trial(self, cfg: TrainConfig, prepared: Any, parent_run_id: str, tags: dict, params: dict,
                     on_epoch: Callable, on_run_start: Callable[[str], None],
-                    keep_model: Callable[[dict, History], bool], system_metrics: bool = False) -> Any:
+                    keep_model: Callable[[dict, History], bool], system_metrics: bool = False,
+                    resume: Any = None, on_checkpoint: Callable[[str], None] | None = None) -> Any:
         """Train cfg as a tracked child run of `parent_run_id`; returns an object with `run_id`,
         `metrics` (dict), `history` (mlproject.train.History) and `model_uri`. `on_epoch(stats)`
         may raise to stop the run (pruning). `keep_model(metrics, history)`, asked once trained,
         says whether to log this trial's model (the weights it trained) and its figures into its run.
-        `system_metrics`: sample the machine's CPU/memory/GPU use into the trial's run."""
+        `system_metrics`: sample the machine's CPU/memory/GPU use into the trial's run. `resume`
+        (from `resume_point`): go on with that run from its checkpoint. `on_checkpoint(where)`:
+        after each checkpoint is stored."""
+
+    def resume_point(self, run_id: str, cfg: TrainConfig, prepared: Any) -> Any:
+        """Where the interrupted run `run_id` goes on from: an object with `position` (text) and
+        `first_step` (the first epoch, or with --cv fold, it will report); CheckpointError (one line)
+        where its checkpoint cannot be had or read."""
 
 
 class Pruned(optuna.TrialPruned):
@@ -82,6 +106,7 @@ class Worker:
     system_metrics: bool = False  # each trial's run samples CPU/memory/GPU (tune --system-metrics)
     # (trial number, exception) of the trial that found the tracking server unreachable: run() stops
     _lost: tuple[int, BaseException] | None = dataclasses.field(default=None, repr=False)
+    storage: Any = None  # the study's storage: claims (requeue_interrupted); None: no other worker
 
     def remaining(self, study) -> int:
         """--trials minus the trials finished, running or waiting (failed ones are re-run)."""
@@ -90,14 +115,17 @@ class Worker:
 
     def pending(self, study) -> bool:
         """Trials to start: fewer than --trials so far, or retries waiting (enqueued by the
-        heartbeat's RetryHeartbeatStaleTrialCallback); never past --timeout or an exhausted grid."""
+        heartbeat's RetryHeartbeatStaleTrialCallback, or interrupted trials going on:
+        requeue_interrupted); never past --timeout, nor past an exhausted grid but for retries."""
         if self.deadline is not None and time.monotonic() > self.deadline:
             return False
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return True  # retries, of a point the grid counts as run too
         if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
             # every grid point has run (a failed one counts: it would fail again), so more trials
             # would only repeat points; --trials is capped at the grid's size anyway
             return False
-        return self.remaining(study) > 0 or bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        return self.remaining(study) > 0
 
     def objective(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         """One trial (`_objective`). If the tracking server is unreachable once MLflow's retries
@@ -136,8 +164,10 @@ class Worker:
         return cfg, prepared, overrides
 
     def _train(self, trial: optuna.Trial, cfg: TrainConfig, prepared, overrides: dict):
-        """The trial's tracked run (tag optuna.state RUNNING, then PRUNED or FAIL if it ends so);
-        an exception fails the trial (Optuna), with its reason in the user attr fail_reason."""
+        """The trial's tracked run (tag optuna.state RUNNING, then PRUNED or FAIL if it ends so),
+        going on with an interrupted trial's run where it is one's retry (`_resume`); an exception
+        fails the trial (Optuna), with its reason in the user attr fail_reason."""
+        resume = self._resume(trial, cfg, prepared)
         try:
             return self.trainer.train_trial(
                 cfg, prepared, self.parent_run_id,
@@ -146,18 +176,98 @@ class Worker:
                 on_epoch=lambda stats: self._report(trial, stats),
                 on_run_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
                 keep_model=lambda metrics, history: self._enters_best_set(trial, metrics, history),
-                system_metrics=self.system_metrics)
+                system_metrics=self.system_metrics, resume=resume,
+                on_checkpoint=lambda where: trial.set_user_attr(CHECKPOINT_ATTR, where))
         except optuna.TrialPruned:
+            self._drop_checkpoint(trial, cfg)
             raise
         except (Exception, KeyboardInterrupt) as e:
             # diverged, out of memory, a bug (the study goes on), or Ctrl-C: Optuna fails the trial
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:1000])
             if tracking.unreachable(e) is not None:
-                raise  # no tag then: the server is gone (objective, above)
+                raise  # no tag then: the server is gone (objective, above); the checkpoint serves its retry
             if self.verbose or not isinstance(e, EXPECTED_FAILURES):
                 self._tracebacks[trial.number] = traceback.format_exc()
             tracking.set_run_tags(trial.user_attrs.get("mlflow_run_id"), {Tags.STATE: "FAIL"})
+            if not isinstance(e, KeyboardInterrupt):  # only an interrupted trial goes on from its checkpoint
+                self._drop_checkpoint(trial, cfg)
             raise
+
+    def _resume(self, trial: optuna.Trial, cfg: TrainConfig, prepared):
+        """Where this trial goes on from (the trainer's resume_point), if it is the retry of an
+        interrupted trial that left a checkpoint; the intermediate values that one reported before
+        its checkpoint are reported again first. None: from epoch 1 (a checkpoint that cannot be
+        read is one line)."""
+        source = self._interrupted(trial)
+        if source is None:
+            for attr in (CHECKPOINT_ATTR, RESUMES_ATTR):  # a heartbeat retry inherits its trial's user attrs
+                if trial.user_attrs.get(attr) is not None:
+                    trial.set_user_attr(attr, None)
+            return None
+        run_id = source.user_attrs["mlflow_run_id"]
+        try:
+            resume = self.trainer.resume_point(run_id, cfg, prepared)
+        except CheckpointError as e:
+            (self.echo or _stderr)(f"trial {trial.number}: {first_line(e)}; it starts from epoch 1 "
+                                   f"instead of going on with trial {source.number}")
+            if trial.user_attrs.get(CHECKPOINT_ATTR) is not None:
+                trial.set_user_attr(CHECKPOINT_ATTR, None)
+            trial.set_user_attr(RESUMES_ATTR, source.number)  # tried: never enqueued for it again
+            return None
+        trial.set_user_attr(RESUMES_ATTR, source.number)
+        trial.set_user_attr(CHECKPOINT_ATTR, source.user_attrs[CHECKPOINT_ATTR])
+        if self.prune_on is not None:
+            for step, value in sorted(source.intermediate_values.items()):
+                if step < resume.first_step:
+                    trial.report(value, step)
+        (self.echo or _stderr)(f"trial {trial.number} goes on with trial {source.number} from its checkpoint "
+                               f"({resume.position}; run {run_id})")
+        return resume
+
+    def _interrupted(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        """The interrupted trial this one is the retry of, if that one left a checkpoint: the trial
+        enqueued by `requeue_interrupted` (user attr resumes_trial), or by the heartbeat's retry of a
+        stale trial (the last of its system attr retry_history)."""
+        trials = trial.study.get_trials(deepcopy=False)  # by number: a study's trials are numbered 0, 1, ...
+        history = trials[trial.number].system_attrs.get("retry_history")
+        number = history[-1] if history else trial.user_attrs.get(RESUMES_ATTR)
+        if number is None:
+            return None
+        source = trials[number]
+        return source if source.user_attrs.get(CHECKPOINT_ATTR) and source.user_attrs.get("mlflow_run_id") else None
+
+    def _drop_checkpoint(self, trial: optuna.Trial, cfg: TrainConfig) -> None:
+        """A trial pruned or failed otherwise than by an interruption is not resumed: its checkpoint
+        is deleted (unless --keep-checkpoints) and no longer named in its user attrs."""
+        if not trial.user_attrs.get(CHECKPOINT_ATTR):
+            return
+        trial.set_user_attr(CHECKPOINT_ATTR, None)
+        if cfg.keep_checkpoints:
+            return
+        try:
+            tracking.delete_checkpoint(trial.user_attrs["mlflow_run_id"])
+        except Exception as e:  # noqa: BLE001 (the trial's outcome stands; the file stays, its tags say where)
+            (self.echo or _stderr)(f"warning: the checkpoint of trial {trial.number} was not deleted: "
+                                   f"{type(e).__name__}: {first_line(e, '')}")
+
+    def requeue_interrupted(self, study) -> None:
+        """Each FAIL trial that was interrupted (SIGTERM, Ctrl-C, a worker killed after a
+        checkpoint) and left a checkpoint is enqueued once, with its parameters, to go on from it
+        (`_resume`). Exactly once over workers and machines: one claim per trial, and a trial that
+        already has a retry (this one's, or the heartbeat's) is left alone."""
+        def interrupted(trials):
+            followed = {t.user_attrs.get(RESUMES_ATTR) for t in trials}
+            followed |= {(t.system_attrs.get("retry_history") or [None])[-1] for t in trials}
+            return [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(CHECKPOINT_ATTR)
+                    and t.user_attrs.get("mlflow_run_id") and t.number not in followed]
+
+        for t in interrupted(study.get_trials(deepcopy=False)):
+            if self.storage is None:
+                study.enqueue_trial(t.params, user_attrs={RESUMES_ATTR: t.number})
+                continue
+            with studies.claim(self.storage, study.study_name, f"resume-trial-{t.number}") as won:
+                if won and t.number in {u.number for u in interrupted(study.get_trials(deepcopy=False))}:
+                    study.enqueue_trial(t.params, user_attrs={RESUMES_ATTR: t.number})
 
     def _report(self, trial: optuna.Trial, stats) -> None:
         """After each epoch (EpochStats), or with --cv after each fold (FoldStats, step = fold):
@@ -221,7 +331,10 @@ class Worker:
             failures = failures + 1 if real_failure else 0
             self.announce(trial)
 
-        while self.pending(study):
+        while True:
+            self.requeue_interrupted(study)
+            if not self.pending(study):
+                return
             study.optimize(self.objective, n_trials=1, catch=(Exception,), callbacks=[count, *self.callbacks])
             if self._lost is not None:  # the tracking server: this worker stops (runner.execute says why)
                 raise self._lost[1]

@@ -249,7 +249,7 @@ def _worker(p: Plan, parent: str, storage, **kwargs) -> Worker:
     o = p.options
     return Worker(p.base, p.space, p.trainer, parent, o.trials, o.max_failures, [p.data] if p.data else [],
                   heartbeat=studies.has_heartbeat(storage), objectives=p.objectives, constraints=p.constraints,
-                  prune_on=p.prune_on, verbose=o.verbose, system_metrics=o.system_metrics, **kwargs)
+                  prune_on=p.prune_on, verbose=o.verbose, system_metrics=o.system_metrics, storage=storage, **kwargs)
 
 
 def _worker_main(p: Plan, index: int, threads: int) -> None:

@@ -230,8 +230,12 @@ def table(study, p, parent: str, wall_time_s: float, top: int = 5) -> str:
         lines.append(f"best model (trial {study.user_attrs['best_model_trial']}): {study.user_attrs['best_model_uri']} "
                      f"(registered {p.options.register_name!r} version {study.user_attrs['best_model_version']}"
                      + (f"; {len(versions)} versions for the front" if p.multi_objective else "") + ")")
-    uri = tracking.tracking_uri()
-    lines.append(f"parent run {parent}; open the UI: mlflow ui --backend-store-uri {uri}")
-    if study.user_attrs.get(studies.VIEW_ATTR):  # the study's trials with their key columns
-        lines.append(f"  then http://127.0.0.1:5000/{study.user_attrs[studies.VIEW_ATTR]}")
+    command, address = tracking.ui_address()  # a tracking server serves the UI itself
+    view = study.user_attrs.get(studies.VIEW_ATTR)  # the study's trials with their key columns
+    if command is None:
+        lines.append(f"parent run {parent}; open the UI: {address}/{view or ''}")
+    else:
+        lines.append(f"parent run {parent}; open the UI: {command}")
+        if view:
+            lines.append(f"  then {address}/{view}")
     return "\n".join(lines)

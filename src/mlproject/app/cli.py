@@ -156,8 +156,10 @@ def resumable_run(run_id: str, cfg: TrainConfig) -> tracking.StoredRun:
 def result_text(cfg: TrainConfig, result) -> str:
     m = result.metrics
     uri = tracking.tracking_uri()
+    command, address = tracking.ui_address()
     here = uri in ("sqlite:///mlflow.db", "sqlite:///" + os.path.abspath("mlflow.db"))  # MLflow's default
-    ui = "mlflow ui  (in this folder)" if here else f"mlflow ui --backend-store-uri {uri}"
+    run_page = f"{address}/#/experiments/{result.experiment_id}/runs/{result.run_id}"
+    ui = run_page if command is None else f"{'mlflow ui  (in this folder)' if here else command}   (then {address})"
     return "\n".join([
         f"{cfg.model} on {cfg.dataset}: test accuracy {m['test_accuracy']:.4f}, "
         f"train accuracy {m['final_train_accuracy']:.4f}, val accuracy {m['final_val_accuracy']:.4f}"
@@ -167,7 +169,7 @@ def result_text(cfg: TrainConfig, result) -> str:
         f"test time {m['test_time_s']:.2f} s, model size {m['model_size_mb']:.2f} MB, "
         f"{m['params_total']:,} parameters ({m['params_trainable']:,} trainable)",
         f"run {result.run_id} (experiment id {result.experiment_id}) in {uri}",
-        f"open the UI: {ui}   (then http://127.0.0.1:5000)",
+        f"open the UI: {ui}",
     ])
 
 

@@ -10,9 +10,10 @@
 the work in `tracking.training_run`, so a failure ends the run FAILED with its reason.
 `StudyTrainer` is the same path for a study's trials (what `tuning` is given).
 
-A standalone run writes checkpoints (`--checkpoint-every` seconds, and on SIGTERM/SIGINT) as its
-artifact `checkpoint/checkpoint.pt` or into `--checkpoint-dir` (tracking.store_checkpoint); a run
-that ends FINISHED deletes its own unless `--keep-checkpoints`. Trials write none (yet).
+A run, standalone or a trial, writes checkpoints (`--checkpoint-every` seconds, and on
+SIGTERM/SIGINT) as its artifact `checkpoint/checkpoint.pt` or into `--checkpoint-dir`
+(tracking.store_checkpoint); a run that ends FINISHED deletes its own unless `--keep-checkpoints`.
+A trial interrupted so goes on in its own run when the study resumes (tuning.objective).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from mlproject.config import TrainConfig
 from mlproject.data import Splits, check_cv, create_dataset, cv_pool, is_path, peek_dataset
 from mlproject.features import CachedFeatures, cached_features
 from mlproject.features import applies as features_apply
-from mlproject.metrics import epoch_metrics
+from mlproject.metrics import Tags, epoch_metrics
 from mlproject.models import Classifier, ModelInfo, Probabilities, count_parameters, create_model, model_size_mb, set_normalisation
 from mlproject.train import (Checkpoint, CheckpointError, CrossValidation, EpochStats, Evaluation, FoldStats, History,
                              cross_validate, evaluate, fit, seed_everything, select_device)
@@ -71,21 +72,30 @@ class ChildRun:
     # weights it trained, not a retrained copy) and the figures trials skip? (the study's best set)
     keep_model: Callable[[dict, History], bool] | None = None
     system_metrics: bool = False  # sample CPU/memory/GPU into the trial's run (tune --system-metrics)
+    on_checkpoint: Callable[[str], None] | None = None  # called with where each checkpoint was stored
 
 
 @dataclass
 class Resume:
-    """A stopped run to go on with (`mlproject train --resume RUN_ID`): its id, its checkpoint
-    (loaded and checked against cfg and the prepared model) and where that was read from."""
+    """A stopped run to go on with (`mlproject train --resume RUN_ID`, an interrupted trial): its
+    id, its checkpoint (loaded and checked against cfg and the prepared model), where that was read
+    from, and the run's tags as they were."""
 
     run_id: str
     checkpoint: Checkpoint
     location: str  # tag mlproject.checkpoint: runs:/RUN_ID/checkpoint/checkpoint.pt or a file
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def position(self) -> str:
         c = self.checkpoint
         return f"epoch {c.epoch}, batch {c.batch}" + (f", fold {c.fold}" if c.fold else "")
+
+    @property
+    def first_step(self) -> int:
+        """The first step the resumed run reports (an epoch; with --cv a fold, as `run_training`'s
+        on_epoch gets them): the steps before it were reported before the run stopped."""
+        return self.checkpoint.fold or self.checkpoint.epoch
 
 
 @dataclass
@@ -148,22 +158,25 @@ def load_resume(run: tracking.StoredRun, cfg: TrainConfig, prepared: Prepared) -
     except (RuntimeError, ValueError, KeyError) as e:
         first = first_line(e)
         raise CheckpointError(f"checkpoint {run.checkpoint}: its weights do not fit this model ({first})") from None
-    return Resume(run.run_id, ckpt, run.checkpoint)
+    return Resume(run.run_id, ckpt, run.checkpoint, dict(run.tags))
 
 
 class _CheckpointWriter:
-    """fit's on_checkpoint for a standalone run: each checkpoint stored where cfg says
-    (tracking.store_checkpoint: the run's artifacts, or cfg.checkpoint_dir). One that cannot be
-    written is a warning line and training goes on: it is insurance, the run is the work."""
+    """fit's on_checkpoint: each checkpoint stored where cfg says (tracking.store_checkpoint: the
+    run's artifacts, or cfg.checkpoint_dir), then `on_stored(where)` (a trial keeps where in
+    Optuna). One that cannot be written is a warning line and training goes on: it is insurance,
+    the run is the work."""
 
-    def __init__(self, cfg: TrainConfig, run_id: str):
-        self.cfg, self.run_id, self.written = cfg, run_id, 0
+    def __init__(self, cfg: TrainConfig, run_id: str, on_stored: Callable[[str], None] | None = None):
+        self.cfg, self.run_id, self.on_stored, self.written = cfg, run_id, on_stored, 0
 
     def __call__(self, ckpt: Checkpoint) -> None:
         try:
-            tracking.store_checkpoint(self.run_id, ckpt.save, self.cfg.checkpoint_dir,
-                                      {"epoch": ckpt.epoch, "batch": ckpt.batch, "fold": ckpt.fold})
+            where = tracking.store_checkpoint(self.run_id, ckpt.save, self.cfg.checkpoint_dir,
+                                              {"epoch": ckpt.epoch, "batch": ckpt.batch, "fold": ckpt.fold})
             self.written += 1
+            if self.on_stored is not None:
+                self.on_stored(where)
         except Exception as e:  # noqa: BLE001 (disk full, a server gone: the run goes on)
             first = first_line(e, "")
             print(f"warning: checkpoint of run {self.run_id} at epoch {ckpt.epoch}, batch {ckpt.batch} not written: "
@@ -192,18 +205,22 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
     with that fold's FoldStats (`_cv_logged`). A standalone run records system metrics (CPU,
     memory, GPU over time); a trial only where `child.system_metrics` says so.
 
-    A standalone run writes checkpoints (_CheckpointWriter) and, once FINISHED, deletes its
-    checkpoint unless cfg.keep_checkpoints. `resume` (standalone only): the stopped run itself
-    goes on, RUNNING again (under `mlflow run` the run MLflow created ends FINISHED, tagged
-    mlproject.resumed_run), from its checkpoint; its params and dataset inputs are not logged
-    again (they are there), its epochs continue the series it has (epochs it logged already are
-    not logged twice), and it records what a fresh run records at the end.
+    Every run writes checkpoints (_CheckpointWriter) and, once FINISHED, deletes its checkpoint
+    unless cfg.keep_checkpoints. `resume`: the stopped run itself goes on, RUNNING again (under
+    `mlflow run` the run MLflow created ends FINISHED, tagged mlproject.resumed_run), from its
+    checkpoint; its params and dataset inputs are not logged again (they are there), its epochs
+    continue the series it has (epochs it logged already are not logged twice), and it records
+    what a fresh run records at the end. A trial's run that goes on is tagged with its new trial
+    number and, in optuna.resumed_trials, the trials it was before.
     """
     prepared = prepared or prepare(cfg)
     info = prepared.data.info
     tags = _run_tags(cfg, prepared, child)
     if resume is not None:
-        tags[tracking.RESUMED_AT_TAG] = resume.position
+        tags[Tags.RESUMED_AT] = resume.position
+        was = resume.tags.get(Tags.TRIAL_NUMBER)
+        if child is not None and was is not None and was != child.tags.get(Tags.TRIAL_NUMBER):
+            tags[Tags.RESUMED_TRIALS] = ",".join(filter(None, [resume.tags.get(Tags.RESUMED_TRIALS), was]))
     with tracking.training_run(cfg.experiment, "" if resume else _run_name(cfg, child), tags=tags,
                                parent_run_id=child.parent_run_id if child else None,
                                system_metrics=child is None or child.system_metrics,
@@ -221,8 +238,7 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
                 tracking.log_dataset(info, *prepared.data.analysis_sample())
         if cfg.log_model:  # MLflow's one-off environment scan, while training: torch ops release the
             tracking.warm_model_logging()  # GIL, the run's own (Python) logging above does not
-        # trials write none: a study resumes its trials by running them again (for now)
-        writer = _CheckpointWriter(cfg, run_id) if child is None else None
+        writer = _CheckpointWriter(cfg, run_id, child.on_checkpoint if child else None)
         go_on = _Continue(resume, writer, cfg.checkpoint_every, tracking.logged_steps(run_id) if resume else None)
         if cfg.cv:
             cv = _cv_logged(cfg, prepared, run_id, on_epoch, go_on)
@@ -282,7 +298,7 @@ class _Continue:
 
     def kwargs(self) -> dict:
         return {"resume": self.resume.checkpoint if self.resume else None, "on_checkpoint": self.writer,
-                "checkpoint_every_s": self.every_s if self.writer is not None else None}
+                "checkpoint_every_s": self.every_s}
 
 
 def _fit_logged(cfg: TrainConfig, prepared: Prepared, run_id: str, on_epoch, go_on: _Continue) -> History:
@@ -390,9 +406,19 @@ class StudyTrainer:
         return prepare(cfg, data)
 
     def train_trial(self, cfg: TrainConfig, prepared: Prepared, parent_run_id: str, tags: dict, params: dict,
-                    on_epoch, on_run_start, keep_model, system_metrics: bool = False) -> TrackedRun:
+                    on_epoch, on_run_start, keep_model, system_metrics: bool = False, resume: Resume | None = None,
+                    on_checkpoint: Callable[[str], None] | None = None) -> TrackedRun:
         return run_training(cfg, prepared, on_epoch,
-                            ChildRun(parent_run_id, tags, params, on_run_start, keep_model, system_metrics))
+                            ChildRun(parent_run_id, tags, params, on_run_start, keep_model, system_metrics,
+                                     on_checkpoint), resume=resume)
+
+    def resume_point(self, run_id: str, cfg: TrainConfig, prepared: Prepared) -> Resume:
+        """Where an interrupted trial's run `run_id` goes on from; CheckpointError (one line) where
+        its checkpoint cannot be had or read, or the run is gone."""
+        run = tracking.stored_run(run_id)
+        if run is None:
+            raise CheckpointError(f"run {run_id} is not in {tracking.tracking_uri()} (deleted?)")
+        return load_resume(run, cfg, prepared)
 
 
 def log_run_figures(prepared: Prepared, history: History, test: Evaluation) -> None:
