@@ -1,7 +1,7 @@
 """`tune` against the study script a user would write (PEER below), as processes, side by side.
 
     python benchmarks/bench_peer.py            # full: 3 pairs, 10 trials x 3 epochs of basecnn (minutes)
-    python benchmarks/bench_peer.py --quick    # a smoke check: 1 pair, 2 one-epoch softmax trials
+    python benchmarks/bench_peer.py --quick    # a smoke check: 1 pair side by side, 2 one-epoch softmax trials (15 s)
     python benchmarks/bench_peer.py --pairs 5 --json out.json
 
 The real `tune` command (the console script next to this Python) and PEER, a minimal Optuna +
@@ -64,27 +64,32 @@ What `tune` records that PEER does not (a real tune trial and study, inspected w
     torch, MLflow, Optuna and matplotlib loaded), where `tune` skips them
     (mlproject.signals.leave_heap_to_the_os).
 
---quick is a smoke check of every part: 1 pair, 2 one-epoch softmax trials, and MLflow stores whose
-tables exist (copies of one made here, as bench_speed's quick `tune` runs get: the migrations
-take seconds of each process). The processes' own costs (imports; `tune`'s parent run, figures
-and summary) are most of it: ~33 s of CPU in all (`tune` ~17 s, PEER ~11 s, this process ~5 s),
-35-80 s of wall time on 2 shared cores (2026-12-03). Its figures are rough; the full mode's are
-noisy on a shared machine too (its wall and CPU times per pair; --pairs 5 for a steadier median).
+--quick is a smoke check of every part: 1 pair, 2 one-epoch softmax trials, the pair's two
+processes side by side (one core each, where the full mode runs them in turns; CPU times come per
+process from os.wait4 either way), and MLflow stores whose tables exist (copies of
+common.kept_store_template(), made once for all runs, as bench_speed's quick `tune` runs get:
+the migrations take 1.1 s of each process). The processes' own costs (imports; `tune`'s parent
+run, figures and summary) are most of it: ~30 s of CPU in all (`tune` ~13 s, PEER ~12 s, this
+process ~5 s), 14-15 s of wall time on 2 idle cores (2026-12-03; 30 s with the processes in
+turns and their stores' template made here first). Its figures are rough (the processes share
+the cores); the full mode's are noisy on a shared machine too (its wall and CPU times per pair;
+--pairs 5 for a steadier median).
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
-from common import run_main, write_json  # the benchmarks' common ending
+from common import kept_store_template, run_main, write_json  # the benchmarks' common parts
 
 # The user's script: argv MODEL TRIALS EPOCHS BATCH_SIZE OPTUNA_STORAGE; MLflow's store from
 # MLFLOW_TRACKING_URI, its artifacts in ./mlruns.
@@ -174,48 +179,65 @@ def tune_command() -> list[str]:
     return [script] if script else [sys.executable, "-m", "mlproject.app.tune"]
 
 
-def store_template(holder: list) -> str:
-    """An empty MLflow sqlite store whose tables are made (its migrations run once, here), in a
-    temp dir `holder` keeps; copied into each process's folder (--quick, as bench_speed's quick
-    `tune` runs: the migrations take seconds of each process, the same for both)."""
-    if not holder:
-        from mlflow.tracking import MlflowClient
+class Process:
+    """One process (kind: 'tune' or 'peer') started in a fresh temp folder with fresh stores
+    (`template`: the MLflow store starts as a copy of it) and a thread that waits for its exit: its
+    wall time (start to exit) and its CPU time (user + system, its own and its children's: the
+    kernel's account of that one process, os.wait4, so that two can run at once); result() adds
+    its trials' times, read back from its stores."""
 
-        holder.append(tempfile.TemporaryDirectory(prefix="bench_peer_template_"))
-        MlflowClient(f"sqlite:///{holder[0].name}/mlflow.db").search_experiments()  # runs the migrations
-    return os.path.join(holder[0].name, "mlflow.db")
-
-
-def run_one(kind: str, model: str, trials: int, epochs: int, batch_size: int, template: str | None = None) -> dict:
-    """One process (kind: 'tune' or 'peer') in a fresh temp folder with fresh stores (`template`: the
-    MLflow store starts as a copy of it): its wall time and its trials' times, read back from its stores."""
-    with tempfile.TemporaryDirectory(prefix=f"bench_peer_{kind}_") as tmp:
+    def __init__(self, kind: str, model: str, trials: int, epochs: int, batch_size: int, template: str | None = None):
+        self.kind, self.trials = kind, trials
+        self.tmp = tempfile.TemporaryDirectory(prefix=f"bench_peer_{kind}_")
+        tmp = self.tmp.name
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        uri = f"sqlite:///{tmp}/mlflow.db"
+        self.uri = f"sqlite:///{tmp}/mlflow.db"
         if template:
             shutil.copy(template, os.path.join(tmp, "mlflow.db"))
-        env["MLFLOW_TRACKING_URI"] = uri
-        storage = f"sqlite:///{tmp}/optuna.db"
+        env["MLFLOW_TRACKING_URI"] = self.uri
+        self.storage = f"sqlite:///{tmp}/optuna.db"
         if kind == "tune":
-            cmd = tune_command() + ["--model", model, "--trials", str(trials), "--epochs", str(epochs),
-                                    "--batch-size", str(batch_size), "--pruner", "none", "--storage", storage]
+            self.cmd = tune_command() + ["--model", model, "--trials", str(trials), "--epochs", str(epochs),
+                                         "--batch-size", str(batch_size), "--pruner", "none", "--storage", self.storage]
         else:
             with open(os.path.join(tmp, "peer.py"), "w") as f:
                 f.write(PEER)
-            cmd = [sys.executable, "peer.py", model, str(trials), str(epochs), str(batch_size), storage]
-        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=3600)
-        wall = time.perf_counter() - start
-        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the one child waited for since
-        cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{kind} failed ({proc.returncode}): {' '.join(cmd)}\n"
-                               f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-        out = {"wall_s": wall, "cpu_s": cpu, **records(uri, storage)}
-    if out["complete"] != trials:
-        raise RuntimeError(f"{kind}: {out['complete']} complete trials recorded, {trials} expected")
-    return out
+            self.cmd = [sys.executable, "peer.py", model, str(trials), str(epochs), str(batch_size), self.storage]
+        self.output = tempfile.TemporaryFile("w+")  # stdout and stderr, read if it fails
+        self.start = time.perf_counter()
+        self.proc = subprocess.Popen(self.cmd, cwd=tmp, env=env, stdout=self.output, stderr=subprocess.STDOUT, text=True)
+        self.waiter = threading.Thread(target=self._wait, daemon=True)
+        self.waiter.start()
+        atexit.register(self._stop)  # where this process fails before waiting for it
+
+    def _stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+    def _wait(self) -> None:
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        self.wall = time.perf_counter() - self.start
+        self.cpu = usage.ru_utime + usage.ru_stime
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+
+    def result(self, timeout_s: float = 3600) -> dict:
+        """Its figures, once it has ended (killed after `timeout_s`); the temp folder goes."""
+        self.waiter.join(timeout_s)
+        if self.waiter.is_alive():
+            self.proc.kill()
+            self.waiter.join()
+        try:
+            if self.proc.returncode != 0:
+                self.output.seek(0)
+                raise RuntimeError(f"{self.kind} failed ({self.proc.returncode}): {' '.join(self.cmd)}\n"
+                                   f"{self.output.read()[-5000:]}")
+            out = {"wall_s": self.wall, "cpu_s": self.cpu, **records(self.uri, self.storage)}
+        finally:
+            self.output.close()
+            self.tmp.cleanup()
+        if out["complete"] != self.trials:
+            raise RuntimeError(f"{self.kind}: {out['complete']} complete trials recorded, {self.trials} expected")
+        return out
 
 
 def records(uri: str, storage: str) -> dict:
@@ -266,7 +288,7 @@ def t_runs(rows: list[dict], kind: str) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="seconds-long smoke mode (CI): 1 pair of 2 softmax trials")
+    ap.add_argument("--quick", action="store_true", help="seconds-long smoke mode (CI): 1 pair of 2 softmax trials, side by side")
     ap.add_argument("--pairs", type=int, default=None, help="tune/peer pairs (default 3; quick: 1)")
     ap.add_argument("--model", default=None, help="built-in model (default basecnn; quick: softmax)")
     ap.add_argument("--trials", type=int, default=None, help="trials per study (default 10; quick: 2)")
@@ -282,19 +304,24 @@ def main(argv=None) -> int:
     log(f"{pairs} pair(s): `{' '.join(['tune'] + tune_command()[1:])} --model {model} --trials {trials} "
         f"--epochs {epochs} --batch-size {args.batch_size} --pruner none` against the peer script, "
         f"{os.cpu_count()} CPUs")
-    holder: list = []  # the quick mode's store template
-    template = store_template(holder) if args.quick else None
+    template = kept_store_template() if args.quick else None
     rows = []
     for i in range(pairs):
         order = ("peer", "tune") if i % 2 == 0 else ("tune", "peer")  # interleaved: neither always goes first
         row = {"order": list(order)}
-        for kind in order:
-            row[kind] = run_one(kind, model, trials, epochs, args.batch_size, template)
+        if args.quick:  # side by side, one core each; this process reads the first one's stores while the other runs
+            started = {kind: Process(kind, model, trials, epochs, args.batch_size, template) for kind in order}
+            import mlflow.tracking  # noqa: F401  what records() reads the stores with, imported meanwhile
+            import optuna  # noqa: F401
+            row.update((kind, started[kind].result()) for kind in order)
+        else:
+            for kind in order:
+                row[kind] = Process(kind, model, trials, epochs, args.batch_size, template).result()
         row["ratio"] = row["tune"]["wall_s"] / row["peer"]["wall_s"]
         row["cpu_ratio"] = row["tune"]["cpu_s"] / row["peer"]["cpu_s"]
         row["same_params"], row["max_value_diff"] = compare_trials(row["tune"]["trials"], row["peer"]["trials"])
         rows.append(row)
-        log(f"pair {i + 1} ({' then '.join(order)}): tune {row['tune']['wall_s']:.1f} s, peer "
+        log(f"pair {i + 1} ({'side by side' if args.quick else ' then '.join(order)}): tune {row['tune']['wall_s']:.1f} s, peer "
             f"{row['peer']['wall_s']:.1f} s, ratio {row['ratio']:.3f} (CPU time {row['cpu_ratio']:.3f}); per trial "
             f"outside training: tune {row['tune']['outside_training_s']:.3f} s, "
             f"peer {row['peer']['outside_training_s']:.3f} s")
@@ -303,7 +330,8 @@ def main(argv=None) -> int:
                       ("wall_s", "cpu_s", "outside_training_s", "trial_outside_training_s", "train_time_s")}
                for kind in ("tune", "peer")}
     results = {
-        "quick": args.quick, "made_stores": template is not None, "cpus": os.cpu_count(), "model": model,
+        "quick": args.quick, "side_by_side": args.quick, "made_stores": template is not None, "cpus": os.cpu_count(),
+        "model": model,
         "trials": trials, "epochs": epochs, "batch_size": args.batch_size, "pairs": rows,
         "ratios": [r["ratio"] for r in rows],
         "ratio_median": med(r["ratio"] for r in rows), "cpu_ratio_median": med(r["cpu_ratio"] for r in rows),

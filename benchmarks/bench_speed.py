@@ -2,7 +2,7 @@
 """Study speed benchmarks, measured side by side in one run (absolute times here are noise).
 
     python benchmarks/bench_speed.py            # full: ~15 min on 2 CPU cores
-    python benchmarks/bench_speed.py --quick    # under a minute (below); what tests/test_benchmarks.py runs
+    python benchmarks/bench_speed.py --quick    # ~23 s (below); what tests/test_benchmarks.py runs
     python benchmarks/bench_speed.py --only cache,tracking,workers --json out.json
 
 1. cache: a frozen-backbone study (--freeze backbone, resnet18 from scratch, digits; TPE seed 0,
@@ -21,20 +21,27 @@
    threads each worker gets (cores // workers).
 
 --quick is a smoke check of every part on the smallest inputs that exercise it: 2 cached and 2
-uncached lenet5 trials of 1 epoch (the first computes the features, the second reads them), one
-softmax trial of ~0.3 s of training in each tracking arm, and `tune --workers 2` with a one-epoch
-softmax trial per worker. Most of its time is fixed costs (imports, runs, figures; a `tune`
-process's own start and summary, and its workers' imports). Its figures are rough.
+uncached lenet5 trials of 1 epoch (the first computes the features, the second reads them; no
+warm-up), one softmax trial of ~0.3 s of training in each tracking arm, and `tune --workers 2`
+with a one-epoch softmax trial per worker, started first and run beside parts 1 and 2 (this
+process then has one torch thread). Its stores are copies of common.kept_store_template() (made
+once for all runs) and its cache folders hold the model names (no process imports timm to list
+them). Most of its time is fixed costs (imports, runs, figures; a `tune` process's own start and
+summary, and its workers' imports): 22-24 s on 2 idle cores (2026-12-03; 32-34 s with part 3
+after the others, 36-37 s before the store template and the model names), of which the `tune`
+alone takes 17-19 s, so 15 s is out of its reach. Its figures are rough.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -44,7 +51,7 @@ import torch
 from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import CallTimer, new_store, temp_store  # noqa: E402  (the same timers and temp stores)
+from bench_train import CallTimer, keep_store_template, new_store, temp_store  # noqa: E402  (the same timers and temp stores)
 
 import mlproject.app.experiment as experiment  # noqa: E402
 import mlproject.features as features  # noqa: E402
@@ -52,7 +59,7 @@ import tracking  # noqa: E402
 from mlproject.config import TrainConfig  # noqa: E402
 from tuning.objective import Worker  # noqa: E402
 from tuning.space import SearchSpace  # noqa: E402
-from common import run_main, write_json  # noqa: E402  # the benchmarks' common ending
+from common import run_main, use_cache_dir, write_json  # noqa: E402  # the benchmarks' common parts
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CACHE_TARGET = 0.1
@@ -75,18 +82,23 @@ def study(base: TrainConfig, space: SearchSpace, trials: int, experiment_name: s
     return s, wall
 
 
-def bench_cache(trials: int, epochs: int, model: str, log) -> dict:
+def bench_cache(trials: int, epochs: int, model: str, log, quick: bool = False) -> dict:
+    """quick: without the warm-up (fair timing is its only use: its imports and first convolutions
+    fall in the cached study's first trial instead) and with the model names kept in the emptied
+    cache folder (no timm import in the first trial), which is left for the one before."""
     base = TrainConfig(model=model, freeze="backbone", epochs=epochs, num_workers=0, log_model=False)
     space = SearchSpace.parse({"lr": "1e-3:1", "batch_size": "32,64,128", "weight_decay": "1e-6:1e-2",
                                "momentum": "0.5:0.99"})
     out = {"trials": trials, "epochs": epochs, "model": model}
     from mlproject.train import fit
 
-    warm = dataclasses.replace(base, epochs=1, cache_features=False)  # imports, first convolutions: outside both
-    p = experiment.prepare(warm)
-    fit(p.model, p.data, warm, p.device)
+    if not quick:
+        warm = dataclasses.replace(base, epochs=1, cache_features=False)  # imports, first convolutions: outside both
+        p = experiment.prepare(warm)
+        fit(p.model, p.data, warm, p.device)
+    before = os.environ.get(features.ENV)
     with tempfile.TemporaryDirectory(prefix="bench_features_") as cache_dir:
-        os.environ[features.ENV] = cache_dir
+        use_cache_dir(cache_dir, keep_model_names=quick)  # features.ENV
         features._memo.clear()
         for name, cached in (("cached", True), ("uncached", False)):
             with temp_store(f"bench-{name}"):
@@ -95,6 +107,8 @@ def bench_cache(trials: int, epochs: int, model: str, log) -> dict:
             out[name] = {"wall_s": wall, "best_val_accuracy": s.best_value, "complete": len(complete),
                          "values": [t.value for t in s.trials]}
             log(f"  {name}: {trials} trials in {wall:.1f} s, best val accuracy {s.best_value:.4f}")
+    if quick and before:  # the cache folder before, with the model names (the full mode leaves the removed one)
+        os.environ[features.ENV] = before
     out["ratio"] = out["cached"]["wall_s"] / out["uncached"]["wall_s"]
     out["same_best"] = abs(out["cached"]["best_val_accuracy"] - out["uncached"]["best_val_accuracy"]) < 1e-9
     out["max_value_diff"] = max(abs(a - b) for a, b in zip(out["cached"]["values"], out["uncached"]["values"]))
@@ -225,24 +239,65 @@ def bench_tracking(trials: int, seconds: float, model: str, log) -> dict:
             "calls": timer.calls, "system_metrics": system}
 
 
-def bench_workers(counts: list[int], trials: int, epochs: int, model: str, log, made_store: bool = False) -> dict:
-    """Trials per hour of the real `tune` command with --workers N (fresh stores each). `made_store`:
-    each `tune` gets an MLflow store whose tables exist (quick: their migrations take seconds, a
-    tenth of a 2-trial study; the full mode leaves them to `tune`, as a first study meets them)."""
+class TuneRun:
+    """The real `tune` command with --workers N, started now in a temp dir with fresh stores, and a
+    thread that waits for its exit; wall_s() its seconds from start to exit. `made_store`: `tune`
+    gets an MLflow store whose tables exist (quick: their migrations take seconds, a tenth of a
+    2-trial study; the full mode leaves them to `tune`, as a first study meets them). `cache_dir`
+    (quick): its and its workers' MLPROJECT_CACHE_DIR, holding the model names, so that none of
+    them imports timm to list them (0.7 s of CPU each, common.use_cache_dir)."""
+
+    def __init__(self, n: int, trials: int, epochs: int, model: str, made_store: bool = False,
+                 cache_dir: str | None = None):
+        self.n = n
+        self.tmp = tempfile.TemporaryDirectory(prefix="bench_workers_")
+        tmp = self.tmp.name
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env["MLFLOW_TRACKING_URI"] = new_store(tmp) if made_store else f"sqlite:///{tmp}/mlflow.db"
+        if cache_dir:
+            env[features.ENV] = cache_dir
+        cmd = [sys.executable, "-m", "mlproject.app.tune", "--model", model, "--epochs", str(epochs),
+               "--num-workers", "0", "--trials", str(trials), "--workers", str(n), "--pruner", "none",
+               "--storage", f"sqlite:///{tmp}/optuna.db", "--study-name", f"w{n}", "--no-log-model"]
+        self.stderr = tempfile.TemporaryFile("w+")
+        self.start = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=self.stderr, text=True)
+        self.waiter = threading.Thread(target=self._wait, daemon=True)
+        self.waiter.start()
+        atexit.register(self._stop)  # where this process fails before waiting for it
+
+    def _wait(self) -> None:
+        self.proc.wait()
+        self.end = time.perf_counter()
+
+    def _stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def wall_s(self, timeout_s: float = 3600) -> float:
+        self.waiter.join(timeout_s)
+        if self.waiter.is_alive():
+            self.proc.kill()
+            self.waiter.join()
+        try:
+            if self.proc.returncode != 0:
+                self.stderr.seek(0)
+                raise RuntimeError(f"tune --workers {self.n} failed:\n{self.stderr.read()[-3000:]}")
+        finally:
+            self.stderr.close()
+            self.tmp.cleanup()
+        return self.end - self.start
+
+
+def bench_workers(counts: list[int], trials: int, epochs: int, model: str, log, made_store: bool = False,
+                  cache_dir: str | None = None, started: TuneRun | None = None) -> dict:
+    """Trials per hour of the real `tune` command with --workers N (fresh stores each), one after
+    the other; `started`: the run of counts[0], started earlier (quick). The rest: TuneRun's."""
     out = {}
     cores = os.cpu_count() or 1
     for n in counts:
-        with tempfile.TemporaryDirectory(prefix="bench_workers_") as tmp:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-            env["MLFLOW_TRACKING_URI"] = new_store(tmp) if made_store else f"sqlite:///{tmp}/mlflow.db"
-            cmd = [sys.executable, "-m", "mlproject.app.tune", "--model", model, "--epochs", str(epochs),
-                   "--num-workers", "0", "--trials", str(trials), "--workers", str(n), "--pruner", "none",
-                   "--storage", f"sqlite:///{tmp}/optuna.db", "--study-name", f"w{n}", "--no-log-model"]
-            start = time.perf_counter()
-            proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=3600)
-            wall = time.perf_counter() - start
-            if proc.returncode != 0:
-                raise RuntimeError(f"tune --workers {n} failed:\n{proc.stderr[-3000:]}")
+        run = started if started is not None and started.n == n else TuneRun(n, trials, epochs, model, made_store, cache_dir)
+        wall = run.wall_s()
         out[str(n)] = {"wall_s": wall, "trials_per_hour": trials / wall * 3600,
                        "threads_per_worker": max(1, cores // n)}
         log(f"  --workers {n}: {trials} trials in {wall:.1f} s = {trials / wall * 3600:.0f} trials/hour "
@@ -263,24 +318,37 @@ def main(argv=None) -> int:
     log = lambda s: print(s, flush=True)  # noqa: E731
     res: dict = {"quick": args.quick, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                  "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    # part 3's runs: counts, trials, epochs, model. Full: 16 trials of ~4 s, so each worker's start
+    # (spawn, imports, data: ~6 s) is a small part. Quick: --workers 2 alone (the worker processes,
+    # their threads; 1 worker runs in `tune`'s own process: nothing else), a one-epoch softmax trial
+    # each; a `tune` costs ~16 s on 2 cores whatever its trials (imports, store, parent run,
+    # summary), and each worker process ~7 s more
+    workers = ([2], 2, 1, "softmax") if args.quick else ([1, 2, 4], 16, 20, "smallcnn")
+    started = None
+    if args.quick:  # stores from a template kept across runs; a cache folder of its own with the model names
+        keep_store_template()
+        cache = tempfile.TemporaryDirectory(prefix="bench_cache_")
+        use_cache_dir(cache.name, keep_model_names=True)
+        if "workers" in parts:
+            # part 3's `tune` starts first and runs beside parts 1 and 2 (its imports, parent run and
+            # summary keep one core busy, not two): 22-24 s on 2 idle cores against 32-34 s in turns
+            # (2026-12-03). This process then has one torch thread: two hand work back and forth on
+            # cores the `tune` keeps busy
+            started = TuneRun(workers[0][0], *workers[1:], made_store=True, cache_dir=cache.name)
+            torch.set_num_threads(1)
     if "cache" in parts:
         log("1. frozen-backbone study, cached vs uncached features")
         # 10 epochs: as seed 000's pretrained backbones for its outlier test (its own CNNs ran 30)
         # trials, epochs, model; quick: 2 trials, the fewest where one reads what another cached
-        res["cache"] = bench_cache(*((2, 1, "lenet5") if args.quick else (20, 10, "resnet18")), log)
+        res["cache"] = bench_cache(*((2, 1, "lenet5") if args.quick else (20, 10, "resnet18")), log, quick=args.quick)
     if "tracking" in parts:
         log("2. tracking share of a tracked trial")
         # trials per arm, seconds of training each, model
         res["tracking"] = bench_tracking(*((1, 0.3, "softmax") if args.quick else (3, 10.0, "smallcnn")), log)
     if "workers" in parts:
-        log("3. trials per hour by --workers")
-        # full: 16 trials of ~4 s, so each worker's start (spawn, imports, data: ~6 s) is a small part.
-        # quick: --workers 2 alone (the worker processes, their threads; 1 worker runs in `tune`'s own
-        # process: nothing else), a one-epoch softmax trial each; a `tune` costs ~16 s on 2 cores
-        # whatever its trials (imports, store, parent run, summary), and each worker process ~7 s more
-        res["workers"] = bench_workers([2] if args.quick else [1, 2, 4], 2 if args.quick else 16,
-                                       1 if args.quick else 20, "softmax" if args.quick else "smallcnn", log,
-                                       made_store=args.quick)
+        log("3. trials per hour by --workers" + (" (quick: started with part 1, beside parts 1 and 2)" if started else ""))
+        res["workers"] = bench_workers(*workers, log, made_store=args.quick, cache_dir=cache.name if args.quick else None,
+                                       started=started)
     log("\nsummary")
     if "cache" in res:
         c = res["cache"]

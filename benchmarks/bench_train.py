@@ -37,7 +37,6 @@ import logging
 import math
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -47,7 +46,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from common import run_main, write_json  # the benchmarks' common ending
+from common import kept_store_template, run_main, store_from_template, write_json  # the benchmarks' common parts
 
 THROUGHPUT_TARGET = 0.97  # framework / bare images per second, at least (issue 6; was 0.95)
 SHARE_TARGET_PCT = 5.0  # MLflow share of a ~30 s run's wall time, at most
@@ -270,7 +269,15 @@ def timed_tracking():
         tr.restore()
 
 
-_STORE_TEMPLATE: list = []  # [TemporaryDirectory holding an empty store whose tables are made], once a process
+_STORE_TEMPLATE: list = []  # [path of an empty store whose tables are made, what keeps it], once a process
+
+
+def keep_store_template() -> None:
+    """The quick modes' stores: copies of common.kept_store_template(), whose migrations ran once
+    for all processes (the first run's), not once in each (1.1 s a process on 2 idle cores; the
+    full modes keep theirs: each process runs them once, and bench_train times its store's creation)."""
+    if not _STORE_TEMPLATE:
+        _STORE_TEMPLATE.append((kept_store_template(), None))
 
 
 def new_store(directory) -> str:
@@ -283,10 +290,8 @@ def new_store(directory) -> str:
     if not _STORE_TEMPLATE:
         holder = tempfile.TemporaryDirectory(prefix="bench_mlflow_template_")
         MlflowClient(f"sqlite:///{holder.name}/mlflow.db").search_experiments()  # runs the migrations
-        _STORE_TEMPLATE.append(holder)
-    os.makedirs(directory, exist_ok=True)
-    shutil.copy(os.path.join(_STORE_TEMPLATE[0].name, "mlflow.db"), os.path.join(directory, "mlflow.db"))
-    return f"sqlite:///{os.path.join(directory, 'mlflow.db')}"
+        _STORE_TEMPLATE.append((os.path.join(holder.name, "mlflow.db"), holder))
+    return store_from_template(directory, _STORE_TEMPLATE[0][0])
 
 
 @contextlib.contextmanager

@@ -109,7 +109,7 @@ def test_bench_search_quick(tmp_path):
 def test_bench_peer_quick(tmp_path):
     stdout, figures = run_quick(tmp_path, "bench_peer.py")
     assert "wall-time ratio tune / peer" in stdout and "per trial outside training" in stdout
-    assert figures["quick"] and len(figures["pairs"]) == len(figures["ratios"]) == 1
+    assert figures["quick"] and figures["side_by_side"] and len(figures["pairs"]) == len(figures["ratios"]) == 1
     for value in [figures["ratio_median"], figures["cpu_ratio_median"], *figures["ratios"]]:
         assert isinstance(value, float) and math.isfinite(value) and value > 0, value
     for kind in ("tune", "peer"):
