@@ -216,13 +216,18 @@ def test_the_grace_periods_cover_a_checkpoint_and_kubernetes_waits_as_long_as_sl
 # ----------------------------------------------------------------------------------- Slurm: slow
 
 def trials_training(postgres) -> int:
-    """Trials of the study RUNNING with their MLflow run started and an epoch reported: in their
-    epochs, where a signal is answered with a checkpoint."""
+    """Trials of the study RUNNING with their MLflow run started and between 1 and half their
+    epochs reported: in their epochs (where a signal is answered with a checkpoint), with seconds
+    of them left. (A trial seen at epoch 99 can end in the 0.3-1.5 s before the signal reaches it,
+    and a signal while it records its results stops it without a checkpoint: the likely cause of the
+    one run in 7 where an interrupted trial had none.)"""
+    if not _has_tables(postgres):
+        return 0
     return _sql(postgres, "SELECT count(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
                           "JOIN trial_user_attributes a ON a.trial_id = t.trial_id WHERE s.study_name = %s "
-                          "AND t.state = 'RUNNING' AND a.key = 'mlflow_run_id' AND EXISTS (SELECT 1 FROM "
-                          "trial_intermediate_values v WHERE v.trial_id = t.trial_id)", STUDY)[0][0] \
-        if _has_tables(postgres) else 0
+                          "AND t.state = 'RUNNING' AND a.key = 'mlflow_run_id' AND (SELECT count(*) FROM "
+                          "trial_intermediate_values v WHERE v.trial_id = t.trial_id) BETWEEN 1 AND %s",
+                STUDY, EPOCHS // 2)[0][0]
 
 
 def _has_tables(postgres) -> bool:

@@ -39,6 +39,37 @@ def test_training_run_ends_with_a_status_and_reason(client, raised, status, reas
     assert mlflow.active_run() is None
 
 
+def test_a_signal_while_mlflow_creates_the_run_ends_it_killed_not_running(client, monkeypatch):
+    """A real SIGTERM to this process inside mlflow.start_run, once the run is in the store (a
+    worker signalled as its trial starts): Interrupted comes after start_run, and the run ends
+    KILLED with the reason; the body never runs."""
+    import signal
+
+    from mlproject import signals
+
+    handlers = {s: signal.getsignal(s) for s in signals.NAMES}
+    real_start = mlflow.start_run
+
+    def start_run(*args, **kwargs):
+        run = real_start(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled now, before start_run returns
+        return run
+
+    monkeypatch.setattr(mlflow, "start_run", start_run)
+    body = []
+    signals.handle_signals()
+    try:
+        with pytest.raises(signals.Interrupted):
+            with tracking.training_run("e", run_name="r"):
+                body.append(1)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    assert not signals.pending() and body == []
+    (run,) = client.search_runs([client.get_experiment_by_name("e").experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags[tracking.FAILURE_TAG] == "interrupted by SIGTERM"
+
+
 def test_child_runs_join_the_parents_experiment(client):
     parent = client.create_run(client.create_experiment("study")).info
     with tracking.training_run("another-experiment", parent_run_id=parent.run_id) as run:

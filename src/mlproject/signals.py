@@ -87,13 +87,22 @@ def stop_point() -> None:
 @contextlib.contextmanager
 def stop_points():
     """Inside, a signal raises Interrupted only at a stop_point() (and, at the latest, on leaving)."""
+    with deferred():
+        yield
+    stop_point()  # after the region's last batch (not in `finally`: an exception on its way out goes on)
+
+
+@contextlib.contextmanager
+def deferred():
+    """Inside, a signal is only noted (pending()); the caller raises it with stop_point() where it
+    can clean up after it: an MLflow run being created exists once this is left, and is then ended
+    KILLED (tracking.training_run), where a signal in the middle left it RUNNING for good."""
     global _deferring
     _deferring += 1
     try:
         yield
     finally:
         _deferring -= 1
-    stop_point()  # after the region's last batch (not in `finally`: an exception on its way out goes on)
 
 
 def handle_signals() -> None:

@@ -34,6 +34,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mlproject import signals
 from mlproject.errors import chained
 from mlproject.metrics import Tags
 
@@ -70,22 +71,26 @@ def training_run(experiment: str, run_name: str = "", tags: dict | None = None, 
     tags = {k: str(v) for k, v in (tags or {}).items()} or None
     # log_system_metrics=False: this module runs the sampler (its own interval, a last sample at the
     # end); MLflow's MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING must not start a second one beside it
-    if resume_run_id:
-        resume_run(resume_run_id, joined, Tags.RESUMED_RUN)
-        # the run's own experiment, whatever `experiment` says: MLflow refuses to start a run of
-        # another experiment than the active one
-        mlflow.set_experiment(experiment_id=_experiment_of(resume_run_id))
-        run = mlflow.start_run(run_id=resume_run_id, tags=tags, log_system_metrics=False)
-    elif joined:
-        run = mlflow.start_run(run_id=joined, tags=tags, log_system_metrics=False)
-    elif parent_run_id:  # a child lives in its parent's experiment, whatever `experiment` says
-        run = mlflow.start_run(experiment_id=_experiment_of(parent_run_id), run_name=run_name or None,
-                               parent_run_id=parent_run_id, nested=True, tags=tags, log_system_metrics=False)
-    else:
-        mlflow.set_experiment(experiment)
-        run = mlflow.start_run(run_name=run_name or None, tags=tags, log_system_metrics=False)
+    # a signal while MLflow creates the run (tens of ms; a trial's worker signalled as its trial
+    # starts: seen in tests/test_tune_resume.py) waits until it exists, and then ends it KILLED
+    with signals.deferred():
+        if resume_run_id:
+            resume_run(resume_run_id, joined, Tags.RESUMED_RUN)
+            # the run's own experiment, whatever `experiment` says: MLflow refuses to start a run of
+            # another experiment than the active one
+            mlflow.set_experiment(experiment_id=_experiment_of(resume_run_id))
+            run = mlflow.start_run(run_id=resume_run_id, tags=tags, log_system_metrics=False)
+        elif joined:
+            run = mlflow.start_run(run_id=joined, tags=tags, log_system_metrics=False)
+        elif parent_run_id:  # a child lives in its parent's experiment, whatever `experiment` says
+            run = mlflow.start_run(experiment_id=_experiment_of(parent_run_id), run_name=run_name or None,
+                                   parent_run_id=parent_run_id, nested=True, tags=tags, log_system_metrics=False)
+        else:
+            mlflow.set_experiment(experiment)
+            run = mlflow.start_run(run_name=run_name or None, tags=tags, log_system_metrics=False)
     with ended_on_exception(run.info.run_id), _system_metrics_if(run.info.run_id, system_metrics,
                                                                   resume=bool(resume_run_id)):
+        signals.stop_point()
         yield run
     mlflow.end_run("FINISHED")
 
