@@ -265,3 +265,27 @@ def test_what_the_sampler_relies_on_in_mlflow(client):
     monitor.collect_metrics()
     keys = {"system/" + k for k in monitor.aggregate_metrics()}
     assert set(SAMPLED) <= keys
+
+
+def test_ending_a_run_whose_reason_another_process_is_writing_too_retries_once(client, monkeypatch):
+    """Two workers ending the study's parent at once: the second insert of the new tag fails on the
+    store's unique key (as MLflow's SQL store answers it, here raised by the first call); the
+    retry updates the row, and the run ends with the reason."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    run_id = client.create_run(client.create_experiment("race")).info.run_id
+    real, calls = MlflowClient.set_tag, []
+
+    def set_tag(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            real(self, *args, **kwargs)  # the other process's insert...
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: tags.key, tags.run_uuid")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "set_tag", set_tag)
+    tracking.end_run(run_id, "KILLED", "interrupted by SIGTERM")
+    run = client.get_run(run_id)
+    assert len(calls) == 2 and run.info.status == "KILLED"
+    assert run.data.tags[tracking.FAILURE_TAG] == "interrupted by SIGTERM"

@@ -179,12 +179,26 @@ def end_run(run_id: str, status: str, reason: str | None = None) -> None:
     stop_system_metrics(run_id)
     client = MlflowClient()
     if reason:
-        client.set_tag(run_id, FAILURE_TAG, reason[:5000])
+        _set_tag_racing(client, run_id, FAILURE_TAG, reason[:5000])
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
         mlflow.end_run(status)
     else:
         client.set_terminated(run_id, status)
+
+
+def _set_tag_racing(client, run_id: str, key: str, value: str) -> None:
+    """client.set_tag where another process may set the same new tag at the same moment (two
+    workers of one study signalled together each end its parent KILLED with the reason): MLflow's
+    SQL store inserts a tag it has not seen, and the second insert fails on the table's unique key
+    ('UNIQUE constraint failed: tags.key, tags.run_uuid', through a tracking server a 400; seen in
+    tests/test_deploy.py). Once the other one's row exists, the same call updates it: one retry."""
+    try:
+        client.set_tag(run_id, key, value)
+    except MlflowException as e:
+        if "UNIQUE constraint" not in str(e) and "duplicate key" not in str(e):  # sqlite; PostgreSQL
+            raise
+        client.set_tag(run_id, key, value)
 
 
 def start_run(experiment: str, run_name: str, tags: dict | None = None) -> str:
