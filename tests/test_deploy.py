@@ -46,7 +46,7 @@ CHECKPOINT_S = 1.0
 STUDY, TRIALS, TASKS, EXPERIMENT = "slurm", 6, 3, "slurm"
 # softmax on digits, one batch size: 60 epochs of 45 batches, each epoch's metrics written to the
 # server, make a trial of 4-8 s (2 cores; longer while another worker starts). The test stops the
-# workers 1-4 s after it sees both in their first third of epochs (trials_training)
+# workers 1-4 s after it sees both in their epochs (trials_training)
 EPOCHS = 60
 STUDY_OPTIONS = ["--study-name", STUDY, "--trials", str(TRIALS), "--experiment", EXPERIMENT, "--model", "softmax",
                  "--dataset", "digits", "--epochs", str(EPOCHS), "--batch-size", "32", "--num-workers", "0",
@@ -216,16 +216,18 @@ def test_the_grace_periods_cover_a_checkpoint_and_kubernetes_waits_as_long_as_sl
 # ----------------------------------------------------------------------------------- Slurm: slow
 
 def trials_training(postgres) -> int:
-    """Trials of the study RUNNING with their MLflow run started and between 1 and a third of their
-    epochs reported: in their epochs (where a signal is answered with a checkpoint), with seconds
-    of them left (a signal while a trial records its results, after its epochs, stops it without one)."""
+    """Trials of the study RUNNING with their MLflow run started and between 1 and 5/6 of their
+    epochs reported: in their epochs (where a signal is answered with a checkpoint), with some of
+    them left (a signal while a trial records its results, after its epochs, stops it without one).
+    Two trials started seconds apart are both in that window for a while; a window of a third was
+    missed for 120 s on a loaded machine."""
     if not _has_tables(postgres):
         return 0
     return _sql(postgres, "SELECT count(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
                           "JOIN trial_user_attributes a ON a.trial_id = t.trial_id WHERE s.study_name = %s "
                           "AND t.state = 'RUNNING' AND a.key = 'mlflow_run_id' AND (SELECT count(*) FROM "
                           "trial_intermediate_values v WHERE v.trial_id = t.trial_id) BETWEEN 1 AND %s",
-                STUDY, EPOCHS // 3)[0][0]
+                STUDY, EPOCHS * 5 // 6)[0][0]
 
 
 def _has_tables(postgres) -> bool:
@@ -354,7 +356,8 @@ def test_a_job_array_of_workers_preempted_and_requeued_finishes_the_study(slurm,
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
         assert steps == list(range(1, EPOCHS + 1))  # one unbroken series: epochs before the checkpoint not redone
         went_on[t.number] = run.data.tags["mlproject.resumed_at"]
-    assert report["runs"] == {"FINISHED": TRIALS}, report["runs"]
+    started_over = len(interrupted) - len(resumed)  # their runs stay KILLED
+    assert report["runs"] == {"FINISHED": TRIALS, **({"KILLED": started_over} if started_over else {})}, report["runs"]
     print(f"array of {TASKS} in {time.monotonic() - started:.1f} s; trials {report['states']}; "
           f"runs {dict(report['runs'])}; interrupted trials went on from {went_on}")
     assert report["states"].get("FAIL", 0) == 2, report["states"]
