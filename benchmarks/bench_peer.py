@@ -89,7 +89,7 @@ import tempfile
 import threading
 import time
 
-from common import kept_store_template, run_main, write_json  # the benchmarks' common parts
+from common import join_or_kill, kept_store_template, run_main, write_json  # the benchmarks' common parts
 
 # The user's script: argv MODEL TRIALS EPOCHS BATCH_SIZE OPTUNA_STORAGE; MLflow's store from
 # MLFLOW_TRACKING_URI, its artifacts in ./mlruns.
@@ -222,10 +222,7 @@ class Process:
 
     def result(self, timeout_s: float = 3600) -> dict:
         """Its figures, once it has ended (killed after `timeout_s`); the temp folder goes."""
-        self.waiter.join(timeout_s)
-        if self.waiter.is_alive():
-            self.proc.kill()
-            self.waiter.join()
+        join_or_kill(self.waiter, self.proc, timeout_s)
         try:
             if self.proc.returncode != 0:
                 self.output.seek(0)

@@ -59,7 +59,7 @@ import tracking  # noqa: E402
 from mlproject.config import TrainConfig  # noqa: E402
 from tuning.objective import Worker  # noqa: E402
 from tuning.space import SearchSpace  # noqa: E402
-from common import run_main, use_cache_dir, write_json  # noqa: E402  # the benchmarks' common parts
+from common import join_or_kill, run_main, use_cache_dir, write_json  # noqa: E402  # the benchmarks' common parts
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 CACHE_TARGET = 0.1
@@ -275,10 +275,7 @@ class TuneRun:
             self.proc.kill()
 
     def wall_s(self, timeout_s: float = 3600) -> float:
-        self.waiter.join(timeout_s)
-        if self.waiter.is_alive():
-            self.proc.kill()
-            self.waiter.join()
+        join_or_kill(self.waiter, self.proc, timeout_s)
         try:
             if self.proc.returncode != 0:
                 self.stderr.seek(0)

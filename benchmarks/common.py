@@ -82,3 +82,12 @@ def use_cache_dir(folder, keep_model_names: bool = False) -> None:
     os.environ[model_names.CACHE_ENV] = str(folder)
     if names is not None:
         model_names.store_names(names)
+
+
+def join_or_kill(waiter, proc, timeout_s: float) -> None:
+    """Wait for `waiter` (the thread that waits for `proc`, a benchmark's background process);
+    kill `proc` if it is still running after `timeout_s`."""
+    waiter.join(timeout_s)
+    if waiter.is_alive():
+        proc.kill()
+        waiter.join()
