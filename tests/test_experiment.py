@@ -14,6 +14,7 @@ from sklearn.metrics import confusion_matrix
 from mlproject.config import TrainConfig
 from mlproject.data import create_dataset
 from mlproject.app.experiment import prepare, run_training
+from mlproject.train import evaluate
 import tracking
 
 from conftest import check_declared
@@ -112,6 +113,9 @@ def test_in_process_run_records_everything_and_model_reloads(store, model):
     assert run.data.params["model"] == model
     history = store.get_metric_history(result.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
+    # the pass over the training split that ran beside the test results' recording
+    train_pass = evaluate(prepared.model, prepared.data.train, prepared.device, cfg.batch_size)
+    assert run.data.metrics["final_train_accuracy"] == train_pass.accuracy
     # pyfunc reload gives the trained model's probabilities
     test = prepared.data.test
     x = test.images[:32].numpy().astype(np.float32) / 255.0

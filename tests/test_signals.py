@@ -108,3 +108,37 @@ def test_a_signal_inside_fit_is_raised_at_the_next_stop_point_not_inside_the_cal
     shown = "SIGTERM" if name == "TERM" else "SIGINT (Ctrl-C)"
     assert proc.stdout.splitlines() == ["callback finished",
                                         f"{shown} in stop_point after 0 batches"]
+
+
+# a signal that comes inside stop_points() while another thread (the final pass over the training
+# split, beside the main thread's recording) reaches a stop point: that thread goes on, the main
+# thread's next stop point raises it
+OTHER_THREAD = textwrap.dedent("""
+    import os, signal, threading
+    from mlproject.signals import exit_code, handle_signals, stop_point, stop_points
+    handle_signals()
+    try:
+        with stop_points():
+            os.kill(os.getpid(), signal.SIGTERM)
+            raised = []
+            def other():
+                try:
+                    stop_point()
+                except BaseException as e:
+                    raised.append(type(e).__name__)
+            thread = threading.Thread(target=other)
+            thread.start()
+            thread.join()
+            print(f"other thread raised {raised}", flush=True)
+            stop_point()
+            print("main thread went on", flush=True)
+    except KeyboardInterrupt as e:
+        print(f"main thread: {e}", flush=True)
+        raise SystemExit(exit_code(e))
+""")
+
+
+def test_a_stop_point_in_another_thread_leaves_the_signal_to_the_main_thread():
+    proc = subprocess.run([sys.executable, "-c", OTHER_THREAD], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.splitlines() == ["other thread raised []", "main thread: SIGTERM"], proc.stderr[-2000:]
+    assert proc.returncode == 143

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 
 NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
@@ -77,9 +78,11 @@ def pending() -> bool:
 
 
 def stop_point() -> None:
-    """Raise the Interrupted that a signal asked for inside stop_points(), if any (once)."""
+    """Raise the Interrupted that a signal asked for inside stop_points(), if any (once), in the
+    main thread (Python runs signal handlers there); in another thread (a pass over a split that
+    runs beside the main thread's recording) it does nothing, leaving the signal to the main thread."""
     global _caught
-    if _caught is not None:
+    if _caught is not None and threading.current_thread() is threading.main_thread():
         signum, _caught = _caught, None
         raise Interrupted(signum)
 

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import platform
 import sys
 import tempfile
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Callable, Sequence
@@ -236,19 +239,25 @@ def run_training(cfg: TrainConfig, prepared: Prepared | None = None,
                 tracking.log_dataset(info)
             else:
                 tracking.log_dataset(info, *prepared.data.analysis_sample())
-        if cfg.log_model:  # MLflow's one-off environment scan, while training: torch ops release the
-            tracking.warm_model_logging()  # GIL, the run's own (Python) logging above does not
+        # MLflow's one-off environment scan (1.6 s of Python, tracking.warm_model_logging), while
+        # training: torch ops release the GIL, the run's own logging above does not. Not for a trial
+        # trained on the CPU: there torch's threads have every core, and the scan slowed the first
+        # trial's training by 1.7-2.0 s where it saves ~1.0 s in its first log_model (digits, basecnn,
+        # 3 trials of 3 epochs, 2 cores: the study 26.4-26.9 s with it, 23.5-24.3 s without, 2026-12-03).
+        if cfg.log_model and (child is None or prepared.device.type != "cpu"):
+            tracking.warm_model_logging()
         writer = _CheckpointWriter(cfg, run_id, child.on_checkpoint if child else None)
         go_on = _Continue(resume, writer, cfg.checkpoint_every, tracking.logged_steps(run_id) if resume else None)
         if cfg.cv:
             cv = _cv_logged(cfg, prepared, run_id, on_epoch, go_on)
             history = cv.mean
-            test, metrics = _results(cfg, prepared, history, cv)
+            test, metrics, train_pass = _results(cfg, prepared, history, cv)
         else:
             history = _fit_logged(cfg, prepared, run_id, on_epoch, go_on)
-            test, metrics = _results(cfg, prepared, history)
+            test, metrics, train_pass = _results(cfg, prepared, history)
+        _log_evaluation(test, info.class_names, table=child is None)  # while the training split's pass runs
+        metrics["final_train_accuracy"] = train_pass.result().accuracy
         tracking.log_metrics(metrics)
-        _log_evaluation(test, info.class_names, table=child is None)
         keep = child is None or (child.keep_model is not None and child.keep_model(metrics, history))
         if keep:
             log_run_figures(prepared, history, test)
@@ -346,22 +355,31 @@ def _cv_logged(cfg: TrainConfig, prepared: Prepared, run_id: str, on_fold, go_on
 
 
 def _results(cfg: TrainConfig, prepared: Prepared, history: History,
-             cv: CrossValidation | None = None) -> tuple[Evaluation, dict[str, float]]:
-    """The test evaluation and the run's summary metrics (README, 'What a run records'). With
-    `cv`, the model is the refit one: its training set is train + validation."""
+             cv: CrossValidation | None = None) -> tuple[Evaluation, dict[str, float], Future]:
+    """The test evaluation, the run's summary metrics (README, 'What a run records') and the pass
+    over the training split that gives final_train_accuracy (NaN in `metrics` until then), running
+    in a thread: the caller records the test results meanwhile and takes its result() before the
+    run ends. With `cv`, the model is the refit one: its training set is train + validation.
+
+    Why a thread: that pass is the costliest thing a run does after training (digits, basecnn:
+    0.6 s for 1,257 images, against 0.2 s for the 360 test images; 2 cores), and what follows it
+    (the confusion-matrix PNG, artifacts, MLflow writes: 0.3-0.4 s) is Python holding the GIL
+    while torch's kernels do not: side by side they take the longer of the two, not the sum. It
+    starts after the test pass, so test_time_s is measured alone."""
     trained_model, trained_data = prepared.trained
     test = evaluate(trained_model, trained_data.test, prepared.device, cfg.batch_size)
     if prepared.features:  # the whole model's inference time: the backbone's part was measured once
         test = dataclasses.replace(test, time_s=test.time_s + prepared.features.backbone_s["test"])
-    train_eval = evaluate(trained_model, cv_pool(trained_data) if cv else trained_data.train, prepared.device,
-                          cfg.batch_size)
+    train_split = cv_pool(trained_data) if cv else trained_data.train
+    train_pass = _in_thread(functools.partial(evaluate, trained_model, train_split, prepared.device, cfg.batch_size),
+                           name="final-train-pass")
     total, trainable = count_parameters(prepared.model.net)
     metrics = {
         "train_time_s": history.train_time_s,
         "train_throughput_ips": history.train_images / history.train_time_s,
         "test_time_s": test.time_s,
         "test_throughput_ips": test.throughput,
-        "final_train_accuracy": train_eval.accuracy,
+        "final_train_accuracy": math.nan,  # train_pass's
         "final_val_accuracy": history.epochs[-1].val_accuracy,
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,
@@ -373,7 +391,22 @@ def _results(cfg: TrainConfig, prepared: Prepared, history: History,
         metrics["feature_cache_time_s"] = prepared.features.time_s
     if cv:
         metrics.update(cv.fold_metrics())
-    return test, metrics
+    return test, metrics, train_pass
+
+
+def _in_thread(fn: Callable[[], object], name: str) -> Future:
+    """fn() in a daemon thread started now; the Future's result() waits for its value or raises
+    its exception (a signal is the main thread's: stop_point() raises it there, never here)."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as e:  # noqa: BLE001 (handed to whoever takes the result)
+            future.set_exception(e)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
 
 
 def _log_evaluation(test: Evaluation, class_names: list[str], table: bool) -> None:
