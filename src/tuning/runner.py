@@ -351,9 +351,9 @@ def execute(p: Plan) -> int:
     _quiet(p.options.verbose)
     if p.options.tracking_uri:
         tracking.use_tracking_uri(p.options.tracking_uri)  # worker processes inherit it
-    if p.options.workers > 1:
-        _start_fork_server(p)  # its imports run beside this process's own set-up below
     study, storage = _open(p)  # may still refuse (storage unreachable, other search space): exit 2
+    if p.options.workers > 1:  # not before: a refused study would have it import for nothing
+        _start_fork_server(p)  # its imports run beside this process's parent run below
     parent = None
     try:
         parent, samples = _parent_run(study, storage, p, tracking.detach_env_run())
@@ -486,8 +486,8 @@ def _worker_context(p: Plan):
 
 def _start_fork_server(p: Plan) -> None:
     """Start the workers' fork server now, so that its imports (torch, MLflow, scikit-learn,
-    torch._dynamo: ~6 s of CPU) run beside this process's opening of the study, its parent run and
-    the dataset analysis (~3 s of mostly Python), on another core, instead of after them: the
+    torch._dynamo: ~6 s of CPU) run beside this process's parent run and dataset analysis (~2 s of
+    mostly Python), on another core, instead of after them: the
     first worker.start() would start it only then. `multiprocessing.forkserver.ensure_running` is
     what Process.start() calls for it (CPython 3.8-3.13; not in the module's documentation, hence
     this one function); where it is missing the first start() starts the server as before."""
