@@ -20,11 +20,10 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The longest work first (a stable sort: each keeps its place among its kind): the xdist
-    groups (a group runs as one unit, in one test process: the benchmarks, the outage, Slurm and
-    distributed scenarios, 80-200 s each), then the other slow tests, then the rest, so that the
-    test processes end together instead of one of them running the last long unit alone."""
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.get_closest_marker("xdist_group") is None))
+    """The slow tests first (a stable sort: each keeps its place among its kind): the test
+    processes start the longest work first and end together, instead of one of them running the
+    last long scenario alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 # distinct class colours (RGB); grey images use a distinct grey level per class instead
 PALETTE = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40), (200, 60, 210), (40, 210, 220)]
