@@ -487,10 +487,10 @@ def _worker_context(p: Plan):
 def _start_fork_server(p: Plan) -> None:
     """Start the workers' fork server now, so that its imports (torch, MLflow, scikit-learn,
     torch._dynamo: ~6 s of CPU) run beside this process's parent run and dataset analysis (~2 s of
-    mostly Python), on another core, instead of after them: the
-    first worker.start() would start it only then. `multiprocessing.forkserver.ensure_running` is
-    what Process.start() calls for it (CPython 3.8-3.13; not in the module's documentation, hence
-    this one function); where it is missing the first start() starts the server as before."""
+    mostly Python), on another core, instead of after them, where the first worker.start() would
+    start it. `multiprocessing.forkserver.ensure_running` is what Process.start() calls for it
+    (CPython 3.8-3.13; not in the module's documentation, hence this one function); where it is
+    missing the first start() starts the server as before."""
     ctx = _worker_context(p)
     if ctx.get_start_method() == "forkserver":
         from multiprocessing import forkserver

@@ -24,8 +24,7 @@ import os
 import platform
 import sys
 import tempfile
-import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Callable, Sequence
@@ -395,18 +394,14 @@ def _results(cfg: TrainConfig, prepared: Prepared, history: History,
 
 
 def _in_thread(fn: Callable[[], object], name: str) -> Future:
-    """fn() in a daemon thread started now; the Future's result() waits for its value or raises
-    its exception (a signal is the main thread's: stop_point() raises it there, never here)."""
-    future: Future = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(fn())
-        except BaseException as e:  # noqa: BLE001 (handed to whoever takes the result)
-            future.set_exception(e)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return future
+    """fn() in a thread started now (concurrent.futures'); the Future's result() waits for its
+    value or raises its exception (a signal is the main thread's: stop_point() raises it there,
+    never here)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+    try:
+        return pool.submit(fn)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with fn; nothing else is submitted
 
 
 def _log_evaluation(test: Evaluation, class_names: list[str], table: bool) -> None:
