@@ -38,6 +38,31 @@ def test_every_optimizer_learns_digits(optimizer):
     assert result.accuracy == pytest.approx((result.y_pred == data.test.labels.numpy()).mean())
 
 
+def test_evaluate_on_the_cpu_runs_a_channels_last_copy_and_leaves_the_model_as_it_was():
+    cfg, model, data = build(model="basecnn", epochs=1, lr=0.01)
+    fit(model, data, cfg, CPU)
+    before = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
+    result = evaluate(model, data.test, CPU)
+    # the caller's weights keep their values and their (contiguous) layout: training goes on in it
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k][0]) and v.stride() == before[k][1], k
+    with torch.no_grad():  # the model's own NCHW forward: the same predictions, logits within float error
+        logits = model(data.test.images)
+    np.testing.assert_allclose(result.probs, torch.softmax(logits, 1).numpy(), atol=1e-5)
+    assert (result.y_pred == logits.argmax(1).numpy()).all()
+
+
+def test_a_convolution_as_large_as_a_dense_layer_keeps_its_layout_in_evaluate():
+    from mlproject.train import DENSE_CONV_WEIGHTS, _inference_model
+    small = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))
+    assert _inference_model(small, CPU) is not small
+    assert _inference_model(small, CPU)[0].weight.is_contiguous(memory_format=torch.channels_last)
+    dense = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(1, 1, (1, DENSE_CONV_WEIGHTS + 1)))
+    assert _inference_model(dense, CPU) is dense  # timm's VGG head: slower in channels_last
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    assert _inference_model(linear, CPU) is linear  # nothing a layout changes
+
+
 def test_same_seed_gives_same_metrics_on_cpu():
     runs = []
     for _ in range(2):
