@@ -142,3 +142,25 @@ def test_a_stop_point_in_another_thread_leaves_the_signal_to_the_main_thread():
     proc = subprocess.run([sys.executable, "-c", OTHER_THREAD], capture_output=True, text=True, timeout=60)
     assert proc.stdout.splitlines() == ["other thread raised []", "main thread: SIGTERM"], proc.stderr[-2000:]
     assert proc.returncode == 143
+
+
+def test_commands_and_the_workers_fork_server_collect_the_oldest_generation_rarely():
+    # what each process's imports run under; fresh interpreters, where Python's default is 10
+    code = textwrap.dedent("""
+        import gc, importlib, sys
+        from mlproject.app import cli, tune
+        print(gc.get_threshold()[2], file=sys.stderr)
+        for main, argv in ((tune.main, ["--help"]), (cli.main, ["--help"])):
+            gc.set_threshold(700, 10, 10)
+            try:
+                main(argv)
+            except SystemExit:
+                pass
+            print(gc.get_threshold()[2], file=sys.stderr)
+        gc.set_threshold(700, 10, 10)
+        importlib.import_module("tuning._fork_server")  # the fork server's first preload
+        print(gc.get_threshold()[2], file=sys.stderr)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stderr
+    from mlproject.signals import OLDEST_GENERATION_EVERY
+    assert out.split() == ["10"] + [str(OLDEST_GENERATION_EVERY)] * 3, out

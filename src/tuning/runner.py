@@ -254,7 +254,13 @@ def _worker(p: Plan, parent: str, storage, **kwargs) -> Worker:
 
 def _worker_main(p: Plan, index: int, threads: int) -> None:
     """A worker process: its own threads budget, storage connection and sampler seed."""
+    import gc
+
     import torch
+
+    # the fork server's imports, inherited: alive until the process ends, so no collection scans
+    # them again (nor writes to their pages, which stay shared with the server): gc.freeze's use
+    gc.freeze()
 
     handle_signals()
     _quiet(p.options.verbose)
@@ -480,7 +486,8 @@ def _worker_context(p: Plan):
     if not sys.platform.startswith("linux"):
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([type(p.trainer).__module__, "tuning.objective", *WORKER_PRELOAD])
+    ctx.set_forkserver_preload(["tuning._fork_server", type(p.trainer).__module__, "tuning.objective",
+                               *WORKER_PRELOAD])
     return ctx
 
 
