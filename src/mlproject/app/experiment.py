@@ -361,7 +361,7 @@ def _results(cfg: TrainConfig, prepared: Prepared, history: History,
     run ends. With `cv`, the model is the refit one: its training set is train + validation.
 
     Why a thread: that pass is the costliest thing a run does after training (digits, basecnn:
-    0.6 s for 1,257 images, against 0.2 s for the 360 test images; 2 cores), and what follows it
+    0.37 s for 1,257 images, against 0.12 s for the 360 test images; 2 cores), and what follows it
     (the confusion-matrix PNG, artifacts, MLflow writes: 0.3-0.4 s) is Python holding the GIL
     while torch's kernels do not: side by side they take the longer of the two, not the sum. It
     starts after the test pass, so test_time_s is measured alone."""
