@@ -85,7 +85,8 @@ def study(base: TrainConfig, space: SearchSpace, trials: int, experiment_name: s
 def bench_cache(trials: int, epochs: int, model: str, log, quick: bool = False) -> dict:
     """quick: without the warm-up (fair timing is its only use: its imports and first convolutions
     fall in the cached study's first trial instead) and with the model names kept in the emptied
-    cache folder (no timm import in the first trial), which is left for the one before."""
+    cache folder (no timm import in the first trial). Either way the cache folder in effect before
+    is in effect again after."""
     base = TrainConfig(model=model, freeze="backbone", epochs=epochs, num_workers=0, log_model=False)
     space = SearchSpace.parse({"lr": "1e-3:1", "batch_size": "32,64,128", "weight_decay": "1e-6:1e-2",
                                "momentum": "0.5:0.99"})
@@ -107,8 +108,10 @@ def bench_cache(trials: int, epochs: int, model: str, log, quick: bool = False) 
             out[name] = {"wall_s": wall, "best_val_accuracy": s.best_value, "complete": len(complete),
                          "values": [t.value for t in s.trials]}
             log(f"  {name}: {trials} trials in {wall:.1f} s, best val accuracy {s.best_value:.4f}")
-    if quick and before:  # the cache folder before, with the model names (the full mode leaves the removed one)
+    if before is not None:  # the cache folder in effect before (quick: with the model names), not the removed one
         os.environ[features.ENV] = before
+    else:
+        os.environ.pop(features.ENV, None)
     out["ratio"] = out["cached"]["wall_s"] / out["uncached"]["wall_s"]
     out["same_best"] = abs(out["cached"]["best_val_accuracy"] - out["uncached"]["best_val_accuracy"]) < 1e-9
     out["max_value_diff"] = max(abs(a - b) for a, b in zip(out["cached"]["values"], out["uncached"]["values"]))
