@@ -126,7 +126,7 @@ def handle_signals() -> None:
 # 100 instead of 10: 1 full collection (0.28 s); the young generations, where nearly all garbage
 # dies, are collected as often as before. In the test processes (pytest's workers, which import
 # every module and run hundreds of tests): 6 s of full collections each in `-m "not slow"`, 2.9 s.
-# Measured with gc.callbacks, 2026-12-03.
+# Measured with gc.callbacks, 2026-12-04.
 OLDEST_GENERATION_EVERY = 100
 
 

@@ -593,8 +593,9 @@ def _inference_model(model: Classifier, device: torch.device) -> Classifier:
 
     A copy, not the model itself: the caller goes on training the model in its own layout, and the
     training split's pass runs in a thread while the main thread may save the model
-    (app.experiment). The copy costs one pass over the weights (resnet18: 47 MB). Its logits differ
-    from the NCHW ones by ~1e-7 (the same sums in another order)."""
+    (app.experiment). The copy takes 1 ms on basecnn, 22 ms on resnet18 (40 ms after training: its
+    gradients are copied too), against 0.19-0.29 s saved on a resnet18 pass of 256 images. Its
+    logits differ from the NCHW ones by ~1e-7 (the same sums in another order)."""
     if device.type != "cpu":
         return model
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]

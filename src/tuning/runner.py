@@ -258,8 +258,9 @@ def _worker_main(p: Plan, index: int, threads: int) -> None:
 
     import torch
 
-    # the fork server's imports, inherited: alive until the process ends, so no collection scans
-    # them again (nor writes to their pages, which stay shared with the server): gc.freeze's use
+    # the fork server's imports, inherited (spawned, outside Linux: its own so far): alive until the
+    # process ends, so no collection scans them again (nor writes to their pages, which stay shared
+    # with the server): gc.freeze's documented use
     gc.freeze()
 
     handle_signals()
