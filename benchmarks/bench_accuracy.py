@@ -183,8 +183,9 @@ def main(argv=None) -> int:
     if args.quick:  # a temp cache folder too, holding the model names already listed (no timm import: 0.7 s)
         cache = tempfile.TemporaryDirectory(prefix="bench_cache_")
         use_cache_dir(cache.name, keep_model_names=True)
-    else:
-        os.environ.setdefault("MLPROJECT_CACHE_DIR", tempfile.mkdtemp())
+    else:  # no feature cache is used; keep it out of the user's anyway, in a folder removed at exit
+        cache = tempfile.TemporaryDirectory(prefix="bench_cache_")
+        os.environ.setdefault("MLPROJECT_CACHE_DIR", cache.name)
     with tempfile.TemporaryDirectory() as tmp:
         r = recipe(Path(tmp), args.quick, args.dataset)
     base = baselines(args.quick, args.dataset)

@@ -133,8 +133,9 @@ def main(argv=None) -> int:
         keep_store_template()
         cache = tempfile.TemporaryDirectory(prefix="bench_cache_")
         use_cache_dir(cache.name, keep_model_names=True)
-    else:
-        os.environ.setdefault("MLPROJECT_CACHE_DIR", tempfile.mkdtemp())  # no feature cache is used; keep it out anyway
+    else:  # no feature cache is used; keep it out of the user's anyway, in a folder removed at exit
+        cache = tempfile.TemporaryDirectory(prefix="bench_cache_")
+        os.environ.setdefault("MLPROJECT_CACHE_DIR", cache.name)
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         # imports, MLflow's first store and environment scan: paid here, by neither arm (quick: by

@@ -52,7 +52,8 @@ def overhead_share(trials: int, seconds: float, model: str) -> dict:
     """Run `trials` tracked trials of about `seconds` of training each (fixed lr/batch size so
     they last alike) and split each trial's wall time into time in fit() and everything else."""
     epochs = epochs_for(seconds, model)
-    tmp = tempfile.mkdtemp()
+    holder = tempfile.TemporaryDirectory(prefix="bench_tune_")  # the stores and artifacts, removed below
+    tmp = holder.name
     mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
     in_fit: list[float] = []
     real_fit = experiment.fit
@@ -78,6 +79,7 @@ def overhead_share(trials: int, seconds: float, model: str) -> dict:
         experiment.fit = real_fit
         mlflow.set_tracking_uri(None)
     walls = [t.duration.total_seconds() for t in study.trials if t.state == TrialState.COMPLETE]
+    holder.cleanup()
     shares = [(w - f) / w for w, f in zip(walls, in_fit)]
     return {"epochs": epochs, "trial_wall_s": statistics.median(walls), "fit_s": statistics.median(in_fit),
             "overhead_s": statistics.median(w - f for w, f in zip(walls, in_fit)),
