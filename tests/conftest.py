@@ -28,7 +28,7 @@ collect_old_objects_rarely()  # as the commands do: 6 s -> 2.9 s of full collect
 def pytest_collection_finish(session):
     """Everything collected is imported (torch, MLflow, Optuna, every test module): those objects
     live as long as the process, so the full collections to come need not scan them (2.9 s -> 1.8 s
-    of full collections per test process in `-m "not slow"`; gc.callbacks, 2026-12-03)."""
+    of full collections per test process in `-m "not slow"`; gc.callbacks, 2026-12-04)."""
     gc.freeze()
 
 
