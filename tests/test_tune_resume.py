@@ -306,14 +306,42 @@ def test_an_interrupted_trial_run_is_tagged_failed_not_running(interrupted):
     assert trial.user_attrs["checkpoint"] == tags["mlproject.checkpoint"]  # written on the signal
 
 
+def live_processes_in_group(pgid: int) -> list[str]:
+    """Command lines of the processes of process group `pgid` still running (a zombie has ended:
+    where PID 1 does not reap orphans, as in some containers, zombies stay in the group)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        with contextlib.suppress(ProcessLookupError, psutil.Error):
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(" ".join(proc.info["cmdline"] or [])[:200])
+    return found
+
+
 @pytest.mark.parametrize("storage", [None, "journal:optuna.log"], ids=["default-sqlite", "journal"])
 def test_two_workers_on_one_local_storage(tmp_path, storage):
     """--workers 2 on the default storage (sqlite:///optuna.db) and on a journal file, each named
-    relative to the working directory that the worker processes share."""
+    relative to the working directory that the worker processes share.
+
+    First, on the default storage, a dataset that is not there: the workers' fork server starts
+    before the data loads (its imports run beside the parent's), yet `tune` still exits 2 with one
+    line before any study or run, and takes the server with it (else it would import for seconds
+    more, for nothing)."""
     tune = Tune(tmp_path)
     extra = []
     if storage:
         tune.storage, extra = storage, ["--storage", storage]
+    else:
+        missing = tmp_path / "nowhere"
+        refused = tune.start(*SHORT, "--trials", "2", "--workers", "2", "--dataset", str(missing))
+        assert refused.wait(timeout=RUN_TIMEOUT_S) == 2
+        assert refused.err_path.read_text().strip().splitlines() == [f"Error: ImageFolder directory not found: {missing}"]
+        assert tune.runs() == [] and not (tmp_path / "optuna.db").exists()
+        deadline = time.monotonic() + 30  # the server killed; multiprocessing's resource tracker ends on EOF
+        while (left := live_processes_in_group(refused.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == [], left
     code, out, err = tune.run(*SHORT, "--trials", "6", "--workers", "2", "--study-name", "w", *extra)
     assert code == 0, err[-3000:]
     assert "database is locked" not in err.lower()

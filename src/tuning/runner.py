@@ -111,9 +111,17 @@ def check(train_options: dict, searched: dict, options: StudyOptions) -> Plan:
 
 def prepare(p: Plan, trainer: Trainer) -> Plan:
     """`p` (checked) with its trainer and the data it loaded: model names, the dataset and
-    pretrained weights checked before any study is created; ConfigError on bad input."""
-    prepared = trainer.prepare(p.base)
-    _check_models(p.base, p.space)
+    pretrained weights checked before any study is created; ConfigError on bad input. With
+    --workers N, the workers' fork server starts first (_start_fork_server)."""
+    if p.options.workers > 1:
+        _start_fork_server(trainer)
+    try:
+        prepared = trainer.prepare(p.base)
+        _check_models(p.base, p.space)
+    except BaseException:  # bad data, a model name, Ctrl-C
+        if p.options.workers > 1:
+            _stop_fork_server()
+        raise
     return dataclasses.replace(p, trainer=trainer, data=prepared.data)
 
 
@@ -358,9 +366,12 @@ def execute(p: Plan) -> int:
     _quiet(p.options.verbose)
     if p.options.tracking_uri:
         tracking.use_tracking_uri(p.options.tracking_uri)  # worker processes inherit it
-    study, storage = _open(p)  # may still refuse (storage unreachable, other search space): exit 2
-    if p.options.workers > 1:  # not before: a refused study would have it import for nothing
-        _start_fork_server(p)  # its imports run beside this process's parent run below
+    try:
+        study, storage = _open(p)  # may still refuse (storage unreachable, other search space): exit 2
+    except BaseException:
+        if p.options.workers > 1:
+            _stop_fork_server()
+        raise
     parent = None
     try:
         parent, samples = _parent_run(study, storage, p, tracking.detach_env_run())
@@ -475,7 +486,7 @@ WORKER_PRELOAD = ["tracking.runs", "tracking.record", "tracking.checkpoints", "m
                   "sklearn.metrics", "torch._dynamo"]
 
 
-def _worker_context(p: Plan):
+def _worker_context(trainer: Trainer):
     """Where worker processes come from: multiprocessing's fork server, one clean process that
     imports the trainer's modules once (torch, MLflow, Optuna, scikit-learn: ~7 s of CPU each time
     on a 2-core machine) and forks every worker from there, where 'spawn' had each worker import
@@ -487,19 +498,22 @@ def _worker_context(p: Plan):
     if not sys.platform.startswith("linux"):
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tuning._fork_server", type(p.trainer).__module__, "tuning.objective",
+    ctx.set_forkserver_preload(["tuning._fork_server", type(trainer).__module__, "tuning.objective",
                                *WORKER_PRELOAD])
     return ctx
 
 
-def _start_fork_server(p: Plan) -> None:
-    """Start the workers' fork server now, so that its imports (torch, MLflow, scikit-learn,
-    torch._dynamo: ~6 s of CPU) run beside this process's parent run and dataset analysis (~2 s of
-    mostly Python), on another core, instead of after them, where the first worker.start() would
-    start it. `multiprocessing.forkserver.ensure_running` is what Process.start() calls for it
-    (CPython 3.8-3.13; not in the module's documentation, hence this one function); where it is
-    missing the first start() starts the server as before."""
-    ctx = _worker_context(p)
+def _start_fork_server(trainer: Trainer) -> None:
+    """Start the workers' fork server now, once the options are checked and before the data is
+    loaded, so that its imports (torch, MLflow, scikit-learn, torch._dynamo: ~6 s of CPU) run on
+    another core beside this process's data, study and parent run (~3 s, mostly Python) instead
+    of after them, where the first worker.start() would start it (`tune --workers 2` of two
+    one-epoch softmax trials: 0.82-0.88x the wall time of starting it once the study was open, 3
+    interleaved pairs, 2026-12-04). Where the data or the study is then refused (exit 2), the
+    server is stopped (_stop_fork_server). `multiprocessing.forkserver.ensure_running` is what
+    Process.start() calls for it (CPython 3.8-3.13; not in the module's documentation, hence this
+    one function); where it is missing the first start() starts the server as before."""
+    ctx = _worker_context(trainer)
     if ctx.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
@@ -508,11 +522,25 @@ def _start_fork_server(p: Plan) -> None:
             ensure_running()
 
 
+def _stop_fork_server() -> None:
+    """End the fork server that _start_fork_server started, where `tune` stops before any worker
+    (bad data, a refused study, Ctrl-C): it would otherwise run its ~6 s of imports to the end,
+    for nothing, before it found this process gone. multiprocessing has no public call for it (its
+    own stop waits for the server), so it is found among this process's children by its command
+    line; a later start in this process starts a new one (ensure_running sees it dead)."""
+    import psutil
+
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if "multiprocessing.forkserver" in " ".join(child.cmdline()):
+                child.kill()
+
+
 def _run_processes(p: Plan, bar) -> None:
     """p.options.workers worker processes on this machine, the cores shared between them."""
     workers = p.options.workers
     threads = max(1, (os.cpu_count() or 1) // workers)  # N workers x threads = the cores, no oversubscription
-    ctx = _worker_context(p)
+    ctx = _worker_context(p.trainer)
     procs = [ctx.Process(target=_worker_main, args=(dataclasses.replace(p, data=None), i, threads))
              for i in range(1, workers + 1)]
     for proc in procs:
