@@ -70,6 +70,42 @@ def test_a_signal_while_mlflow_creates_the_run_ends_it_killed_not_running(client
     assert run.info.status == "KILLED" and run.data.tags[tracking.FAILURE_TAG] == "interrupted by SIGTERM"
 
 
+def test_a_signal_inside_an_mlflow_call_in_the_run_is_raised_after_the_body_not_inside_the_call(client, monkeypatch):
+    """A real SIGTERM inside the run's body, in the middle of an MLflow write (a worker signalled
+    while it logs its trial's params): the write completes (raised inside SQLAlchemy, Interrupted
+    could leave a SQLite transaction open, whose lock fails the clean-up), the body goes on to its
+    end, and then Interrupted ends the run KILLED, not FINISHED."""
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    from mlproject import signals
+
+    handlers = {s: signal.getsignal(s) for s in signals.NAMES}
+    real_log_batch = MlflowClient.log_batch
+
+    def log_batch(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled now, inside the call
+        return real_log_batch(self, *args, **kwargs)
+
+    body = []
+    signals.handle_signals()
+    try:
+        with pytest.raises(signals.Interrupted):
+            with tracking.training_run("e", run_name="r") as run:
+                monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+                tracking.log_params({"lr": 0.1})
+                monkeypatch.setattr(MlflowClient, "log_batch", real_log_batch)
+                body.append("after the params")
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    assert not signals.pending() and body == ["after the params"]
+    got = client.get_run(run.info.run_id)
+    assert got.data.params == {"lr": "0.1"}
+    assert got.info.status == "KILLED" and got.data.tags[tracking.FAILURE_TAG] == "interrupted by SIGTERM"
+
+
 def test_child_runs_join_the_parents_experiment(client):
     parent = client.create_run(client.create_experiment("study")).info
     with tracking.training_run("another-experiment", parent_run_id=parent.run_id) as run:

@@ -8,13 +8,15 @@ later, the study's parent run KILLED) runs for the SIGTERM that Slurm, Kubernete
     except KeyboardInterrupt as e:
         sys.exit(exit_code(e))     # 130 (SIGINT) or 143 (SIGTERM), the shells' 128 + signal number
 
-Where the process is at a signal decides how it stops. Outside the training loop `Interrupted` is
-raised at once, wherever the main thread is. Inside it (`stop_points()`: the training loop, its
-validation passes and its per-epoch callbacks, where a process spends nearly all its time) the
-signal is only noted, and `Interrupted` is raised at the next `stop_point()`, after the current
-batch: an exception raised inside SQLAlchemy, MLflow or Optuna (a trial reporting its epoch to the
-storage, a batch of metrics on its way) can leave a lock held or a transaction open, and the
-clean-up that follows then waits on it.
+Where the process is at a signal decides how it stops. Outside a tracked run `Interrupted` is
+raised at once, wherever the main thread is. Inside one (`deferred()`: tracking.training_run, from
+the run's creation to its end) the signal is only noted, and `Interrupted` is raised at the next
+`stop_point()`: in the training loop (`stop_points()`: the loop, its validation passes and its
+per-epoch callbacks, where a process spends nearly all its time) after the current batch, else
+once the run's body is done, before the run would end FINISHED. An exception raised inside
+SQLAlchemy, MLflow or Optuna (a trial reporting its epoch to the storage, a batch of metrics on its
+way, a run's params) can leave a lock held or a transaction open, and the clean-up that follows
+then waits on it, or fails.
 """
 from __future__ import annotations
 

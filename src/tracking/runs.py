@@ -71,8 +71,14 @@ def training_run(experiment: str, run_name: str = "", tags: dict | None = None, 
     tags = {k: str(v) for k, v in (tags or {}).items()} or None
     # log_system_metrics=False: this module runs the sampler (its own interval, a last sample at the
     # end); MLflow's MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING must not start a second one beside it
-    # a signal while MLflow creates the run (tens of ms; a trial's worker signalled as its trial
-    # starts: seen in tests/test_tune_resume.py) waits until it exists, and then ends it KILLED
+    # A signal while MLflow creates the run (tens of ms; a trial's worker signalled as its trial
+    # starts: seen in tests/test_tune_resume.py) waits until it exists, and then ends it KILLED. So
+    # does one anywhere in the run's body (its params and dataset inputs, its Optuna records, its
+    # results and artifacts), which is raised at the body's next stop_point() (the training loop's,
+    # after the current batch) or at its end, before the run would end FINISHED: raised inside an
+    # MLflow or Optuna call instead, it could leave a SQLite transaction open, whose lock then made
+    # the clean-up fail ("database is locked": a worker signalled while logging its trial's params,
+    # the trial left RUNNING; tests/test_tune_resume.py, sigterm-2-workers, 2026-12-04)
     with signals.deferred():
         if resume_run_id:
             resume_run(resume_run_id, joined, Tags.RESUMED_RUN)
@@ -88,10 +94,11 @@ def training_run(experiment: str, run_name: str = "", tags: dict | None = None, 
         else:
             mlflow.set_experiment(experiment)
             run = mlflow.start_run(run_name=run_name or None, tags=tags, log_system_metrics=False)
-    with ended_on_exception(run.info.run_id), _system_metrics_if(run.info.run_id, system_metrics,
-                                                                  resume=bool(resume_run_id)):
-        signals.stop_point()
-        yield run
+        with ended_on_exception(run.info.run_id), _system_metrics_if(run.info.run_id, system_metrics,
+                                                                      resume=bool(resume_run_id)):
+            signals.stop_point()
+            yield run
+            signals.stop_point()
     mlflow.end_run("FINISHED")
 
 
