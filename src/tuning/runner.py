@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -538,11 +539,15 @@ def _stop_fork_server() -> None:
 
 def _run_processes(p: Plan, bar) -> None:
     """p.options.workers worker processes on this machine, the cores shared between them."""
+    from . import summary
+
     workers = p.options.workers
     threads = max(1, (os.cpu_count() or 1) // workers)  # N workers x threads = the cores, no oversubscription
     ctx = _worker_context(p.trainer)
     procs = [ctx.Process(target=_worker_main, args=(dataclasses.replace(p, data=None), i, threads))
              for i in range(1, workers + 1)]
+    # this process only waits from here on: the summary's imports meanwhile, in a thread
+    threading.Thread(target=summary.import_plotting, name="summary-imports", daemon=True).start()
     for proc in procs:
         proc.start()
     try:

@@ -71,6 +71,16 @@ def counts(study) -> dict[str, int]:
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate", "slice")
 
 
+def import_plotting() -> None:
+    """Import what log_plots draws with: pyplot, Optuna's matplotlib plots and its importance
+    evaluators (fANOVA's scikit-learn forest). `tune --workers N` calls it in a thread while its
+    workers run (runner._run_processes), which leave this process waiting, so that the summary
+    does not import them after the last trial."""
+    import matplotlib.pyplot  # noqa: F401
+    import optuna.importance  # noqa: F401
+    import optuna.visualization.matplotlib  # noqa: F401
+
+
 def log_plots(study, run_id: str, objectives=None) -> None:
     """Optuna's matplotlib plots that apply to this study (some need 2+ trials or varying
     params) as PNGs under study/ of run `run_id`; with several objectives, the Pareto front (2
