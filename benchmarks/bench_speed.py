@@ -29,7 +29,10 @@ once for all runs) and its cache folders hold the model names (no process import
 them). Most of its time is fixed costs (imports, runs, figures; a `tune` process's own start and
 summary, and its workers' imports): 22-24 s on 2 idle cores (2026-12-03; 32-34 s with part 3
 after the others, 36-37 s before the store template and the model names), of which the `tune`
-alone takes 17-19 s, so 15 s is out of its reach. Its figures are rough.
+alone takes 17-19 s, so 15 s is out of its reach. 2026-12-04: 18.6-20.5 s, with `tune` starting
+its workers' fork server before its data (alone 0.82-0.88x) or after its study (the same: here the
+parts keep both cores busy; ~24 s of CPU in all, the `tune`'s workers not counted). Its figures
+are rough.
 """
 from __future__ import annotations
 
