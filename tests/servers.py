@@ -38,9 +38,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(check, timeout: float, what: str, proc=None, log: Path | None = None):
-    """Poll `check()` until it returns a truthy value (returned), for at most `timeout` seconds;
-    RuntimeError (with the tail of `log`) on timeout or as soon as `proc` (a Popen, or a list of
+def wait_for(check, timeout: float, what: str, proc=None, log: Path | None = None, interval_s: float = 0.25):
+    """Poll `check()` every `interval_s` until it returns a truthy value (returned), for at most
+    `timeout` seconds; RuntimeError (with the tail of `log`) on timeout or as soon as `proc` (a Popen, or a list of
     them) has exited."""
     procs = [] if proc is None else proc if isinstance(proc, (list, tuple)) else [proc]
     deadline = time.monotonic() + timeout
@@ -54,7 +54,7 @@ def wait_for(check, timeout: float, what: str, proc=None, log: Path | None = Non
                 return value
         except Exception as e:  # not up yet
             last = e
-        time.sleep(0.25)
+        time.sleep(interval_s)
     tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
     exited = [p.returncode for p in procs if p.poll() is not None]
     state = f"exited with {exited}" if exited else f"timed out after {timeout:.0f} s"

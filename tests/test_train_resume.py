@@ -19,8 +19,10 @@ from mlproject.app import experiment
 from mlproject.app.cli import bool_flags_from_values, cli
 from conftest import module_store
 
-# softmax on digits: a run of 2 epochs trains in well under a second; --checkpoint-every 0.01
-# writes a checkpoint at nearly every batch (20 a epoch), so short runs write some
+# softmax on digits: a run of 2 epochs trains in well under a second (20 batches an epoch, 5-10 ms
+# in all on a fast machine: a period of 0.01 s wrote no checkpoint there); --checkpoint-every
+# EVERY_BATCH writes one after every batch, whatever the machine (a batch takes far longer than 1 us)
+EVERY_BATCH = "1e-6"
 QUICK = ["--model", "softmax", "--epochs", "2", "--no-log-model", "--num-workers", "0", "--lr", "0.1"]
 
 
@@ -56,14 +58,14 @@ def steps(client, run_id, key):
 
 
 def failed_run(client, monkeypatch, *args) -> str:
-    """A run that trained every epoch (checkpoints written every 0.01 s) and then FAILED, as on a
+    """A run that trained every epoch (a checkpoint after every batch) and then FAILED, as on a
     full disk while recording its results: it keeps its checkpoint. Its id."""
     def broken(*a, **k):
         raise OSError("No space left on device")
 
     with monkeypatch.context() as m:
         m.setattr(experiment, "_results", broken)
-        result = invoke(*QUICK, "--checkpoint-every", "0.01", *args)
+        result = invoke(*QUICK, "--checkpoint-every", EVERY_BATCH, *args)
     assert result.exit_code == 1 and isinstance(result.exception, OSError), result.output
     (run,) = [r for r in all_runs(client) if r.info.status == "FAILED"][-1:]
     assert run.data.tags[tracking.CHECKPOINT_TAG]
@@ -166,7 +168,7 @@ def test_checkpoints_are_written_where_asked_and_deleted_when_the_run_finishes_u
 
     monkeypatch.setattr(tracking, "store_checkpoint", spy)
     ckpts = tmp_path / "ckpts"
-    args = [*QUICK, "--checkpoint-every", "0.01", *(["--checkpoint-dir", str(ckpts)] if where == "dir" else []),
+    args = [*QUICK, "--checkpoint-every", EVERY_BATCH, *(["--checkpoint-dir", str(ckpts)] if where == "dir" else []),
             *(["--keep-checkpoints"] if keep else [])]
     result = invoke(*args)
     assert result.exit_code == 0, result.output + str(result.exception)
@@ -207,7 +209,7 @@ def test_a_failed_run_keeps_its_checkpoint_and_resumes_to_finished_without_loggi
     run_id = failed_run(store, monkeypatch, "--checkpoint-dir", str(ckpts))
     assert (ckpts / run_id / "checkpoint.pt").is_file()
     assert steps(store, run_id, "val_accuracy") == [1, 2]
-    result = invoke("--resume", run_id, *QUICK, "--checkpoint-every", "0.01", "--checkpoint-dir", str(ckpts))
+    result = invoke("--resume", run_id, *QUICK, "--checkpoint-every", EVERY_BATCH, "--checkpoint-dir", str(ckpts))
     assert result.exit_code == 0, result.output + str(result.exception)
     done = store.get_run(run_id)
     assert done.info.status == "FINISHED" and "mlproject.failure" not in done.data.tags

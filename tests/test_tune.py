@@ -1,6 +1,7 @@
 """`tune` end to end on digits, in process: parent/child runs, grid, pruning, failures, bad input."""
 import itertools
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,7 @@ def test_small_study_parent_children_summary_and_registered_model(store):
         t = study.trials[int(c.data.tags["optuna.trial_number"])]
         assert c.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert c.info.status == "FINISHED" and c.data.tags["optuna.state"] == "COMPLETE"
+        assert c.data.tags["mlproject.worker"] == f"{socket.gethostname()}:{os.getpid()}"  # ran here, in-process
         assert float(c.data.params["sampled.lr"]) == pytest.approx(t.params["lr"])
         assert float(c.data.params["lr"]) == pytest.approx(t.params["lr"])
         assert c.data.metrics["val_accuracy"] == pytest.approx(t.value)

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -359,6 +360,9 @@ def test_two_workers_on_one_local_storage(tmp_path, storage):
     _, children = tune.parents_children()
     finished_runs = sorted(int(c.data.tags["optuna.trial_number"]) for c in children if c.info.status == "FINISHED")
     assert finished_runs == sorted(t.number for t in complete)
+    # each run names the worker process that ran it: the two workers, on this host
+    workers = {c.data.tags["mlproject.worker"] for c in children}
+    assert len(workers) == 2 and {w.rpartition(":")[0] for w in workers} == {socket.gethostname()}, workers
     # both workers really ran trials, each from its own random stream: no two trials drew the same values
     assert len({tuple(sorted(t.params.items())) for t in complete}) == 6
     assert len({t.params["lr"] for t in complete}) == 6

@@ -147,6 +147,7 @@ class Tags:
     STUDY = "optuna.study"
     TRIAL_NUMBER = "optuna.trial_number"
     STATE = "optuna.state"  # the Optuna trial state: RUNNING, COMPLETE, PRUNED, FAIL
+    WORKER = "mlproject.worker"  # on a trial's run: the process that ran it, "host:pid" (which node, in a cluster)
     TRIALS = "optuna.trials"
     SAMPLER = "optuna.sampler"
     PRUNER = "optuna.pruner"

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import socket
 import sys
 import time
 import traceback
@@ -171,7 +173,8 @@ class Worker:
         try:
             return self.trainer.train_trial(
                 cfg, prepared, self.parent_run_id,
-                tags={Tags.STUDY: trial.study.study_name, Tags.TRIAL_NUMBER: str(trial.number), Tags.STATE: "RUNNING"},
+                tags={Tags.STUDY: trial.study.study_name, Tags.TRIAL_NUMBER: str(trial.number), Tags.STATE: "RUNNING",
+                      Tags.WORKER: f"{socket.gethostname()}:{os.getpid()}"},
                 params={f"{SAMPLED_PREFIX}{k}": v for k, v in overrides.items() if k in trial.params},
                 on_epoch=lambda stats: self._report(trial, stats),
                 on_run_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
