@@ -447,6 +447,9 @@ def test_a_job_array_of_workers_preempted_and_requeued_finishes_the_study(slurm,
     report = assert_study_complete(postgres, tracking_server, STUDY, EXPERIMENT, TRIALS)
     study, client = report["study"], MlflowClient(tracking_server)
     interrupted = [t for t in study.trials if t.state.name == "FAIL"]
+    # the tasks' samplers are seeded apart (their array index): no two trials of the study alike
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == TRIALS, [t.params for t in complete]
     assert [t.user_attrs["fail_reason"] for t in interrupted] == [f"Interrupted: {INTERRUPTED[len('interrupted by '):]}"] * 2
     resumed = {int(r.data.tags["optuna.resumed_trials"]): r for r in report["children"]
                if "optuna.resumed_trials" in r.data.tags}

@@ -642,3 +642,18 @@ def test_the_parent_records_system_metrics_and_trials_only_with_the_flag(store):
     assert result.exit_code == 0, result.output + str(result.exception)
     resumed = [m.step for m in store.get_metric_history(parent.info.run_id, cpu)]
     assert resumed[:len(steps)] == steps and min(resumed[len(steps):]) > max(steps)
+
+
+@pytest.mark.parametrize("env, index", [({}, 0), ({"SLURM_ARRAY_TASK_ID": "3"}, 3), ({"JOB_COMPLETION_INDEX": "2"}, 2),
+                                        ({"SLURM_ARRAY_TASK_ID": ""}, 0)])
+def test_a_launchers_task_index_seeds_the_sampler_apart(monkeypatch, env, index):
+    """Workers that a Slurm array or a Kubernetes Indexed Job starts at once have worker index 0
+    and no trials yet: their task index is what tells their samplers apart (test_deploy.py: a
+    real array's trials are all different)."""
+    from tuning import runner
+
+    for name in runner.LAUNCH_INDEX_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert runner.launch_index() == index

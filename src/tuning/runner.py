@@ -247,9 +247,27 @@ def _open(p: Plan, worker_index: int = 0):
     study = studies.open_study(o.study_name, storage, studies.create_sampler(o.sampler, p.space, p.base.seed),
                                pruner, p.signature(), [obj.optuna_direction for obj in p.objectives])
     # Workers and resumed invocations must not replay one random stream (a resumed TPE study
-    # would repeat its first trials): derive the seed from the worker and the trials so far.
-    study.sampler = studies.create_sampler(o.sampler, p.space, p.base.seed + 1000 * worker_index + len(study.trials))
+    # would repeat its first trials): derive the seed from the worker and the trials so far, and
+    # from the launcher's task index: workers that separate `tune` processes start at once have
+    # worker_index 0 and the same trials so far (a Slurm array of 2 sampled the same lr, momentum
+    # and weight decay in its two first trials, and again in the next two, 2026-12-04).
+    seed = p.base.seed + 100_000 * launch_index() + 1000 * worker_index + len(study.trials)
+    study.sampler = studies.create_sampler(o.sampler, p.space, seed)
     return study, storage
+
+
+# the task's index among workers a cluster started together: Slurm job arrays, Kubernetes Indexed Jobs
+LAUNCH_INDEX_VARIABLES = ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
+
+
+def launch_index() -> int:
+    """This process's index among the workers its launcher started (LAUNCH_INDEX_VARIABLES), 0
+    outside one. Workers started by hand at once tell themselves apart by --seed."""
+    for name in LAUNCH_INDEX_VARIABLES:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 def _worker(p: Plan, parent: str, storage, **kwargs) -> Worker:
