@@ -1,7 +1,7 @@
 """Searching architectures with two objectives, measured side by side in one run on digits.
 
     python benchmarks/bench_search.py            # full: 30-trial studies over four architectures (~10 min on 2 cores)
-    python benchmarks/bench_search.py --quick    # ~20 s (below); what tests/test_benchmarks.py runs
+    python benchmarks/bench_search.py --quick    # 10-20 s (below); what tests/test_benchmarks.py runs
 
 Every study is `tune`'s own code path (tuning.runner.plan + execute, StudyTrainer), logging to a
 temporary MLflow store:
@@ -26,7 +26,7 @@ and its cache folder holds the model names (no timm import: 0.7 s). 19-20 s on 2
 studies costs ~4 s on `tune`'s path whatever its trials (parent run, figures, registry,
 summary), the first ~5 s more (first imports), so 15 s is out of its reach; the three forked
 side by side measured 17-18 s (each fork paid MLflow's scan of the installed packages again).
-Its figures are rough.
+On 2026-12-04's machine, about twice as fast: 9.8 s. Its figures are rough.
 """
 from __future__ import annotations
 

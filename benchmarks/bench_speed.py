@@ -2,7 +2,7 @@
 """Study speed benchmarks, measured side by side in one run (absolute times here are noise).
 
     python benchmarks/bench_speed.py            # full: ~15 min on 2 CPU cores
-    python benchmarks/bench_speed.py --quick    # ~23 s (below); what tests/test_benchmarks.py runs
+    python benchmarks/bench_speed.py --quick    # 12-23 s (below); what tests/test_benchmarks.py runs
     python benchmarks/bench_speed.py --only cache,tracking,workers --json out.json
 
 1. cache: a frozen-backbone study (--freeze backbone, resnet18 from scratch, digits; TPE seed 0,
@@ -31,8 +31,9 @@ summary, and its workers' imports): 22-24 s on 2 idle cores (2026-12-03; 32-34 s
 after the others, 36-37 s before the store template and the model names), of which the `tune`
 alone takes 17-19 s, so 15 s is out of its reach. 2026-12-04: 18.6-20.5 s, with `tune` starting
 its workers' fork server before its data (alone 0.82-0.88x) or after its study (the same: here the
-parts keep both cores busy; ~24 s of CPU in all, the `tune`'s workers not counted). Its figures
-are rough.
+parts keep both cores busy; ~24 s of CPU in all, the `tune`'s workers not counted). The same
+afternoon, on a machine about twice as fast (the suite 5 min 19 s against 10 min 6 s): 11.9 s.
+Its figures are rough.
 """
 from __future__ import annotations
 
