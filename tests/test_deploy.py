@@ -5,14 +5,16 @@ and the Kubernetes manifests in deploy/kubernetes/ checked against it.
   single-node Slurm 22.05 (tests/slurm.py) against a real PostgreSQL and a real `mlflow server`
   (tests/test_tune_distributed.py's fixtures). The only change is on the sbatch line: `--gres=none`
   replaces the script's `--gres=gpu:1` (an option given to sbatch overrides the script's
-  #SBATCH line; the test node has no GPU). Two workers are stopped mid-trial, each the way a
-  cluster stops one: one is preempted (a job in the higher-priority partition: Slurm's SIGTERM to
-  the job's processes, then Slurm requeues it because the script asks for --requeue; the test
-  cluster has JobRequeue=0), the other gets SIGUSR1 on its batch shell, what the script's
+  #SBATCH line; the test node has no GPU). Two workers are stopped mid-trial (each held still
+  with SIGSTOP once it is in its epochs, so that its signal reaches it there on any machine), each
+  the way a cluster stops one: one is preempted (a job in the higher-priority partition: Slurm's
+  SIGTERM to the job's processes, then Slurm requeues it because the script asks for --requeue;
+  the test cluster has JobRequeue=0), the other gets SIGUSR1 on its batch shell, what the script's
   `--signal=B:USR1@120` sends before the time limit (`scancel --signal=USR1 --batch`): the shell
   stops `tune` and requeues the task itself. Both come back (restart 1) and the study ends with
-  exactly --trials finished trials, one parent run FINISHED, nothing RUNNING, and the two
-  interrupted trials' runs KILLED with the reason.
+  exactly --trials finished trials, all different (the tasks' samplers are seeded apart), one
+  parent run FINISHED, nothing RUNNING, and the two interrupted trials gone on from their
+  checkpoints in their own runs, FINISHED with every epoch once.
 - Kubernetes (quick): the manifests parse, hold a Secret with the URIs, PostgreSQL and MLflow
   Deployments and Services, and an Indexed Job of GPU workers whose command, arguments and
   environment are the sbatch script's (read from the script, not copied here), with a grace
@@ -50,8 +52,8 @@ STUDY, TRIALS, TASKS, EXPERIMENT = "slurm", 4, 3, "slurm"
 # Slurm takes 1-4 s to pick and signal a victim. So the test does not race the epochs: it stops
 # (SIGSTOP) each running worker once it is seen in its epochs, checks that in the database while
 # nothing can change it, and lets each go on (SIGCONT) only once its SIGTERM is pending
-# (frozen_mid_epochs, go_on_once_signalled). 30 epochs: ~0.1 s of them on the fast machine, where
-# a poll every 10 ms sees them
+# (frozen_mid_epochs, go_on_once_signalled). 30 epochs: ~0.2 s of training on the fast machine,
+# where a poll every 10 ms sees them
 EPOCHS = 30
 STUDY_OPTIONS = ["--study-name", STUDY, "--trials", str(TRIALS), "--experiment", EXPERIMENT, "--model", "softmax",
                  "--dataset", "digits", "--epochs", str(EPOCHS), "--batch-size", "32", "--num-workers", "0",
