@@ -40,8 +40,8 @@ def free_port() -> int:
 
 def wait_for(check, timeout: float, what: str, proc=None, log: Path | None = None, interval_s: float = 0.25):
     """Poll `check()` every `interval_s` until it returns a truthy value (returned), for at most
-    `timeout` seconds; RuntimeError (with the tail of `log`) on timeout or as soon as `proc` (a Popen, or a list of
-    them) has exited."""
+    `timeout` seconds; RuntimeError (with the tail of `log`) on timeout or as soon as `proc` (a
+    Popen, or a list of them) has exited."""
     procs = [] if proc is None else proc if isinstance(proc, (list, tuple)) else [proc]
     deadline = time.monotonic() + timeout
     last = None
