@@ -160,6 +160,15 @@ class Postgres:
         conn.autocommit = autocommit
         return conn
 
+    def connect(self, autocommit: bool = False):
+        """A psycopg2 connection as the user, over TCP as the workers connect (5 s to connect)."""
+        import psycopg2
+
+        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password,
+                                dbname=self.database, connect_timeout=5)
+        conn.autocommit = autocommit
+        return conn
+
     def create_database(self, name: str) -> str:
         """A new empty database owned by the user; returns its URL (with the password)."""
         conn = self.superuser()

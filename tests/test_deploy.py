@@ -234,9 +234,11 @@ def trials_training(cursor) -> dict[int, str]:
     while a trial records its results, after its epochs, stops it without one), as {trial id: run
     id}. EPOCHS - 2: a worker stopped while it reports an epoch may add one more once it goes on.
     Empty before the study's tables exist."""
+    import psycopg2
+
     try:
         cursor.execute(TRAINING, (STUDY, EPOCHS - 2))
-    except Exception:  # psycopg2.errors.UndefinedTable: no worker has made them yet
+    except psycopg2.errors.UndefinedTable:  # no worker has made them yet
         return {}
     return {trial_id: json.loads(run_id) for trial_id, run_id in cursor.fetchall()}
 
@@ -269,7 +271,6 @@ def frozen_mid_epochs(job: str, postgres, tracking_server: str, deadline_s: floa
     epochs by then, the worker goes on. The first one stopped waits for the other for at most
     ALONE_S (its heartbeat's grace is 60 s), then goes on and both are looked for again.
     RuntimeError after `deadline_s` seconds, nothing left stopped."""
-    import psycopg2
     import psutil
     from mlflow.tracking import MlflowClient
 
@@ -281,9 +282,7 @@ def frozen_mid_epochs(job: str, postgres, tracking_server: str, deadline_s: floa
         return pids[run_id]
 
     deadline = time.monotonic() + deadline_s
-    conn = psycopg2.connect(host="127.0.0.1", port=postgres.port, user=postgres.user, password=postgres.password,
-                            dbname=postgres.database, connect_timeout=5)
-    conn.autocommit = True  # each query sees what has been committed since the last
+    conn = postgres.connect(autocommit=True)  # each query sees what has been committed since the last
     cursor, procs, frozen, since = conn.cursor(), {}, {}, 0.0
     try:
         while time.monotonic() < deadline:

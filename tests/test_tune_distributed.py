@@ -153,8 +153,7 @@ def parent_run_stored(postgres, study: str) -> str | None:
     Optuna storage here would itself race the worker creating Optuna's tables)."""
     import psycopg2
 
-    conn = psycopg2.connect(host="127.0.0.1", port=postgres.port, user=postgres.user, password=postgres.password,
-                            dbname=postgres.database, connect_timeout=5)
+    conn = postgres.connect()
     try:
         cur = conn.cursor()
         cur.execute("SELECT a.value_json FROM study_user_attributes a JOIN studies s ON s.study_id = a.study_id "

@@ -90,10 +90,7 @@ def rerun(args: list[str], cwd: Path, name: str) -> tuple[int | None, str]:
 
 def _sql(postgres, query: str, *params):
     """Rows of a query on the study database, with plain psycopg2 (not through Optuna)."""
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=postgres.port, user=postgres.user, password=postgres.password,
-                            dbname=postgres.database, connect_timeout=5)
+    conn = postgres.connect()
     try:
         cur = conn.cursor()
         cur.execute(query, params)
