@@ -63,6 +63,45 @@ def test_a_convolution_as_large_as_a_dense_layer_keeps_its_layout_in_evaluate():
     assert _inference_model(linear, CPU) is linear  # nothing a layout changes
 
 
+def test_evaluate_on_the_cpu_batches_by_the_cache_and_gives_the_same_results(monkeypatch):
+    import mlproject.train as train
+    from mlproject.train import INFERENCE_BATCH, _inference_batch_size, _inference_model
+
+    cfg, model, data = build(model="basecnn", epochs=1, lr=0.01)
+    fit(model, data, cfg, CPU)
+    # basecnn's second convolution: 32 x 28 x 28 floats in, 64 x 28 x 28 out per image
+    per_image = (32 + 64) * 28 * 28 * 4
+    monkeypatch.setattr(train, "last_level_cache_bytes", lambda: 40 * per_image)  # a 40-image cache
+    train._CPU_BATCH.clear()
+    model.eval()
+    assert _inference_batch_size(model, _inference_model(model, CPU), data.test, CPU, 64) == 20  # half of it
+    capped = evaluate(model, data.test, CPU, 64)
+    # a cache for thousands of images: the batch is the training one or INFERENCE_BATCH, the larger
+    monkeypatch.setattr(train, "last_level_cache_bytes", lambda: 10_000 * per_image)
+    train._CPU_BATCH.clear()
+    assert _inference_batch_size(model, _inference_model(model, CPU), data.test, CPU, 64) == INFERENCE_BATCH
+    assert _inference_batch_size(model, model, data.test, torch.device("cuda"), 512) == 512  # not the cache's
+    whole = evaluate(model, data.test, CPU, 64)
+    # each image's logits are its own: the batch changes nothing but float rounding
+    np.testing.assert_allclose(capped.probs, whole.probs, atol=1e-5)
+    assert (capped.y_pred == whole.y_pred).all() and capped.loss == pytest.approx(whole.loss, rel=1e-5)
+
+    # a model whose weights do not fit in the cache's share keeps the larger batch (fewer reads of them)
+    monkeypatch.setattr(train, "last_level_cache_bytes", lambda: 2 * sum(p.nbytes for p in model.parameters()) - 8)
+    train._CPU_BATCH.clear()
+    assert _inference_batch_size(model, _inference_model(model, CPU), data.test, CPU, 64) == INFERENCE_BATCH
+    assert sum(p.nbytes for p in model.parameters()) > 0.5 * train.last_level_cache_bytes()
+
+
+def test_the_last_level_cache_is_read_from_linux_sysfs():
+    from mlproject.train import last_level_cache_bytes
+    import pathlib
+    sizes = [p.read_text().strip() for p in pathlib.Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size")]
+    if not sizes:
+        pytest.skip("no cache sizes in this machine's sysfs")
+    assert last_level_cache_bytes() == max(int(s[:-1]) * {"K": 2**10, "M": 2**20}[s[-1]] for s in sizes)
+
+
 def test_same_seed_gives_same_metrics_on_cpu():
     runs = []
     for _ in range(2):

@@ -11,7 +11,8 @@ Batches arrive as uint8 and are preprocessed (and augmented) on the device. On C
 fit are moved to the device once per fit (`resident`), and training runs in bf16 autocast with
 channels_last and cudnn.benchmark; `--compile` compiles the network. Losses and correct counts
 accumulate on the device and are read once per epoch, so there is no host sync per step. On the
-CPU, evaluation runs a channels_last copy of a convolutional model (_inference_model).
+CPU, evaluation runs a channels_last copy of a convolutional model (_inference_model), in batches
+whose largest activations fit in the CPU's cache (_inference_batch_size).
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ import os
 import random
 import sys
 import time
+import weakref
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -604,14 +607,97 @@ def _inference_model(model: Classifier, device: torch.device) -> Classifier:
     return copy.deepcopy(model).to(memory_format=torch.channels_last)
 
 
+# The most images evaluate puts in one batch: inference holds no activations for backward, so it
+# goes past small training batches up to this (on the CPU, the cache may cap it lower:
+# _inference_batch_size).
+INFERENCE_BATCH = 256
+# On the CPU, the share of the last-level cache that one batch's largest layer (its input and
+# output) may take; the rest is for the weights, the other threads and other processes.
+CACHE_SHARE = 0.5
+# Per model evaluated on the CPU, its batch (_inference_batch_size), measured once: a trial
+# evaluates its model 5 times or more.
+_CPU_BATCH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@lru_cache(maxsize=1)
+def last_level_cache_bytes() -> int:
+    """The size of the CPU's largest data cache (L3, else L2) from Linux's sysfs; 16 MiB where
+    that cannot be read (another OS: a typical desktop L3)."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (index / "type").read_text().strip() == "Instruction":
+                continue
+            text = (index / "size").read_text().strip()  # "32768K", "2048K", "1M"
+        except OSError:
+            continue
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:].upper(), 1)
+        digits = text[:-1] if scale > 1 else text
+        if digits.isdigit():
+            sizes.append(int(digits) * scale)
+    return max(sizes, default=16 * 2**20)
+
+
+def _activation_bytes(net: torch.nn.Module, image: torch.Tensor) -> int:
+    """The most bytes one module's input and output take in `net`'s pass over one image (forward
+    hooks on every module; eval mode, no gradients, no random numbers: nothing changes)."""
+    most = 0
+
+    def tensors(x) -> list[torch.Tensor]:
+        items = x if isinstance(x, (tuple, list)) else (x,)
+        return [t for t in items if isinstance(t, torch.Tensor)]
+
+    def hook(module, inputs, output) -> None:
+        nonlocal most
+        most = max(most, sum(t.nbytes for t in tensors(inputs) + tensors(output)))
+
+    handles = [m.register_forward_hook(hook) for m in net.modules()]
+    try:
+        net(image)
+    finally:
+        for h in handles:
+            h.remove()
+    return most
+
+
+def _inference_batch_size(model: Classifier, net: Classifier, split: Split, device: torch.device,
+                          batch_size: int) -> int:
+    """How many images evaluate runs at once: the training batch or INFERENCE_BATCH, the larger;
+    on the CPU, for a model whose weights fit in CACHE_SHARE of the last-level cache, as many as
+    keep its largest layer's input and output in that share (at most INFERENCE_BATCH), whatever
+    the training batch.
+
+    Why: past the cache, a layer's output goes to memory and back. basecnn's second convolution
+    takes 32 x 28 x 28 floats in and gives 64 x 28 x 28 out, 0.30 MB per image: its pass over the
+    digits' training split (1,257 images; 2 cores, a 32 MiB L3; 2026-12-04) took 0.18-0.26 s in
+    batches of 256 (77 MB), 0.105-0.25 s in batches of 128 (the cache is shared with other work),
+    0.105-0.123 s in batches of 32 to 96, and 0.115 s in the 55 this gives. Weights are read
+    again for every batch, so a model whose weights do not fit keeps the larger batch, which reads
+    them fewer times: resnet18 (45 MB) 0.25 s in batches of 256, 0.28 s of 128, 0.37 s of 55;
+    timm's vgg11 (0.5 GB) 3.3 s of 256, 9.1 s of 32. The batch changes no result: each image's
+    logits are its own."""
+    batch = max(batch_size, INFERENCE_BATCH)
+    if device.type != "cpu" or not len(split):
+        return batch
+    if model not in _CPU_BATCH:
+        budget = CACHE_SHARE * last_level_cache_bytes()
+        weights = sum(t.nbytes for t in (*net.parameters(), *net.buffers()))
+        if weights <= budget:
+            per_image = max(_activation_bytes(net, split.first_images(1).to(device)), 1)
+            batch = int(max(1, min(batch, budget // per_image)))
+        _CPU_BATCH[model] = batch
+    return _CPU_BATCH[model]
+
+
 @torch.no_grad()
-def evaluate(model: Classifier, split: Split, device: torch.device, batch_size: int = 256) -> Evaluation:
-    """Loss, accuracy, predictions and probabilities of `model` on `split` (eval mode)."""
+def evaluate(model: Classifier, split: Split, device: torch.device, batch_size: int = INFERENCE_BATCH) -> Evaluation:
+    """Loss, accuracy, predictions and probabilities of `model` on `split` (eval mode); `batch_size`
+    is the training batch, which the evaluation batch is at least on CUDA (_inference_batch_size)."""
     model.eval()
     model.to(device)
     net = _inference_model(model, device)
     split = resident(split, device)
-    batch_size = max(batch_size, 256)  # inference holds no activations for backward
+    batch_size = _inference_batch_size(model, net, split, device, batch_size)
     losses, probs, labels_all = [], [], []
     start = time.perf_counter()
     for images, labels in split.batches(batch_size):
