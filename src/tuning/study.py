@@ -91,7 +91,7 @@ def create_storage(url: str, on_stale=None, grace_period_s: int = GRACE_PERIOD_S
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     # a database server may restart under a running study: its storage calls wait for it
-    storage_class = RDBStorage if url.startswith("sqlite") else ReconnectingRDBStorage
+    storage_class = StartOnceRDBStorage if url.startswith("sqlite") else ReconnectingRDBStorage
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
@@ -191,7 +191,46 @@ def _retried(method, give_up_quietly: bool = False):
     return call
 
 
-class ReconnectingRDBStorage(RDBStorage):
+class StartOnceRDBStorage(RDBStorage):
+    """Optuna's RDBStorage in which a WAITING trial (an enqueued retry, a grid point) is started
+    by one worker only, however many pop it at the same instant.
+
+    Why: Optuna starts a WAITING trial (Study._pop_waiting_trial_id) by reading its state, then
+    writing RUNNING if it read WAITING, in one session. On SQLite (pysqlite begins a transaction
+    at the first write, not the read) two processes can both read WAITING, and both then write
+    RUNNING and run the same trial: two workers popping one WAITING trial at once both got it in
+    25 of 100 rounds (2026-12-04). The same retry run twice resumed one interrupted trial's run
+    twice ('No tag with name: mlproject.failure' from one worker's resume, then Optuna's 'Cannot
+    tell a FAIL trial'; tests/test_tune_resume.py, once in a full suite). Here the start is one
+    UPDATE ... WHERE state = WAITING, which one writer wins: 0 of 100 rounds. PostgreSQL and
+    MySQL lock the row in Optuna's read (SELECT ... FOR UPDATE); the same UPDATE costs them
+    nothing. Optuna has no public hook for this: _start_waiting_trial holds the workaround."""
+
+    def set_trial_state_values(self, trial_id: int, state, values=None) -> bool:
+        if state == optuna.trial.TrialState.RUNNING and values is None and _start_waiting_trial(self.engine, trial_id):
+            return True
+        # not WAITING (any more): Optuna's own answer, False for a RUNNING trial (another worker
+        # started it) or UpdateFinishedTrialError for a finished one; or any other change of state
+        return super().set_trial_state_values(trial_id, state, values)
+
+
+def _start_waiting_trial(engine, trial_id: int) -> bool:
+    """Trial `trial_id` set RUNNING, with its start time, if it is WAITING, in one statement;
+    whether it was. Optuna's table and columns through its own (private) model, as its
+    set_trial_state_values writes them: the state by name, the start as naive UTC."""
+    from datetime import datetime, timezone
+
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    trials = models.TrialModel.__table__
+    start = trials.update().where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING).values(
+        state=TrialState.RUNNING, datetime_start=datetime.now(timezone.utc).replace(tzinfo=None))
+    with engine.begin() as connection:
+        return connection.execute(start).rowcount == 1
+
+
+class ReconnectingRDBStorage(StartOnceRDBStorage):
     """Optuna's RDBStorage whose calls wait for a restarting database server (see _retried)."""
 
     lost: str | None = None  # why the database was unreachable when the last call ended, if it was
@@ -205,7 +244,7 @@ for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_st
               "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr",
               "set_trial_system_attr", "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
               "_get_trials", "get_best_trial", "_get_best_trial_id", "_get_stale_trial_ids"):
-    setattr(ReconnectingRDBStorage, _name, _retried(getattr(RDBStorage, _name)))
+    setattr(ReconnectingRDBStorage, _name, _retried(getattr(StartOnceRDBStorage, _name)))
 ReconnectingRDBStorage.record_heartbeat = _retried(RDBStorage.record_heartbeat, give_up_quietly=True)
 del _name
 
