@@ -108,14 +108,18 @@ def test_bench_search_quick(tmp_path):
 
 def test_bench_peer_quick(tmp_path):
     stdout, figures = run_quick(tmp_path, "bench_peer.py")
-    assert "wall-time ratio tune / peer" in stdout and "per trial outside training" in stdout and "around the trials" in stdout
+    assert "wall-time ratio tune / peer" in stdout and "per trial outside fit" in stdout and "around the trials" in stdout
     assert figures["quick"] and figures["side_by_side"] and len(figures["pairs"]) == len(figures["ratios"]) == 1
     for value in [figures["ratio_median"], figures["cpu_ratio_median"], *figures["ratios"]]:
         assert isinstance(value, float) and math.isfinite(value) and value > 0, value
     for kind in ("tune", "peer"):
-        for key in ("wall_s", "cpu_s", "outside_training_s", "trial_outside_training_s", "train_time_s"):
+        for key in ("wall_s", "cpu_s", "outside_training_s", "outside_fit_s", "trial_outside_training_s",
+                    "train_time_s", "fit_time_s"):
             value = figures[kind][key]
             assert isinstance(value, float) and math.isfinite(value) and value > 0, (kind, key, value)
+        # fit is the training steps and the validation passes: more than the first, less than the run
+        assert figures[kind]["train_time_s"] < figures[kind]["fit_time_s"], figures[kind]
+        assert figures[kind]["outside_fit_s"] < figures[kind]["outside_training_s"], figures[kind]
         # around the trials: the process's wall time less its trials', a few seconds (imports at least)
         assert 0 < figures[kind]["around_trials_s"] < figures[kind]["wall_s"], figures[kind]
         assert figures["pairs"][0][kind]["complete"] == figures["trials"]

@@ -61,9 +61,10 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module):
 
 
 def assert_same_history(a: History, b: History):
-    """Every EpochStats field but its time identical (repr: exact for floats, and nan is nan), and
+    """Every EpochStats field but its times identical (repr: exact for floats, and nan is nan), and
     the images counted."""
-    strip = lambda h: [{k: repr(v) for k, v in dataclasses.asdict(e).items() if k != "epoch_time_s"}  # noqa: E731
+    strip = lambda h: [{k: repr(v) for k, v in dataclasses.asdict(e).items()  # noqa: E731
+                        if k not in ("epoch_time_s", "val_time_s")}
                        for e in h.epochs]
     assert strip(a) == strip(b)
     assert a.train_images == b.train_images

@@ -55,6 +55,7 @@ _DECLARED = (
     Metric("val_accuracy", "max", "epoch", "validation accuracy after the epoch", label="val_acc"),
     Metric("lr", "", "epoch", "the learning rate the epoch trained with"),
     Metric("epoch_time_s", "", "epoch", "seconds of the epoch's training steps (validation excluded)"),
+    Metric("val_time_s", "", "epoch", "seconds of the validation pass after the epoch's training steps"),
     # once per run
     Metric("train_time_s", "min", "run", "seconds of training steps over all epochs", label="train_s",
            in_report=True, grouped=3),

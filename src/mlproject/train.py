@@ -55,6 +55,7 @@ class EpochStats:
     val_accuracy: float
     lr: float
     epoch_time_s: float  # training steps only (validation excluded)
+    val_time_s: float = 0.0  # the validation pass after them (0 without a validation split)
 
 
 @dataclass
@@ -491,7 +492,7 @@ def _fit(model: Classifier, data: Splits, cfg: TrainConfig, device: torch.device
         history.train_time_s += epoch_time  # after validation: a checkpoint taken in it has the epoch undone
         history.train_images += seen
         stats = EpochStats(epoch, train_loss, correct.item() / seen, val.loss if val else float("nan"),
-                           val.accuracy if val else float("nan"), lr, epoch_time)
+                           val.accuracy if val else float("nan"), lr, epoch_time, val.time_s if val else 0.0)
         history.epochs.append(stats)
         epochs.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{stats.val_accuracy:.3f}")
         if scheduler is not None:
@@ -570,7 +571,7 @@ def cross_validate(model: Classifier, data: Splits, cfg: TrainConfig, device: to
     for e in range(cfg.epochs):
         rows = [h.epochs[e] for h in folds]
         avg = {n: float(np.mean([getattr(r, n) for r in rows]))
-               for n in (*curves(), "epoch_time_s")}
+               for n in (*curves(), "epoch_time_s", "val_time_s")}
         mean.epochs.append(EpochStats(e + 1, lr=rows[0].lr, **avg))
     return CrossValidation(folds, mean, refit)
 
