@@ -20,7 +20,8 @@ import click
 
 import tracking
 from mlproject.config import BOOL_WORDS, ConfigError, TrainConfig, differing_option
-from mlproject.signals import collect_old_objects_rarely, exit_code, handle_signals, leave_heap_to_the_os
+from mlproject.signals import (collect_old_objects_rarely, exit_code, handle_signals, leave_heap_to_the_os,
+                               reuse_freed_memory)
 
 
 def config_options(cls=TrainConfig, skip: tuple[str, ...] = ()):
@@ -251,6 +252,7 @@ def report(run_ids, studies, experiments, include_all, sort, ascending, x, ys, b
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point."""
     collect_old_objects_rarely()
+    reuse_freed_memory()
     try:
         cli.main(args=bool_flags_from_values(sys.argv[1:] if args is None else list(args)), prog_name="mlproject")
     finally:  # click exits through SystemExit

@@ -19,7 +19,8 @@ import click
 
 from mlproject.app.cli import bool_flags_from_values, config_options, fail
 from mlproject.config import ConfigError, TrainConfig
-from mlproject.signals import collect_old_objects_rarely, exit_code, handle_signals, leave_heap_to_the_os
+from mlproject.signals import (collect_old_objects_rarely, exit_code, handle_signals, leave_heap_to_the_os,
+                               reuse_freed_memory)
 from tuning import DEFAULTS, NOT_SEARCHABLE, OPTION_TYPES, SEARCHABLE, StudyOptions, flag
 
 # non-boolean options a study cannot vary: text here, so that a list gets the reason, not a type error
@@ -158,6 +159,7 @@ def tune_args(args: list[str]) -> list[str]:
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point."""
     collect_old_objects_rarely()
+    reuse_freed_memory()
     multiprocessing.set_start_method("spawn", force=True)  # CUDA and threads are not fork-safe
     try:
         tune.main(args=tune_args(sys.argv[1:] if args is None else list(args)), prog_name="tune")
