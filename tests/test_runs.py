@@ -325,3 +325,55 @@ def test_ending_a_run_whose_reason_another_process_is_writing_too_retries_once(c
     run = client.get_run(run_id)
     assert len(calls) == 2 and run.info.status == "KILLED"
     assert run.data.tags[tracking.FAILURE_TAG] == "interrupted by SIGTERM"
+
+
+# Two processes resume the same ended run at the same instant (a barrier), ROUNDS runs in turn, as
+# every worker of a requeued job array resumes the study's parent; prints what each resume did
+RESUME_RACE = r"""
+import multiprocessing as mp, sys
+import tracking
+
+def resumer(runs, start, out):
+    for run_id in iter(runs.get, None):
+        start.wait()
+        try:
+            tracking.resume_run(run_id)
+            out.put("ok")
+        except Exception as e:
+            out.put(f"{type(e).__name__}: {e}")
+
+if __name__ == "__main__":
+    from mlflow.tracking import MlflowClient
+    client, rounds = MlflowClient(), int(sys.argv[1])
+    experiment = client.create_experiment("resumed-at-once")
+    start, out = mp.Barrier(2), mp.Queue()
+    queues = [mp.Queue(), mp.Queue()]
+    racers = [mp.Process(target=resumer, args=(q, start, out)) for q in queues]
+    for p in racers:
+        p.start()
+    for _ in range(rounds):
+        run_id = client.create_run(experiment).info.run_id
+        tracking.end_run(run_id, "KILLED", "interrupted by SIGTERM")
+        for q in queues:
+            q.put(run_id)
+        print(out.get(), out.get(), client.get_run(run_id).info.status,
+              tracking.FAILURE_TAG in client.get_run(run_id).data.tags, flush=True)
+    for q in queues:
+        q.put(None)
+    for p in racers:
+        p.join()
+"""
+
+
+def test_two_processes_resuming_one_run_at_once_both_succeed(store, tmp_path):
+    """The failure tag's check-then-delete raced: the later delete found no tag in 7 of 10 rounds
+    ('No tag with name: mlproject.failure'), and that worker of the job array failed."""
+    import subprocess
+    import sys
+
+    (tmp_path / "race.py").write_text(RESUME_RACE)
+    done = subprocess.run([sys.executable, str(tmp_path / "race.py"), "10"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["ok ok RUNNING False"] * 10, done.stdout
+    assert "Traceback" not in done.stderr and "SAWarning" not in done.stderr, done.stderr[-3000:]
