@@ -17,6 +17,7 @@ state with a bounded deadline (servers.wait_for).
 from __future__ import annotations
 
 import collections
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -305,7 +306,9 @@ def test_postgres_gone_past_the_storage_retries_exits_75_with_one_line_and_the_r
     end = assert_study_complete(postgres, uri, name, name, trials)
     killed = [r for r in end["children"] if r.info.status == "KILLED"]
     assert [r.data.tags.get("mlproject.failure") for r in killed] == [
-        "worker stopped sending heartbeats (killed?); trial re-run"], [
+        f"worker {r.data.tags['mlproject.worker']} stopped sending heartbeats (killed?); trial re-run"
+        for r in killed] and len(killed) == 1, [
         (r.info.run_name, r.info.status, r.data.tags.get("mlproject.failure")) for r in end["children"]]
+    assert killed[0].data.tags["mlproject.worker"] == f"{socket.gethostname()}:{worker.proc.pid}"  # the one that exited
     print(f"\nworker exited {code} {gone_s:.1f} s after PostgreSQL stopped: {line!r}; rerun: trials "
           f"{end['states']}, child runs {dict(end['runs'])}")

@@ -194,11 +194,16 @@ def _checked_base(base: TrainConfig, space: SearchSpace) -> TrainConfig:
 # ---------------------------------------------------------------------------------------------
 
 def close_stale_run(study, trial) -> None:
-    """A trial whose worker died (no heartbeat): its MLflow run ends KILLED, not RUNNING."""
+    """A trial whose worker died (no heartbeat): its MLflow run ends KILLED, not RUNNING, and its
+    reason names the worker (the run's tag mlproject.worker, host:pid), so which node or process
+    died is in the run."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
+        stored = tracking.stored_run(run_id)
+        worker = stored.tags.get(Tags.WORKER) if stored else None
         tracking.set_run_tags(run_id, {Tags.STATE: "FAIL"})
-        tracking.end_run(run_id, "KILLED", "worker stopped sending heartbeats (killed?); trial re-run")
+        tracking.end_run(run_id, "KILLED", f"worker {worker + ' ' if worker else ''}stopped sending heartbeats "
+                                           "(killed?); trial re-run")
 
 
 def close_orphaned_runs(study, parent: str) -> None:
