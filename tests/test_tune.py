@@ -53,6 +53,21 @@ def split(runs):
     return parents, children
 
 
+def test_a_one_trial_study_logs_its_plots_without_warnings_between_the_lines(store, recwarn):
+    """One trial is too few for importances and gives flat axes: Optuna and matplotlib warned about
+    each (on stderr, amid the trial lines and the table); the plots are logged, nothing printed."""
+    import warnings
+    warnings.simplefilter("always")  # every warning raised reaches recwarn, none only once
+    result = run_tune("--trials", "1", "--pruner", "none", "--study-name", "one")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    (parent,), _ = split(runs_of(store))
+    arts = {a.path for a in store.list_artifacts(parent.info.run_id, "study")}
+    assert {"study/optimization_history.png", "study/param_importances.png"} <= arts
+    noise = [f"{w.category.__name__}: {w.message} ({w.filename})" for w in recwarn
+             if issubclass(w.category, UserWarning) and ("optuna" in w.filename or "matplotlib" in w.filename)]
+    assert not noise
+
+
 def test_small_study_parent_children_summary_and_registered_model(store):
     result = run_tune("--trials", "4", "--pruner", "none", "--sampler", "random", "--lr", "0.02:0.5",
                       "--study-name", "s1")

@@ -97,11 +97,16 @@ def log_plots(study, run_id: str, objectives=None) -> None:
         if len(objectives) <= 3:
             calls["pareto_front"] = {"target_names": [o.metric for o in objectives]}
     for name, kwargs in calls.items():
-        with warnings.catch_warnings():  # the matplotlib backend is 'experimental' since Optuna 2.2
+        with warnings.catch_warnings():
+            # the matplotlib backend is 'experimental' since Optuna 2.2 (ExperimentalWarning). A
+            # small study's plots are degenerate, and Optuna and matplotlib say so in a UserWarning
+            # each ('The number of trials is too small to compute importances', 'Attempting to set
+            # identical low and high xlims', 'No artists with labels found to put in legend'; with
+            # a `target`, that importances rank params for low values whatever the direction, which
+            # holds as they are unsigned): on stderr, between the trial lines and the table. The
+            # plots are logged as drawn.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # with a `target`, Optuna's importance evaluator reminds that it ranks params for low
-            # values whatever the direction: importances are unsigned, so the ranking holds
-            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator", category=UserWarning)
+            warnings.simplefilter("ignore", UserWarning)
             try:
                 ax = getattr(vm, f"plot_{name}")(study, **kwargs)
             except (ValueError, RuntimeError, ZeroDivisionError):  # too few trials / no varying params
