@@ -86,6 +86,31 @@ def test_tune_in_a_terminal_shows_one_line_per_trial_and_an_unbroken_bar(tmp_pat
 
 
 @pytest.mark.slow
+def test_a_trial_failing_outside_its_run_has_its_reason_and_traceback_too(store, monkeypatch):
+    """A bug before the trial's run starts (here: in preparing its model) fails the trial with the
+    same fail_reason and traceback as one inside training; it had neither (Optuna's log only)."""
+    import optuna
+    import mlproject.app.experiment as experiment
+
+    real_prepare = experiment.StudyTrainer.prepare
+
+    def prepare(self, cfg, data=()):
+        if cfg.run_name == "trial-0":
+            raise RuntimeError("injected bug in preparing")
+        return real_prepare(self, cfg, data)
+
+    monkeypatch.setattr(experiment.StudyTrainer, "prepare", prepare)
+    args = ["--model", "softmax", "--lr", "0.05", "--epochs", "1", "--num-workers", "0", "--pruner", "none",
+            "--trials", "1", "--study-name", "early"]
+    result = CliRunner().invoke(tune, tune_args(args))
+    assert result.exit_code == 0, result.output
+    assert "trial 0 failed: RuntimeError: injected bug in preparing" in result.stderr
+    assert 'raise RuntimeError("injected bug in preparing")' in result.stderr
+    trials = optuna.load_study(study_name="early", storage="sqlite:///optuna.db").trials
+    assert trials[0].user_attrs["fail_reason"] == "RuntimeError: injected bug in preparing"
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+
+
 def test_an_unexpected_exception_shows_its_traceback_and_verbose_shows_every_one(store, monkeypatch):
     """A bug (here: an exception injected into training) is shown with its traceback; an expected
     failure (a diverged trial) is one line unless --verbose."""

@@ -139,7 +139,22 @@ class Worker:
             if tracking.unreachable(e) is not None:
                 tracking.give_up_on_server()  # the runs still open here: one quick try each
                 self._lost = (trial.number, e)
+            elif not isinstance(e, (optuna.TrialPruned, Surplus)):
+                self._give_reason(trial, e)
             raise
+
+    def _give_reason(self, trial: optuna.Trial, e: Exception) -> None:
+        """A trial that failed before or after its run's body (its configuration, the checkpoint
+        it goes on from, its values) gets a fail_reason too, and a bug its traceback, as one that
+        failed in training does (`_train`); else only Optuna's log would say why."""
+        try:
+            if "fail_reason" in trial.user_attrs:
+                return  # _train or _values gave it
+            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:1000])
+        except Exception:  # noqa: BLE001 (the storage is failing too: the trial fails without it)
+            return
+        if self.verbose or not isinstance(e, EXPECTED_FAILURES):
+            self._tracebacks[trial.number] = traceback.format_exc()
 
     def _objective(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         """One trial in four steps: its configuration, its tracked run, its values, its outcome."""
