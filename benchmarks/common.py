@@ -31,11 +31,15 @@ def write_json(path: str, figures: dict) -> None:
 
 
 def run_main(main: Callable[[], int]) -> None:
-    """main(), then exit with its code without Python's heap sweeps (~3 s with torch, MLflow,
-    Optuna and matplotlib loaded; mlproject.signals.leave_heap_to_the_os): the figures are out."""
-    code = main()
-    from mlproject.signals import leave_heap_to_the_os
+    """main() under the allocator setting that `mlproject` and `tune` make (mlproject.signals.
+    reuse_freed_memory: what runs in this process trains as under the commands, and its loops'
+    page faults do not hang on what ran before them), then exit with its code without Python's
+    heap sweeps (~3 s with torch, MLflow, Optuna and matplotlib loaded;
+    mlproject.signals.leave_heap_to_the_os): the figures are out."""
+    from mlproject.signals import leave_heap_to_the_os, reuse_freed_memory
 
+    reuse_freed_memory()
+    code = main()
     leave_heap_to_the_os()
     sys.exit(code)
 
