@@ -150,10 +150,15 @@ class Worker:
         try:
             if "fail_reason" in trial.user_attrs:
                 return  # _train or _values gave it
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:1000])
+            self._note_failure(trial, e)
         except Exception:  # noqa: BLE001 (the storage is failing too: the trial fails without it)
             return
-        if self.verbose or not isinstance(e, EXPECTED_FAILURES):
+
+    def _note_failure(self, trial: optuna.Trial, e: BaseException, with_traceback: bool = True) -> None:
+        """The trial's user attr fail_reason ('Type: message'), and for a bug (or with --verbose)
+        its traceback, which announce() prints under the trial's line."""
+        trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:1000])
+        if with_traceback and (self.verbose or not isinstance(e, EXPECTED_FAILURES)):
             self._tracebacks[trial.number] = traceback.format_exc()
 
     def _objective(self, trial: optuna.Trial) -> float | tuple[float, ...]:
@@ -201,11 +206,10 @@ class Worker:
             raise
         except (Exception, KeyboardInterrupt) as e:
             # diverged, out of memory, a bug (the study goes on), or Ctrl-C: Optuna fails the trial
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:1000])
-            if tracking.unreachable(e) is not None:
+            lost = tracking.unreachable(e) is not None
+            self._note_failure(trial, e, with_traceback=not lost)
+            if lost:
                 raise  # no tag then: the server is gone (objective, above); the checkpoint serves its retry
-            if self.verbose or not isinstance(e, EXPECTED_FAILURES):
-                self._tracebacks[trial.number] = traceback.format_exc()
             tracking.set_run_tags(trial.user_attrs.get("mlflow_run_id"), {Tags.STATE: "FAIL"})
             if not isinstance(e, KeyboardInterrupt):  # only an interrupted trial goes on from its checkpoint
                 self._drop_checkpoint(trial, cfg)
